@@ -1,0 +1,350 @@
+"""The training configuration: one torch-free source of truth for both sides.
+
+The operator embeds these models in the `DistributedSGDJob` spec (and generates
+the CRD from them); the trainer reads exactly the same JSON back from the
+ConfigMap the operator mounts. Keep this module free of torch and kopf imports:
+the operator image has no torch and the trainer image has no kopf.
+
+Field names are camelCase on the wire (YAML/JSON) and snake_case in Python.
+Every model forbids unknown fields so that a typo in a manifest is an error
+naming the field, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+#: A `package.module:function` reference to user code in the trainer image.
+PLUGIN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+#: The largest gang we accept. Larger specs are almost always a typo, and a
+#: typo here would ask a cluster for thousands of GPUs.
+MAX_NODES = 512
+MAX_PROCESSES_PER_NODE = 16
+
+AlgorithmName = Literal["mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"]
+Compression = Literal["none", "sign", "ef-sign"]
+BUILTIN_MODELS = ("resnet20", "cnn", "mlp")
+BUILTIN_DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+LOCAL_ALGORITHMS = ("local-sgd", "post-local-sgd", "hierarchical-local-sgd")
+COMPRESSIBLE_ALGORITHMS = ("local-sgd", "post-local-sgd")
+
+
+def _builtin_or_plugin(what: str, value: str, builtins: tuple[str, ...]) -> str:
+    if value not in builtins and not re.match(PLUGIN_PATTERN, value):
+        raise ValueError(
+            f"unknown {what} {value!r}; use one of {', '.join(builtins)} "
+            "or a package.module:function plug-in"
+        )
+    return value
+
+
+class SpecModel(BaseModel):
+    """Base for every spec section: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict:
+        """The JSON-ready camelCase form, defaults included."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Topology(SpecModel):
+    """How ranks are laid out: `nodes` pods, each running `processesPerNode` ranks."""
+
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = Field(
+        1, description="Number of pods (one per machine); world size is nodes × processesPerNode."
+    )
+    processes_per_node: Annotated[int, Field(ge=1, le=MAX_PROCESSES_PER_NODE)] = Field(
+        1, description="Ranks per pod; with gpu: true, also the GPUs requested per pod."
+    )
+    gpu: bool = Field(
+        False,
+        description="true: request nvidia.com/gpu and use NCCL; false: CPU ranks talking gloo.",
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+
+class Algorithm(SpecModel):
+    """The distributed SGD algorithm and its communication schedule."""
+
+    name: AlgorithmName = Field(
+        "local-sgd",
+        description=(
+            "mini-batch-sgd (gradient all-reduce every step), local-sgd (average parameters "
+            "every localSteps), post-local-sgd (mini-batch before switchEpoch, local after), "
+            "hierarchical-local-sgd (intra-node every localSteps, global every "
+            "localSteps × blockSteps)."
+        ),
+    )
+    local_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        4, description="H: local optimizer steps between two averagings (local variants)."
+    )
+    switch_epoch: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description=(
+            "post-local-sgd: epoch at which mini-batch SGD switches to local SGD. "
+            "Default: the first lr milestone."
+        ),
+    )
+    block_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        4,
+        description="hierarchical-local-sgd: H_b, intra-node averagings per global averaging.",
+    )
+    compression: Compression = Field(
+        "none",
+        description=(
+            "Compression of the global model deltas: none, sign or ef-sign (error feedback). "
+            "Only for local-sgd and post-local-sgd."
+        ),
+    )
+
+
+class Optimizer(SpecModel):
+    """SGD with the large-batch recipe: linear scaling, warm-up, step decay, optional LARS."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=100)] = Field(
+        0.1, description="Learning rate for a global batch of baseBatchSize samples."
+    )
+    base_batch_size: Annotated[int, Field(ge=1)] = Field(
+        128, description="The global batch size learningRate was tuned for."
+    )
+    scaling: Literal["none", "linear"] = Field(
+        "linear",
+        description="linear: lr × globalBatch / baseBatchSize (Goyal et al. 2017); none: as given.",
+    )
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(
+        5, description="Epochs over which the lr rises linearly, per iteration, to the scaled lr."
+    )
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
+    nesterov: bool = Field(True, description="Nesterov momentum (needs momentum > 0).")
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(1e-4, description="L2 weight decay.")
+    lars: bool = Field(False, description="Layer-wise adaptive rate scaling (You et al. 2017).")
+    lars_trust: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.001, description="LARS trust coefficient η in η‖w‖ / (‖∇w‖ + weightDecay‖w‖)."
+    )
+    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75],
+        max_length=32,
+        description="Fractions of training at which the lr is multiplied by gamma.",
+    )
+    gamma: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="Multiplicative lr decay at each milestone."
+    )
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[float]) -> list[float]:
+        if any(b <= a for a, b in itertools.pairwise(milestones)):
+            raise ValueError(f"must be strictly increasing fractions in (0, 1), got {milestones}")
+        return milestones
+
+    @model_validator(mode="after")
+    def _check(self) -> Optimizer:
+        if self.nesterov and self.momentum == 0:
+            raise_cross_field_errors(
+                "Optimizer", [(("nesterov",), "Nesterov momentum needs momentum > 0")]
+            )
+        return self
+
+
+class Dataset(SpecModel):
+    """Where the training data comes from."""
+
+    name: str = Field(
+        "fashion-mnist",
+        description=(
+            "synthetic | digits | mnist | fashion-mnist | cifar10 | cifar100, or a "
+            "package.module:function plug-in returning (train, test) datasets."
+        ),
+        json_schema_extra={"pattern": f"^({'|'.join(BUILTIN_DATASETS)})$|{PLUGIN_PATTERN}"},
+    )
+    path: str | None = Field(
+        None,
+        description=(
+            "Directory holding the files (IDX for MNIST-like sets, python pickle batches "
+            "for CIFAR). Default: the usual system locations."
+        ),
+    )
+    train_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Use only this many training samples (all when unset)."
+    )
+    test_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Use only this many test samples (all when unset)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return _builtin_or_plugin("dataset", name, BUILTIN_DATASETS)
+
+
+class Training(SpecModel):
+    """Model, data, schedule length, checkpoints and outputs."""
+
+    model: str = Field(
+        "resnet20",
+        description="resnet20 | cnn | mlp, or a package.module:function plug-in returning a model.",
+        json_schema_extra={"pattern": f"^({'|'.join(BUILTIN_MODELS)})$|{PLUGIN_PATTERN}"},
+    )
+    dataset: Dataset = Field(default_factory=Dataset, description="The dataset.")
+    batch_size_per_process: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        128, description="B_loc: the mini-batch of each rank."
+    )
+    epochs: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        300, description="Passes over the training set (all ranks together)."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
+        0, description="Seed shared by all ranks: initial model, data order."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast the forward pass to bfloat16 (GPUs)."
+    )
+    checkpoint_every: Annotated[int, Field(ge=0)] = Field(
+        1, description="Checkpoint every this many epochs (0: never); runs resume from the latest."
+    )
+    checkpoint_dir: str = Field(
+        "/checkpoints",
+        min_length=1,
+        description="Where checkpoints go; mount a PersistentVolumeClaim here to survive restarts.",
+    )
+    output_dir: str | None = Field(
+        None, description="Where metrics.jsonl and summary.json go. Default: checkpointDir."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, model: str) -> str:
+        return _builtin_or_plugin("model", model, BUILTIN_MODELS)
+
+    @property
+    def resolved_output_dir(self) -> str:
+        return self.output_dir or self.checkpoint_dir
+
+
+class TrainingConfig(SpecModel):
+    """What the trainer reads: the spec sections that decide the training run.
+
+    This is the JSON in the job's ConfigMap. Cross-field rules that span
+    sections live here so that `dsgd validate`, the operator and the trainer
+    refuse the same configurations.
+    """
+
+    topology: Topology = Field(default_factory=Topology, description="Ranks and devices.")
+    algorithm: Algorithm = Field(default_factory=Algorithm, description="The algorithm.")
+    optimizer: Optimizer = Field(default_factory=Optimizer, description="The optimizer recipe.")
+    training: Training = Field(default_factory=Training, description="Model, data and schedule.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainingConfig:
+        raise_cross_field_errors("TrainingConfig", cross_field_errors(self))
+        return self
+
+    @property
+    def switch_epoch(self) -> int | None:
+        """The post-local switch epoch, defaulted to the first lr milestone."""
+        return resolve_switch_epoch(self.algorithm, self.optimizer, self.training)
+
+
+def resolve_switch_epoch(
+    algorithm: Algorithm, optimizer: Optimizer, training: Training
+) -> int | None:
+    """The epoch at which post-local SGD turns local: explicit, or the first milestone."""
+    if algorithm.name != "post-local-sgd":
+        return None
+    if algorithm.switch_epoch is not None:
+        return algorithm.switch_epoch
+    if not optimizer.milestones:
+        return None
+    return round(optimizer.milestones[0] * training.epochs)
+
+
+def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], str]]:
+    """Rules spanning sections, as (field path in wire names, message) pairs.
+
+    The same rules are written as CEL in the CRD (see dsgd_operator.crd); a test
+    checks that both refuse the same manifests.
+    """
+    errors: list[tuple[tuple[str, ...], str]] = []
+    algo, topo, opt, train = config.algorithm, config.topology, config.optimizer, config.training
+    if algo.name == "hierarchical-local-sgd":
+        if topo.nodes < 2:
+            errors.append(
+                (
+                    ("topology", "nodes"),
+                    "hierarchical-local-sgd needs more than one node "
+                    "(with one node it is local-sgd)",
+                )
+            )
+        if topo.processes_per_node < 2:
+            errors.append(
+                (
+                    ("topology", "processesPerNode"),
+                    "hierarchical-local-sgd needs more than one process per node; with one it is "
+                    "only local-sgd with H·H_b steps, use local-sgd",
+                )
+            )
+    if algo.compression != "none" and algo.name not in COMPRESSIBLE_ALGORITHMS:
+        errors.append(
+            (
+                ("algorithm", "compression"),
+                f"{algo.compression} compression applies only to "
+                f"{' and '.join(COMPRESSIBLE_ALGORITHMS)}, not {algo.name}",
+            )
+        )
+    if algo.switch_epoch is not None and algo.name != "post-local-sgd":
+        errors.append((("algorithm", "switchEpoch"), "only post-local-sgd has a switch epoch"))
+    if algo.name == "post-local-sgd":
+        switch = resolve_switch_epoch(algo, opt, train)
+        if switch is None:
+            errors.append(
+                (
+                    ("algorithm", "switchEpoch"),
+                    "post-local-sgd needs a switch epoch: set it, or give optimizer.milestones",
+                )
+            )
+        elif not 0 < switch < train.epochs:
+            errors.append(
+                (
+                    ("algorithm", "switchEpoch"),
+                    f"the switch point (epoch {switch}) must lie inside training: "
+                    f"between 1 and training.epochs - 1 ({train.epochs - 1})",
+                )
+            )
+    if opt.warmup_epochs > train.epochs:
+        errors.append(
+            (
+                ("optimizer", "warmupEpochs"),
+                f"{opt.warmup_epochs:g} warm-up epochs is longer than "
+                f"training.epochs ({train.epochs})",
+            )
+        )
+    return errors
+
+
+def raise_cross_field_errors(title: str, errors: list[tuple[tuple[str, ...], str]]) -> None:
+    """Raise all cross-field errors at once, each located at its field path."""
+    if errors:
+        raise ValidationError.from_exception_data(
+            title,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("cross_field", message), loc=loc, input=None
+                )
+                for loc, message in errors
+            ],
+        )
