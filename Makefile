@@ -1,0 +1,60 @@
+# dsgd: `make demo` runs the example job locally, `make test` runs the whole suite.
+# Both install what is missing first (Debian packages, torch, the project).
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The CPU build of torch that these machines carry; pinned again in pyproject.toml.
+TORCH_VERSION := 2.13.0
+DEBIAN_PACKAGES := dataset-fashion-mnist prometheus
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/dsgd-io
+DEMO ?= examples/fashion-mnist-local-sgd.yaml
+STAMP := .make/installed
+
+.PHONY: install system-deps demo test test-fast lint format crds images bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(MAKE) system-deps
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[dev]'
+	@mkdir -p $(dir $@) && touch $@
+
+system-deps:
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+
+demo: $(STAMP)
+	dsgd run $(DEMO) --out runs/demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+# The unit tier only: no multi-process training, no operator, no Prometheus.
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+format:
+	ruff check --fix .
+	ruff format .
+
+crds: $(STAMP)
+	$(PYTHON) -m dsgd_operator.crd
+
+images:
+	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .
+	docker build -t $(REGISTRY)/dsgd-trainer:$(VERSION) -f trainer_image/Dockerfile .
+
+bench: $(STAMP)
+	@echo "benchmarks arrive with the trainer and operator issues"
+
+clean:
+	rm -rf .make runs .pytest_cache .ruff_cache

@@ -1,0 +1,176 @@
+"""The `dsgd` command: validate, render and run DistributedSGDJob manifests; run the operator.
+
+Three front doors, one builder: `render` prints what `dsgd_operator.build`
+returns, `run` executes those pods as local processes, and `operator` has kopf
+create them on a cluster. User mistakes end with one line per problem naming
+the file and field (exit 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import yaml
+
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.manifest import ManifestError, load_jobs
+
+EXIT_INVALID = 1
+
+
+def _version() -> str:
+    try:
+        return version("dsgd")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _load_all(files: list[str]) -> tuple[list[DistributedSGDJob], list[ManifestError]]:
+    jobs, errors = [], []
+    for path in files:
+        try:
+            jobs.extend(load_jobs(path))
+        except ManifestError as error:
+            errors.append(error)
+    return jobs, errors
+
+
+def _report(errors: list[ManifestError]) -> None:
+    for error in errors:
+        print(error, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.files:
+        try:
+            jobs = load_jobs(path)
+        except ManifestError as error:
+            _report([error])
+            status = EXIT_INVALID
+            continue
+        names = ", ".join(job.name for job in jobs)
+        print(f"{path}: valid ({names})")
+    return status
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from dsgd_operator.build import BuildSettings, build_children
+
+    jobs, errors = _load_all(args.files)
+    if errors:
+        _report(errors)
+        return EXIT_INVALID
+    settings = BuildSettings(default_image=args.image) if args.image else BuildSettings()
+    objects = []
+    for job in jobs:
+        if args.namespace:
+            job = job.model_copy(
+                update={"metadata": job.metadata.model_copy(update={"namespace": args.namespace})}
+            )
+        objects.extend(build_children(job, settings))
+    yaml.safe_dump_all(objects, sys.stdout, sort_keys=False)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    jobs, errors = _load_all([args.file])
+    if errors:
+        _report(errors)
+        return EXIT_INVALID
+    if len(jobs) != 1:
+        print(
+            f"{args.file}: holds {len(jobs)} jobs; `dsgd run` runs one "
+            "(split the file, or use the operator)",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None:
+        print("dsgd run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
+        return EXIT_INVALID
+    from dsgd_operator.run_display import run_with_display
+
+    job = jobs[0]
+    out_dir = Path(args.out) if args.out else Path("runs") / job.name
+    # A SIGTERM (from a process manager, CI, `timeout`) stops the gang like Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    try:
+        from dsgd_operator.reconcile import OperatorOptions, run_operator
+    except ImportError as error:
+        print(f"the operator is not available in this install: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    options = OperatorOptions.from_env()
+    overrides: dict[str, object] = {}
+    if args.namespace:
+        overrides["namespaces"] = tuple(args.namespace)
+    if args.trainer_image:
+        overrides["trainer_image"] = args.trainer_image
+    if args.liveness_port is not None:
+        overrides["liveness_port"] = args.liveness_port
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    from dataclasses import replace
+
+    return run_operator(replace(options, **overrides))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsgd",
+        description="Run, compare and watch distributed SGD algorithms, locally or on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"dsgd {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check manifests; name every bad field")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    render = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
+    render.add_argument("files", nargs="+", metavar="FILE")
+    render.add_argument("--image", help="trainer image for jobs that name none")
+    render.add_argument("--namespace", help="namespace for jobs that name none")
+    render.set_defaults(func=cmd_render)
+
+    run = sub.add_parser("run", help="run a job's pods as local processes")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--out", help="results directory (default: runs/<job name>)")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus port of node 0 (node i: +i); default: free ports",
+    )
+    run.add_argument("--quiet", action="store_true", help="no per-node log lines")
+    run.set_defaults(func=cmd_run)
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    operator.add_argument(
+        "--namespace", action="append", help="watch only this namespace (repeatable)"
+    )
+    operator.add_argument("--trainer-image", help="default trainer image")
+    operator.add_argument("--liveness-port", type=int, help="liveness endpoint port")
+    operator.add_argument("--metrics-port", type=int, help="operator metrics port (0: off)")
+    operator.set_defaults(func=cmd_operator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `dsgd render x.yaml | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""`dsgd run`: the job's pods executed as local processes.
+
+The pods come from the same builder the operator uses (`dsgd_operator.build`);
+each pod's container command runs here with the env the pod would get, except
+for what only makes sense on a cluster:
+
+- `python` is this interpreter (so the active environment's torch is used);
+- the rendezvous address is loopback and ports are free ones picked by the OS;
+- the config file is a local copy whose checkpoint and output directories lie
+  in the run's output directory;
+- each pod gets its own Prometheus multiprocess directory and metrics port.
+
+One failed pod stops the whole gang (as the operator does), and the run exits
+with that pod's exit code. Ctrl-C stops every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.build import BuildSettings, build_pods
+
+#: How long stopped processes get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LocalProcess:
+    """What runs for one pod: its node rank, argv and complete environment."""
+
+    node_rank: int
+    argv: list[str]
+    env: dict[str, str]
+    metrics_port: int
+
+
+def free_port() -> int:
+    """A TCP port that the OS reported free on loopback a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_config(job: DistributedSGDJob, out_dir: Path) -> dict:
+    """The ConfigMap's training config with checkpoints and outputs under `out_dir`."""
+    config = job.spec.training_config().to_wire()
+    config["training"]["checkpointDir"] = str(out_dir / "checkpoints")
+    config["training"]["outputDir"] = str(out_dir)
+    return config
+
+
+def plan_local_processes(
+    job: DistributedSGDJob,
+    out_dir: Path,
+    config_path: Path,
+    metrics_dir: Path,
+    master_port: int,
+    metrics_ports: list[int],
+    base_env: dict[str, str] | None = None,
+    cpu_count: int | None = None,
+) -> list[LocalProcess]:
+    """Turn the job's pods into local processes (pure apart from reading nothing).
+
+    `base_env` (default: this process's environment) is inherited the way a
+    container inherits its image's environment; the pod's env wins over it.
+    """
+    base = dict(os.environ if base_env is None else base_env)
+    cores = cpu_count or os.cpu_count() or 1
+    topology = job.spec.topology
+    processes = []
+    for pod in build_pods(job, BuildSettings()):
+        container = pod["spec"]["containers"][0]
+        node_rank = int(pod["metadata"]["labels"]["dsgd.io/node-rank"])
+        argv = [*container.get("command", []), *container.get("args", [])]
+        argv = [sys.executable if part == "python" else part for part in argv]
+        env = dict(base)
+        for var in container.get("env", []):
+            if "value" in var:  # valueFrom (secrets, downward API) has no local meaning
+                env[var["name"]] = var["value"]
+        env.update(
+            PET_MASTER_ADDR="127.0.0.1",
+            PET_MASTER_PORT=str(master_port),
+            DSGD_CONFIG=str(config_path),
+            DSGD_METRICS_PORT=str(metrics_ports[node_rank]),
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir / f"node-{node_rank}"),
+            PYTHONUNBUFFERED="1",
+        )
+        # All ranks share this machine's cores: without a limit each would start
+        # a thread per core and they would spend their time preempting each other.
+        if "OMP_NUM_THREADS" not in base:
+            env["OMP_NUM_THREADS"] = str(max(1, cores // topology.world_size))
+        if topology.gpu and "CUDA_VISIBLE_DEVICES" not in base:
+            first = node_rank * topology.processes_per_node
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(
+                str(first + i) for i in range(topology.processes_per_node)
+            )
+        processes.append(LocalProcess(node_rank, argv, env, metrics_ports[node_rank]))
+    return processes
+
+
+@dataclass
+class GangResult:
+    """How a local gang ended: the exit code of each node, and the first failure."""
+
+    exit_codes: dict[int, int] = field(default_factory=dict)
+    failed_node: int | None = None
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.failed_node is not None:
+            return self.exit_codes[self.failed_node]
+        return 0
+
+
+class LocalGang:
+    """Runs the planned processes, relays their output, and stops them together.
+
+    Each process gets its own process group so that torchrun and its workers
+    can be signalled as one, and so that a Ctrl-C in the terminal reaches us
+    first: we then stop the gang in order instead of leaving orphans.
+    """
+
+    def __init__(self, processes: list[LocalProcess], log: Callable[[int, str], None]) -> None:
+        self._planned = processes
+        self._log = log
+        self._popen: dict[int, subprocess.Popen[bytes]] = {}
+        self._pumps: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for proc in self._planned:
+            Path(proc.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+            popen = subprocess.Popen(
+                proc.argv,
+                env=proc.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self._popen[proc.node_rank] = popen
+            pump = threading.Thread(target=self._pump, args=(proc.node_rank, popen), daemon=True)
+            pump.start()
+            self._pumps.append(pump)
+
+    def _pump(self, node_rank: int, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdout is not None
+        for raw in popen.stdout:
+            self._log(node_rank, raw.decode("utf-8", errors="replace").rstrip("\n"))
+
+    def poll(self, result: GangResult) -> bool:
+        """Record exits; True while every process still runs or all succeeded so far."""
+        for node_rank, popen in self._popen.items():
+            code = popen.poll()
+            if code is None or node_rank in result.exit_codes:
+                continue
+            # A process killed by a signal reports -N; a pod would report 128+N.
+            result.exit_codes[node_rank] = 128 - code if code < 0 else code
+            if result.exit_codes[node_rank] != 0 and result.failed_node is None:
+                result.failed_node = node_rank
+        return result.failed_node is None
+
+    @property
+    def finished(self) -> bool:
+        return all(popen.poll() is not None for popen in self._popen.values())
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM every process group still alive, then SIGKILL after `grace` seconds."""
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while not self.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._signal_all(signal.SIGKILL)
+        for popen in self._popen.values():
+            popen.wait()
+        for pump in self._pumps:
+            pump.join(timeout=2)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        for popen in self._popen.values():
+            if popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(popen.pid, sig)
+
+
+def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
+    """Create `out_dir` and write the local config; returns the config's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / "config.json"
+    config_path.write_text(json.dumps(local_config(job, out_dir.resolve()), indent=2) + "\n")
+    return config_path
+
+
+def run_gang(
+    job: DistributedSGDJob,
+    out_dir: Path,
+    log: Callable[[int, str], None],
+    on_tick: Callable[[LocalGang, list[LocalProcess]], None] | None = None,
+    metrics_port: int | None = None,
+    tick_seconds: float = 0.5,
+) -> GangResult:
+    """Run the job's pods locally until all succeed, one fails, or Ctrl-C.
+
+    `metrics_port` fixes node 0's metrics port (node i gets metrics_port + i),
+    so that a Prometheus can be pointed at it; default: free ports.
+    """
+    out_dir = out_dir.resolve()
+    config_path = prepare_run_directory(job, out_dir)
+    nodes = job.spec.topology.nodes
+    if metrics_port:
+        ports = [metrics_port + i for i in range(nodes)]
+    else:
+        ports = [free_port() for _ in range(nodes)]
+    with tempfile.TemporaryDirectory(prefix="dsgd-metrics-") as metrics_dir:
+        processes = plan_local_processes(
+            job, out_dir, config_path, Path(metrics_dir), free_port(), ports
+        )
+        gang = LocalGang(processes, log)
+        result = GangResult()
+        try:
+            gang.start()
+            while gang.poll(result) and not gang.finished:
+                if on_tick is not None:
+                    on_tick(gang, processes)
+                time.sleep(tick_seconds)
+            gang.poll(result)
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            gang.stop()
+            gang.poll(result)
+    return result

@@ -1,0 +1,68 @@
+"""Training progress read from a trainer pod's Prometheus exposition.
+
+Trainer pods get no write access to the Kubernetes API; instead the operator
+(and `dsgd run`, for its progress display) scrape node 0's `/metrics` and turn
+rank 0's series into the job's `status.progress`. The metric names are the
+trainer's (see dsgd_trainer.metrics).
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from dsgd_operator.api import Progress
+
+#: The rank whose view is reported: after every global sync all ranks agree,
+#: and rank 0 is the one that writes metrics.jsonl and summary.json too.
+REPORTING_RANK = "0"
+
+
+def parse_progress(exposition: str) -> Progress:
+    """Rank 0's progress from Prometheus text exposition; missing series stay None.
+
+    Sync rounds and bytes are summed over scopes for `communicatedBytes` and
+    kept per scope for `syncRounds`. Raises ValueError on text that is not
+    a Prometheus exposition.
+    """
+    values: dict[str, float] = {}
+    rounds: dict[str, int] = {}
+    communicated = 0.0
+    seen_bytes = False
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.labels.get("rank") != REPORTING_RANK or not math.isfinite(sample.value):
+                continue
+            if sample.name == "dsgd_sync_rounds_total":
+                rounds[sample.labels.get("scope", "global")] = int(sample.value)
+            elif sample.name == "dsgd_communicated_bytes_total":
+                communicated += sample.value
+                seen_bytes = True
+            else:
+                values[sample.name] = sample.value
+    step = values.get("dsgd_steps_total")
+    return Progress(
+        epoch=values.get("dsgd_epoch"),
+        step=int(step) if step is not None else None,
+        train_loss=values.get("dsgd_train_loss"),
+        test_accuracy=values.get("dsgd_test_accuracy"),
+        samples_per_second=values.get("dsgd_samples_per_second"),
+        sync_rounds=rounds,
+        communicated_bytes=int(communicated) if seen_bytes else None,
+    )
+
+
+def scrape_progress(url: str, timeout: float = 2.0) -> Progress | None:
+    """Progress from a metrics URL, or None when the endpoint is not up (yet) or unreadable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+    try:
+        return parse_progress(text)
+    except ValueError:
+        return None
