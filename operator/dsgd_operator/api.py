@@ -21,9 +21,12 @@ from dsgd_trainer.config import (
     Training,
     TrainingConfig,
     cross_field_errors,
+    raise_cross_field_errors,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from dsgd_operator.pod_layout import pod_layout_errors, template_errors
 
 GROUP = "dsgd.io"
 VERSION = "v1alpha1"
@@ -121,6 +124,11 @@ class PodTemplateOverrides(SpecModel):
         None, max_length=253, description="Service account of the pods."
     )
 
+    @model_validator(mode="after")
+    def _no_collisions(self) -> PodTemplateOverrides:
+        raise_cross_field_errors("PodTemplateOverrides", template_errors(self))
+        return self
+
 
 class DistributedSGDJobSpec(TrainingConfig):
     """The desired state of a DistributedSGDJob."""
@@ -135,6 +143,11 @@ class DistributedSGDJobSpec(TrainingConfig):
     template: PodTemplateOverrides = Field(
         default_factory=PodTemplateOverrides, description="Pod overrides."
     )
+
+    @model_validator(mode="after")
+    def _pod_fits_topology(self) -> DistributedSGDJobSpec:
+        raise_cross_field_errors("DistributedSGDJobSpec", pod_layout_errors(self))
+        return self
 
     def training_config(self) -> TrainingConfig:
         """The part of the spec the trainer reads (the ConfigMap's JSON)."""

@@ -58,6 +58,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+class _RenderDumper(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMap's config.json) as readable literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RenderDumper.add_representer(str, _represent_str)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from dsgd_operator.build import BuildSettings, build_children
 
@@ -73,7 +85,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 update={"metadata": job.metadata.model_copy(update={"namespace": args.namespace})}
             )
         objects.extend(build_children(job, settings))
-    yaml.safe_dump_all(objects, sys.stdout, sort_keys=False)
+    yaml.dump_all(objects, sys.stdout, Dumper=_RenderDumper, sort_keys=False)
     return 0
 
 

@@ -1,0 +1,27 @@
+"""Everything one job becomes, in the order to create it."""
+
+from __future__ import annotations
+
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.build.config_map import build_config_map
+from dsgd_operator.build.pod import build_pods
+from dsgd_operator.build.pod_group import build_pod_group
+from dsgd_operator.build.service import build_service
+from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
+
+
+def build_children(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS, attempt: int = 0
+) -> list[dict]:
+    """Service, ConfigMap, PodGroup (with a gang scheduler), then the pods.
+
+    Pods come last: their DNS name needs the Service, their config volume the
+    ConfigMap, and a gang scheduler must see the PodGroup before its members.
+    """
+    pod_group = build_pod_group(job)
+    return [
+        build_service(job, settings),
+        build_config_map(job),
+        *([pod_group] if pod_group else []),
+        *build_pods(job, settings, attempt),
+    ]

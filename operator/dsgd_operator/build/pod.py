@@ -1,0 +1,124 @@
+"""The pods of a job: one per node, running torchrun (the pod contract)."""
+
+from __future__ import annotations
+
+import copy
+
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.build.env import container_env
+from dsgd_operator.build.labels import pod_labels
+from dsgd_operator.build.metadata import object_meta
+from dsgd_operator.build.names import pod_name, service_name
+from dsgd_operator.build.pod_group import (
+    gang_pod_annotations,
+    gang_pod_labels,
+    pod_scheduler_name,
+)
+from dsgd_operator.build.resources import container_resources
+from dsgd_operator.build.security import container_security_context, pod_security_context
+from dsgd_operator.build.service import METRICS_PORT_NAME, RENDEZVOUS_PORT_NAME
+from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.build.volumes import container_mounts, pod_volumes
+from dsgd_operator.pod_layout import GPU_RESOURCE
+
+CONTAINER_NAME = "trainer"
+#: torchrun, except that the pod exits with the failing worker's exit code.
+COMMAND = ["python", "-m", "dsgd_trainer.launch"]
+#: The operator restarts whole gangs; torchrun restarting workers in place
+#: would hide failures from it. Everything else comes from the PET_* env.
+ARGS = ["--max-restarts=0", "--module", "dsgd_trainer"]
+#: GPU nodes are commonly tainted so that only GPU work lands there.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _tolerations(job: DistributedSGDJob) -> list[dict]:
+    tolerations = copy.deepcopy(job.spec.template.tolerations)
+    if job.spec.topology.gpu and all(t.get("key") != GPU_RESOURCE for t in tolerations):
+        tolerations.append(dict(GPU_TOLERATION))
+    return tolerations
+
+
+def _port(name: str, number: int) -> dict:
+    return {"name": name, "containerPort": number, "protocol": "TCP"}
+
+
+def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) -> dict:
+    container: dict = {
+        "name": CONTAINER_NAME,
+        "image": job.spec.image or settings.default_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(COMMAND),
+        "args": list(ARGS),
+        "env": container_env(job, node_rank, settings),
+        # On every node, although only node 0 listens on it: the pods stay alike.
+        "ports": [
+            _port(RENDEZVOUS_PORT_NAME, settings.master_port),
+            _port(METRICS_PORT_NAME, settings.metrics_port),
+        ],
+    }
+    resources = container_resources(job)
+    if resources:
+        container["resources"] = resources
+    container["volumeMounts"] = container_mounts(job)
+    container["securityContext"] = container_security_context()
+    return container
+
+
+def build_pod(
+    job: DistributedSGDJob,
+    node_rank: int,
+    settings: BuildSettings = DEFAULT_SETTINGS,
+    attempt: int = 0,
+) -> dict:
+    """Pod `<job>-node-<node_rank>` of gang attempt `attempt` (the job's status.restarts).
+
+    restartPolicy Never: a failed worker fails the pod, and the operator
+    recreates the whole gang (torch.distributed cannot take back a lone rank).
+    """
+    nodes = job.spec.topology.nodes
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"node_rank {node_rank} is outside the job's {nodes} nodes")
+    if attempt < 0:
+        raise ValueError(f"attempt {attempt} is negative")
+    template = job.spec.template
+    labels = {
+        **template.labels,
+        **gang_pod_labels(job),
+        **pod_labels(job.name, node_rank, attempt),
+    }
+    annotations = {**template.annotations, **gang_pod_annotations(job)}
+    spec: dict = {
+        "hostname": pod_name(job.name, node_rank),
+        "subdomain": service_name(job.name),
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [_container(job, node_rank, settings)],
+        "volumes": pod_volumes(job),
+    }
+    optional = {
+        "schedulerName": pod_scheduler_name(job),
+        "priorityClassName": job.spec.scheduling.priority_class_name,
+        "serviceAccountName": template.service_account_name,
+        "nodeSelector": dict(template.node_selector),
+        "affinity": copy.deepcopy(template.affinity),
+        "tolerations": _tolerations(job),
+        "imagePullSecrets": copy.deepcopy(template.image_pull_secrets),
+    }
+    spec.update({key: value for key, value in optional.items() if value})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": object_meta(job, pod_name(job.name, node_rank), labels, annotations),
+        "spec": spec,
+    }
+
+
+def build_pods(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS, attempt: int = 0
+) -> list[dict]:
+    """All pods of the gang, node 0 (the rendezvous host) first."""
+    return [
+        build_pod(job, node_rank, settings, attempt) for node_rank in range(job.spec.topology.nodes)
+    ]

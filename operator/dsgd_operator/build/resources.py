@@ -1,0 +1,61 @@
+"""Container resources: the user's, plus the GPUs the topology asks for."""
+
+from __future__ import annotations
+
+import copy
+import math
+from decimal import Decimal
+
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.pod_layout import GPU_RESOURCE, parse_quantity
+
+#: Binary suffixes for summed quantities, largest first; only from Mi up, so
+#: that CPU counts stay plain numbers.
+_BINARY_SUFFIXES = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20))
+
+
+def container_resources(job: DistributedSGDJob) -> dict | None:
+    """template.resources with `nvidia.com/gpu: processesPerNode` in limits and requests.
+
+    The user's CPU and memory are kept as given. A GPU count that contradicts
+    the topology never gets here: the spec refuses it (dsgd_operator.pod_layout).
+    """
+    resources = copy.deepcopy(job.spec.template.resources or {})
+    topology = job.spec.topology
+    if topology.gpu:
+        # Extended resources cannot be overcommitted: requests must equal limits.
+        for section in ("limits", "requests"):
+            resources.setdefault(section, {})[GPU_RESOURCE] = str(topology.processes_per_node)
+    return resources or None
+
+
+def pod_requests(job: DistributedSGDJob) -> dict[str, Decimal]:
+    """What one pod asks the scheduler for: requests, defaulting to limits as Kubernetes does."""
+    resources = container_resources(job) or {}
+    amounts = {**resources.get("limits", {}), **resources.get("requests", {})}
+    return {name: parse_quantity(amount) for name, amount in amounts.items()}
+
+
+def cpu_threads_per_process(job: DistributedSGDJob) -> int | None:
+    """OMP threads per rank for a CPU job: its share of the pod's CPU request.
+
+    None when the user gave no CPU amount: we then know nothing better than
+    torchrun's own default.
+    """
+    if job.spec.topology.gpu or not job.spec.template.resources:
+        return None
+    cpus = pod_requests(job).get("cpu")
+    if cpus is None:
+        return None
+    return max(1, math.floor(cpus / job.spec.topology.processes_per_node))
+
+
+def format_quantity(value: Decimal) -> str:
+    """A quantity in the short form a person would write: 4, 1500m, 32Gi."""
+    if value != value.to_integral_value():
+        return f"{math.ceil(value * 1000)}m"
+    whole = int(value)
+    for suffix, factor in _BINARY_SUFFIXES:
+        if whole >= factor and whole % factor == 0:
+            return f"{whole // factor}{suffix}"
+    return str(whole)

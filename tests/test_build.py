@@ -1,0 +1,696 @@
+"""The pure builders: DistributedSGDJob in, Kubernetes objects (the pod contract) out."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+from dsgd_operator.build import (
+    ARGS,
+    COMMAND,
+    BuildSettings,
+    build_children,
+    build_config_map,
+    build_pod,
+    build_pod_group,
+    build_pods,
+    build_service,
+    job_labels,
+)
+from dsgd_operator.manifest import ManifestError, parse_job
+from dsgd_trainer.config import TrainingConfig
+from kubernetes_validate.utils import latest_version
+
+K8S_VERSION = latest_version()
+
+CONTRACT_ENV_NAMES = [
+    "PET_NNODES",
+    "PET_NPROC_PER_NODE",
+    "PET_NODE_RANK",
+    "PET_MASTER_ADDR",
+    "PET_MASTER_PORT",
+    "DSGD_CONFIG",
+    "DSGD_METRICS_PORT",
+    "DSGD_JOB_NAME",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "PYTHONUNBUFFERED",
+]
+
+
+def manifest(name: str = "demo", metadata: dict | None = None, **spec: object) -> dict:
+    return {
+        "apiVersion": "dsgd.io/v1alpha1",
+        "kind": "DistributedSGDJob",
+        "metadata": {"name": name, **(metadata or {})},
+        "spec": spec,
+    }
+
+
+def cpu_job():
+    return parse_job(manifest("cpu-job", topology={"nodes": 2}))
+
+
+def gpu_job():
+    return parse_job(
+        manifest(
+            "gpu-job",
+            {"namespace": "ml", "uid": "0b1c2d3e-0000-4000-8000-000000000001"},
+            topology={"nodes": 8, "processesPerNode": 2, "gpu": True},
+        )
+    )
+
+
+FULL_TEMPLATE = {
+    "labels": {"team": "vision", "app.kubernetes.io/part-of": "sweeps"},
+    "annotations": {"example.com/owner": "alice"},
+    "nodeSelector": {"cloud.example.com/pool": "cpu-large"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    },
+    "volumes": [
+        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "demo-ckpt"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}},
+    ],
+    "volumeMounts": [
+        {"name": "checkpoints", "mountPath": "/checkpoints"},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+    ],
+    "env": [
+        {"name": "GLOO_SOCKET_IFNAME", "value": "eth0"},
+        {
+            "name": "WANDB_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
+        },
+    ],
+    "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "serviceAccountName": "trainer",
+}
+
+
+def full_job():
+    """A CPU job with every template override, gang-scheduled by Volcano."""
+    return parse_job(
+        manifest(
+            "full-job",
+            {"namespace": "research", "uid": "0b1c2d3e-0000-4000-8000-000000000002"},
+            image="registry.example.com/dsgd-trainer:dev",
+            topology={"nodes": 3, "processesPerNode": 2},
+            training={"checkpointDir": "/checkpoints", "outputDir": "/results"},
+            scheduling={
+                "schedulerName": "volcano",
+                "queue": "research",
+                "priorityClassName": "low",
+            },
+            template=FULL_TEMPLATE,
+        )
+    )
+
+
+JOBS = {"cpu": cpu_job, "gpu": gpu_job, "full": full_job}
+
+
+def container(pod: dict) -> dict:
+    (only,) = pod["spec"]["containers"]
+    return only
+
+
+def env_of(pod: dict) -> list[tuple[str, str | None]]:
+    return [(var["name"], var.get("value")) for var in container(pod)["env"]]
+
+
+def mounts_of(pod: dict) -> dict[str, str]:
+    return {mount["mountPath"]: mount["name"] for mount in container(pod)["volumeMounts"]}
+
+
+def volumes_of(pod: dict) -> dict[str, dict]:
+    return {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+
+
+def problems_of(document: dict) -> tuple[str, ...]:
+    with pytest.raises(ManifestError) as caught:
+        parse_job(document)
+    return caught.value.problems
+
+
+# --- every object is a valid Kubernetes object -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(JOBS))
+def test_every_core_object_validates_against_the_kubernetes_schema(kind: str) -> None:
+    job = JOBS[kind]()
+    objects = build_children(job)
+    core = [obj for obj in objects if obj["apiVersion"] == "v1"]
+    assert [obj["kind"] for obj in core] == ["Service", "ConfigMap"] + ["Pod"] * (
+        job.spec.topology.nodes
+    )
+    for obj in core:
+        # strict: an unknown or misspelt field is an error, not silently dropped.
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_the_schema_check_catches_a_misspelt_field() -> None:
+    pod = build_pod(cpu_job(), 0)
+    container(pod)["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+# --- the pod contract --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node_rank", [0, 7])
+def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
+    pod = build_pod(gpu_job(), node_rank, attempt=3)
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == f"gpu-job-node-{node_rank}"
+    assert meta["namespace"] == "ml"
+    assert meta["labels"] == {
+        "dsgd.io/job-name": "gpu-job",
+        "dsgd.io/node-rank": str(node_rank),
+        "dsgd.io/attempt": "3",
+    }
+    assert spec["hostname"] == f"gpu-job-node-{node_rank}"
+    assert spec["subdomain"] == "gpu-job"
+    assert spec["restartPolicy"] == "Never"
+    trainer = container(pod)
+    assert trainer["name"] == "trainer"
+    assert trainer["command"] == ["python", "-m", "dsgd_trainer.launch"] == COMMAND
+    assert trainer["args"] == ["--max-restarts=0", "--module", "dsgd_trainer"] == ARGS
+    assert env_of(pod) == [
+        ("PET_NNODES", "8"),
+        ("PET_NPROC_PER_NODE", "2"),
+        ("PET_NODE_RANK", str(node_rank)),
+        ("PET_MASTER_ADDR", "gpu-job-node-0.gpu-job"),
+        ("PET_MASTER_PORT", "29500"),
+        ("DSGD_CONFIG", "/etc/dsgd/config.json"),
+        ("DSGD_METRICS_PORT", "9400"),
+        ("DSGD_JOB_NAME", "gpu-job"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/tmp/dsgd-metrics"),
+        ("PYTHONUNBUFFERED", "1"),
+    ]
+    assert {(p["name"], p["containerPort"]) for p in trainer["ports"]} == {
+        ("rendezvous", 29500),
+        ("metrics", 9400),
+    }
+    # The config the trainer reads at DSGD_CONFIG is the job's ConfigMap, read-only.
+    assert mounts_of(pod)["/etc/dsgd"] == "dsgd-config"
+    assert volumes_of(pod)["dsgd-config"]["configMap"] == {"name": "gpu-job-config"}
+    config_mount = next(m for m in trainer["volumeMounts"] if m["mountPath"] == "/etc/dsgd")
+    assert config_mount["readOnly"] is True
+
+
+def test_build_pods_makes_one_pod_per_node_in_rank_order() -> None:
+    pods = build_pods(gpu_job(), attempt=1)
+    assert [pod["metadata"]["name"] for pod in pods] == [f"gpu-job-node-{i}" for i in range(8)]
+    assert [dict(env_of(pod))["PET_NODE_RANK"] for pod in pods] == [str(i) for i in range(8)]
+    assert {pod["metadata"]["labels"]["dsgd.io/attempt"] for pod in pods} == {"1"}
+
+
+def test_node_rank_outside_the_gang_is_refused() -> None:
+    with pytest.raises(ValueError, match="node_rank 2"):
+        build_pod(cpu_job(), 2)
+
+
+def test_service_is_headless_and_selects_the_pods() -> None:
+    job = gpu_job()
+    service = build_service(job)
+    assert service["metadata"]["name"] == "gpu-job"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {
+        ("rendezvous", 29500),
+        ("metrics", 9400),
+    }
+    selector = service["spec"]["selector"]
+    assert selector == job_labels("gpu-job") == {"dsgd.io/job-name": "gpu-job"}
+    for pod in build_pods(job):
+        assert selector.items() <= pod["metadata"]["labels"].items()
+        assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+
+
+def test_config_map_holds_exactly_the_training_config() -> None:
+    job = full_job()
+    config_map = build_config_map(job)
+    assert config_map["metadata"]["name"] == "full-job-config"
+    assert set(config_map["data"]) == {"config.json"}
+    wire = json.loads(config_map["data"]["config.json"])
+    assert wire == job.spec.training_config().to_wire()
+    # The trainer can read it back, and only the training sections are in it.
+    assert set(wire) == {"topology", "algorithm", "optimizer", "training"}
+    assert TrainingConfig.model_validate(wire) == job.spec.training_config()
+
+
+def test_custom_ports_reach_env_container_ports_and_service() -> None:
+    settings = BuildSettings(master_port=23456, metrics_port=8000, image_pull_policy="Always")
+    job = cpu_job()
+    pod = build_pod(job, 1, settings)
+    env = dict(env_of(pod))
+    assert (env["PET_MASTER_PORT"], env["DSGD_METRICS_PORT"]) == ("23456", "8000")
+    assert {p["containerPort"] for p in container(pod)["ports"]} == {23456, 8000}
+    assert {p["port"] for p in build_service(job, settings)["spec"]["ports"]} == {23456, 8000}
+    assert container(pod)["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"image_pull_policy": "Sometimes"}, "image_pull_policy"),
+        ({"master_port": 0}, "master_port"),
+        ({"metrics_port": 29500}, "both 29500"),
+    ],
+)
+def test_bad_build_settings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BuildSettings(**kwargs)
+
+
+def test_image_comes_from_the_spec_else_the_settings() -> None:
+    assert container(build_pod(full_job(), 0))["image"] == "registry.example.com/dsgd-trainer:dev"
+    settings = BuildSettings(default_image="example.com/trainer:1")
+    assert container(build_pod(cpu_job(), 0, settings))["image"] == "example.com/trainer:1"
+
+
+# --- GPUs and CPUs -----------------------------------------------------------------------
+
+
+def test_gpu_pod_requests_one_gpu_per_rank_and_shared_memory() -> None:
+    pod = build_pod(gpu_job(), 0)
+    resources = container(pod)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "2"
+    assert resources["requests"]["nvidia.com/gpu"] == "2"
+    shm = volumes_of(pod)[mounts_of(pod)["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    assert shm["sizeLimit"] == "4Gi"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+    # GPU ranks use NCCL; OMP threads are left to torchrun.
+    assert "OMP_NUM_THREADS" not in dict(env_of(pod))
+
+
+def test_gpu_requests_merge_with_the_users_cpu_and_memory() -> None:
+    job = parse_job(
+        manifest(
+            "gpu-res",
+            topology={"nodes": 2, "processesPerNode": 4, "gpu": True},
+            template={
+                "resources": {
+                    "requests": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": 4},
+                    "limits": {"memory": "64Gi"},
+                },
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "a100"}],
+            },
+        )
+    )
+    pod = build_pod(job, 0)
+    assert container(pod)["resources"] == {
+        "requests": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"},
+        "limits": {"memory": "64Gi", "nvidia.com/gpu": "4"},
+    }
+    # The user's own GPU toleration replaces our default one.
+    assert pod["spec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Equal", "value": "a100"}
+    ]
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_cpu_pod_has_small_shared_memory_no_gpu_and_no_guessed_threads() -> None:
+    pod = build_pod(cpu_job(), 0)
+    assert "resources" not in container(pod)
+    assert "tolerations" not in pod["spec"]
+    shm = volumes_of(pod)["dsgd-shm"]["emptyDir"]
+    assert shm == {"medium": "Memory", "sizeLimit": "512Mi"}
+    assert [name for name, _ in env_of(pod)] == CONTRACT_ENV_NAMES
+
+
+def test_cpu_pod_gets_omp_threads_from_its_cpu_request() -> None:
+    # 4 CPUs requested for 2 ranks per pod: 2 threads each, after our env, before the user's.
+    names = [name for name, _ in env_of(build_pod(full_job(), 0))]
+    assert names == [*CONTRACT_ENV_NAMES, "OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME", "WANDB_API_KEY"]
+    assert dict(env_of(build_pod(full_job(), 0)))["OMP_NUM_THREADS"] == "2"
+    # A CPU limit alone counts as the request; fewer CPUs than ranks still gives 1 thread.
+    job = parse_job(
+        manifest(
+            "small",
+            topology={"processesPerNode": 4},
+            template={"resources": {"limits": {"cpu": "1500m"}}},
+        )
+    )
+    assert dict(env_of(build_pod(job, 0)))["OMP_NUM_THREADS"] == "1"
+
+
+def test_users_omp_threads_wins() -> None:
+    template = {**FULL_TEMPLATE, "env": [{"name": "OMP_NUM_THREADS", "value": "7"}]}
+    job = parse_job(manifest("omp", topology={"processesPerNode": 2}, template=template))
+    env = env_of(build_pod(job, 0))
+    assert [value for name, value in env if name == "OMP_NUM_THREADS"] == ["7"]
+
+
+# --- secure defaults ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(JOBS))
+def test_pods_run_with_secure_defaults(kind: str) -> None:
+    pod = build_pod(JOBS[kind](), 0)
+    spec = pod["spec"]
+    security = spec["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (1000,) * 3
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    trainer = container(pod)["securityContext"]
+    assert trainer["allowPrivilegeEscalation"] is False
+    assert trainer["privileged"] is False
+    assert trainer["capabilities"] == {"drop": ["ALL"]}
+    assert trainer["readOnlyRootFilesystem"] is True
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    # With a read-only root, every place the trainer writes is a mounted volume.
+    mounts = mounts_of(pod)
+    assert volumes_of(pod)[mounts["/tmp"]]["emptyDir"] == {}
+    for path in (
+        JOBS[kind]().spec.training.checkpoint_dir,
+        JOBS[kind]().spec.training.resolved_output_dir,
+    ):
+        assert path in mounts
+
+
+def test_writable_dirs_get_an_empty_dir_unless_a_volume_covers_them() -> None:
+    job = parse_job(manifest("dirs", training={"checkpointDir": "/ckpt", "outputDir": "/out"}))
+    pod = build_pod(job, 0)
+    mounts = mounts_of(pod)
+    assert volumes_of(pod)[mounts["/ckpt"]]["emptyDir"] == {}
+    assert volumes_of(pod)[mounts["/out"]]["emptyDir"] == {}
+    # The user's PVC at /checkpoints covers it; /results still needs an emptyDir.
+    full = build_pod(full_job(), 0)
+    assert mounts_of(full)["/checkpoints"] == "checkpoints"
+    assert "dsgd-checkpoints" not in volumes_of(full)
+    assert volumes_of(full)[mounts_of(full)["/results"]]["emptyDir"] == {}
+    # Below /tmp or below a covered directory nothing more is mounted.
+    nested = parse_job(
+        manifest("nested", training={"checkpointDir": "/tmp/ckpt", "outputDir": "/tmp/out"})
+    )
+    assert set(mounts_of(build_pod(nested, 0))) == {"/etc/dsgd", "/tmp", "/dev/shm"}
+    inside = parse_job(manifest("inside", training={"checkpointDir": "/c", "outputDir": "/c/o"}))
+    assert set(mounts_of(build_pod(inside, 0))) == {"/etc/dsgd", "/tmp", "/dev/shm", "/c"}
+
+
+# --- template overrides ------------------------------------------------------------------
+
+
+def test_template_overrides_are_merged_into_every_pod() -> None:
+    job = full_job()
+    for pod in build_pods(job):
+        meta, spec = pod["metadata"], pod["spec"]
+        assert meta["labels"]["team"] == "vision"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "sweeps"
+        assert meta["labels"]["dsgd.io/job-name"] == "full-job"
+        assert meta["annotations"]["example.com/owner"] == "alice"
+        assert spec["nodeSelector"] == FULL_TEMPLATE["nodeSelector"]
+        assert spec["tolerations"] == FULL_TEMPLATE["tolerations"]
+        assert spec["affinity"] == FULL_TEMPLATE["affinity"]
+        assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+        assert spec["serviceAccountName"] == "trainer"
+        for volume in FULL_TEMPLATE["volumes"]:
+            assert volume in spec["volumes"]
+        for mount in FULL_TEMPLATE["volumeMounts"]:
+            assert mount in container(pod)["volumeMounts"]
+        trainer_env = container(pod)["env"]
+        assert trainer_env[-2:] == FULL_TEMPLATE["env"]
+        assert container(pod)["resources"] == FULL_TEMPLATE["resources"]
+        assert spec["priorityClassName"] == "low"
+
+
+def test_user_env_comes_after_the_contract_env() -> None:
+    names = [name for name, _ in env_of(build_pod(full_job(), 2))]
+    assert names.index("GLOO_SOCKET_IFNAME") > max(names.index(n) for n in CONTRACT_ENV_NAMES)
+
+
+REFUSED_TEMPLATES = [
+    ({"env": [{"name": "PET_NNODES", "value": "4"}]}, "spec.template.env[0].name", "set by dsgd"),
+    (
+        {"env": [{"name": "A", "value": "1"}, {"name": "DSGD_CONFIG", "value": "/x"}]},
+        "spec.template.env[1].name",
+        "DSGD_CONFIG",
+    ),
+    (
+        {"env": [{"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/x"}]},
+        "spec.template.env[0].name",
+        "PROMETHEUS_MULTIPROC_DIR",
+    ),
+    ({"env": [{"value": "1"}]}, "spec.template.env[0].name", "needs a name"),
+    (
+        {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+        "spec.template.env[1].name",
+        "more than once",
+    ),
+    ({"volumes": [{"name": "dsgd-tmp", "emptyDir": {}}]}, "spec.template.volumes[0].name", "dsgd"),
+    (
+        {"volumes": [{"name": "host", "hostPath": {"path": "/var/run"}}]},
+        "spec.template.volumes[0].hostPath",
+        "isolation",
+    ),
+    (
+        {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "v", "mountPath": "/etc/dsgd"}],
+        },
+        "spec.template.volumeMounts[0].mountPath",
+        "/etc/dsgd",
+    ),
+    (
+        {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "v", "mountPath": "/tmp/"}],
+        },
+        "spec.template.volumeMounts[0].mountPath",
+        "dsgd's",
+    ),
+    (
+        {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "v", "mountPath": "/dev/shm/nccl"}],
+        },
+        "spec.template.volumeMounts[0].mountPath",
+        "dsgd's",
+    ),
+    (
+        {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "w", "mountPath": "/w"}],
+        },
+        "spec.template.volumeMounts[0].name",
+        "'w' is not a volume of template.volumes",
+    ),
+    ({"env": [{"name": {"nested": 1}}]}, "spec.template.env[0].name", "needs a name"),
+    ({"volumes": [{"name": ["v"], "emptyDir": {}}]}, "spec.template.volumes[0].name", "needs"),
+    (
+        {"volumeMounts": [{"name": {"v": 1}, "mountPath": "/v"}]},
+        "spec.template.volumeMounts[0].name",
+        "needs a volume name",
+    ),
+    (
+        {
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "volumeMounts": [{"name": "v", "mountPath": "relative"}],
+        },
+        "spec.template.volumeMounts[0].mountPath",
+        "absolute",
+    ),
+    ({"labels": {"dsgd.io/node-rank": "9"}}, "spec.template.labels.dsgd.io/node-rank", "dsgd"),
+    ({"resources": {"limits": {"cpu": "lots"}}}, "spec.template.resources.limits.cpu", "quantity"),
+    ({"resources": {"limit": {"cpu": "1"}}}, "spec.template.resources.limit", "unknown field"),
+    # The security context is not part of the template at all.
+    ({"securityContext": {"runAsUser": 0}}, "spec.template.securityContext", "unknown field"),
+    ({"privileged": True}, "spec.template.privileged", "unknown field"),
+    ({"hostNetwork": True}, "spec.template.hostNetwork", "unknown field"),
+]
+
+
+@pytest.mark.parametrize(("template", "path", "words"), REFUSED_TEMPLATES)
+def test_refused_template_names_the_field(template: dict, path: str, words: str) -> None:
+    problems = problems_of(manifest("bad", template=template))
+    assert any(p.startswith(f"{path}:") and words in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "words"),
+    [
+        (
+            {
+                "topology": {"processesPerNode": 2, "gpu": True},
+                "template": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+            },
+            "spec.template.resources.limits.nvidia.com/gpu",
+            "contradicts topology.processesPerNode (2)",
+        ),
+        (
+            {"template": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
+            "spec.template.resources.requests.nvidia.com/gpu",
+            "topology.gpu is false",
+        ),
+        ({"training": {"checkpointDir": "ckpt"}}, "spec.training.checkpointDir", "absolute"),
+        ({"training": {"outputDir": "/etc/dsgd/out"}}, "spec.training.outputDir", "/etc/dsgd"),
+    ],
+)
+def test_pod_layout_conflicts_name_the_field(spec: dict, path: str, words: str) -> None:
+    problems = problems_of(manifest("bad", **spec))
+    assert any(p.startswith(f"{path}:") and words in p for p in problems), problems
+
+
+def test_every_template_problem_is_reported_at_once() -> None:
+    template = {
+        "env": [{"name": "PET_NODE_RANK", "value": "0"}],
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "volumeMounts": [{"name": "h", "mountPath": "/dev/shm"}],
+    }
+    problems = problems_of(manifest("bad", template=template))
+    assert {p.split(":")[0] for p in problems} == {
+        "spec.template.env[0].name",
+        "spec.template.volumes[0].hostPath",
+        "spec.template.volumeMounts[0].mountPath",
+    }
+
+
+def test_a_matching_gpu_count_and_nested_tmp_mounts_are_accepted() -> None:
+    job = parse_job(
+        manifest(
+            "ok",
+            topology={"processesPerNode": 2, "gpu": True},
+            template={
+                "resources": {"limits": {"nvidia.com/gpu": "2"}},
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/tmp/scratch"}],
+                "env": [{"name": "NCCL_DEBUG", "value": "INFO"}],
+            },
+        )
+    )
+    kubernetes_validate.validate(build_pod(job, 0), K8S_VERSION, strict=True)
+
+
+# --- gang scheduling ---------------------------------------------------------------------
+
+
+def test_volcano_gets_a_pod_group_and_annotated_pods() -> None:
+    job = full_job()
+    group = build_pod_group(job)
+    assert group is not None
+    assert group["apiVersion"] == "scheduling.volcano.sh/v1beta1"
+    assert group["kind"] == "PodGroup"
+    assert group["metadata"]["name"] == "full-job"
+    assert group["metadata"]["namespace"] == "research"
+    assert group["spec"]["minMember"] == 3
+    assert group["spec"]["queue"] == "research"
+    assert group["spec"]["priorityClassName"] == "low"
+    # The whole gang's request: 3 pods × (4 CPUs, 8Gi requested).
+    assert group["spec"]["minResources"] == {"cpu": "12", "memory": "24Gi"}
+    for pod in build_pods(job):
+        assert pod["spec"]["schedulerName"] == "volcano"
+        assert pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == "full-job"
+
+
+def test_scheduler_plugins_gets_a_pod_group_and_labelled_pods() -> None:
+    job = parse_job(
+        manifest(
+            "coscheduled",
+            topology={"nodes": 8, "processesPerNode": 2, "gpu": True},
+            scheduling={"schedulerName": "scheduler-plugins", "priorityClassName": "high"},
+        )
+    )
+    group = build_pod_group(job)
+    assert group is not None
+    assert group["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
+    assert group["kind"] == "PodGroup"
+    assert group["metadata"]["name"] == "coscheduled"
+    assert group["spec"] == {"minMember": 8, "minResources": {"nvidia.com/gpu": "16"}}
+    for pod in build_pods(job):
+        assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
+        assert pod["spec"]["priorityClassName"] == "high"
+        assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "coscheduled"
+        assert "annotations" not in pod["metadata"]
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_other_schedulers_get_no_pod_group() -> None:
+    job = parse_job(manifest("custom", scheduling={"schedulerName": "my-scheduler"}))
+    assert build_pod_group(job) is None
+    assert build_pod(job, 0)["spec"]["schedulerName"] == "my-scheduler"
+    assert build_pod_group(cpu_job()) is None
+    assert "schedulerName" not in build_pod(cpu_job(), 0)["spec"]
+
+
+def test_children_come_in_creation_order() -> None:
+    assert [o["kind"] for o in build_children(full_job())] == [
+        "Service",
+        "ConfigMap",
+        "PodGroup",
+        "Pod",
+        "Pod",
+        "Pod",
+    ]
+    assert [o["kind"] for o in build_children(cpu_job())] == ["Service", "ConfigMap", "Pod", "Pod"]
+
+
+# --- ownership ---------------------------------------------------------------------------
+
+
+def test_children_are_owned_by_the_job_when_it_has_a_uid() -> None:
+    job = gpu_job()
+    for obj in build_children(job):
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "dsgd.io/v1alpha1",
+                "kind": "DistributedSGDJob",
+                "name": "gpu-job",
+                "uid": "0b1c2d3e-0000-4000-8000-000000000001",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert obj["metadata"]["namespace"] == "ml"
+        assert obj["metadata"]["labels"]["dsgd.io/job-name"] == "gpu-job"
+
+
+def test_rendered_children_have_no_owner_or_namespace_without_them() -> None:
+    for obj in build_children(cpu_job()):
+        assert "ownerReferences" not in obj["metadata"]
+        assert "namespace" not in obj["metadata"]
+
+
+# --- purity ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(JOBS))
+def test_builders_are_pure(kind: str) -> None:
+    job = JOBS[kind]()
+    before = job.model_dump(mode="json", by_alias=True)
+    first = build_children(job, attempt=2)
+    snapshot = copy.deepcopy(first)
+    # Scribble over everything the first result shares with the job's dicts.
+    for obj in first:
+        obj["metadata"]["labels"]["scribbled"] = "yes"
+        if obj["kind"] == "Pod":
+            spec = obj["spec"]
+            for key in ("tolerations", "volumes", "imagePullSecrets"):
+                for item in spec.get(key, []):
+                    item["scribbled"] = "yes"
+            spec.get("affinity", {})["scribbled"] = "yes"
+            trainer = container(obj)
+            for key in ("env", "volumeMounts"):
+                for item in trainer[key]:
+                    item["scribbled"] = "yes"
+            for section in trainer.get("resources", {}).values():
+                section["scribbled"] = "1"
+    assert job.model_dump(mode="json", by_alias=True) == before
+    assert build_children(job, attempt=2) == snapshot

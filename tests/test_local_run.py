@@ -1,0 +1,178 @@
+"""`dsgd run`: the builder's pods as local processes, for real (torchrun, gloo, the trainer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from dsgd_operator.build import build_pods
+from dsgd_operator.local_run import local_config, plan_local_processes
+from dsgd_operator.manifest import parse_job
+
+
+def job_document(name: str = "tiny", **training: object) -> dict:
+    return {
+        "apiVersion": "dsgd.io/v1alpha1",
+        "kind": "DistributedSGDJob",
+        "metadata": {"name": name},
+        "spec": {
+            "topology": {"nodes": 2, "processesPerNode": 1},
+            "algorithm": {"name": "local-sgd", "localSteps": 2},
+            "optimizer": {"learningRate": 0.05, "baseBatchSize": 32, "warmupEpochs": 0},
+            "training": {
+                "model": "mlp",
+                "dataset": {"name": "synthetic", "trainSamples": 512, "testSamples": 128},
+                "batchSizePerProcess": 32,
+                "epochs": 2,
+                **training,
+            },
+        },
+    }
+
+
+def write_job(tmp_path: Path, document: dict) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def processes_of_run(out_dir: Path) -> list[int]:
+    """PIDs of live processes whose environment points at this run's config."""
+    marker = f"DSGD_CONFIG={out_dir.resolve()}/config.json".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def start_dsgd_run(job_file: Path, out_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dsgd_operator.cli", "run", str(job_file), "--out", str(out_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_plan_rewrites_only_what_is_cluster_specific(tmp_path: Path) -> None:
+    job = parse_job(job_document())
+    base_env = {"PATH": "/usr/bin", "HOME": "/home/user"}
+    plan = plan_local_processes(
+        job, tmp_path, tmp_path / "config.json", tmp_path / "m", 40000, [41000, 41001], base_env, 2
+    )
+    pods = build_pods(job)
+    assert [p.node_rank for p in plan] == [0, 1]
+    for process, pod in zip(plan, pods, strict=True):
+        container = pod["spec"]["containers"][0]
+        expected_argv = [*container["command"], *container["args"]]
+        assert process.argv == [sys.executable if a == "python" else a for a in expected_argv]
+        pod_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        # Kept from the pod as they are:
+        for name in ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "DSGD_JOB_NAME"):
+            assert process.env[name] == pod_env[name]
+        # Rewritten for one machine:
+        assert process.env["PET_MASTER_ADDR"] == "127.0.0.1"
+        assert process.env["PET_MASTER_PORT"] == "40000"
+        assert process.env["DSGD_CONFIG"] == str(tmp_path / "config.json")
+        assert process.env["DSGD_METRICS_PORT"] == str(41000 + process.node_rank)
+        assert process.env["PROMETHEUS_MULTIPROC_DIR"] == str(
+            tmp_path / "m" / f"node-{process.node_rank}"
+        )
+        assert process.env["OMP_NUM_THREADS"] == "1"  # 2 cores shared by 2 ranks
+        assert process.env["HOME"] == "/home/user"
+        assert "CUDA_VISIBLE_DEVICES" not in process.env
+
+
+def test_plan_gives_each_gpu_node_its_own_devices(tmp_path: Path) -> None:
+    document = job_document()
+    document["spec"]["topology"] = {"nodes": 2, "processesPerNode": 2, "gpu": True}
+    plan = plan_local_processes(
+        parse_job(document), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], {}, 16
+    )
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plan] == ["0,1", "2,3"]
+    assert [p.env["OMP_NUM_THREADS"] for p in plan] == ["4", "4"]
+
+
+def test_local_config_points_outputs_into_the_run_directory(tmp_path: Path) -> None:
+    config = local_config(parse_job(job_document()), tmp_path)
+    assert config["training"]["checkpointDir"] == str(tmp_path / "checkpoints")
+    assert config["training"]["outputDir"] == str(tmp_path)
+    assert config["algorithm"]["localSteps"] == 2
+
+
+@pytest.mark.slow
+def test_run_trains_and_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = start_dsgd_run(write_job(tmp_path, job_document()), out)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "[node-0] " in output and "[node-1] " in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algorithm"] == "local-sgd"
+    assert summary["world_size"] == 2
+    assert summary["epochs"] == 2
+    # 512 samples over 2 ranks in batches of 32: 8 steps per epoch, 16 in all; H=2.
+    assert summary["steps"] == 16
+    assert summary["sync_rounds"]["global"] == 16 // 2
+    assert summary["final_test_accuracy"] > 0.2  # 10 classes: chance is 0.1
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
+    assert (out / "config.json").exists()
+    assert not processes_of_run(out)
+
+
+@pytest.mark.slow
+def test_a_failed_worker_stops_the_gang_with_its_exit_code(tmp_path: Path) -> None:
+    document = job_document(dataset={"name": "fashion-mnist", "path": str(tmp_path / "nowhere")})
+    out = tmp_path / "out"
+    proc = start_dsgd_run(write_job(tmp_path, document), out)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 65, output  # dsgd_trainer.exit_codes.DATA_ERROR
+    assert str(tmp_path / "nowhere") in output
+    assert "failed with exit code 65" in output
+    assert not processes_of_run(out)
+
+
+@pytest.mark.slow
+def test_interrupt_stops_every_process(tmp_path: Path) -> None:
+    document = job_document(epochs=1000)
+    out = tmp_path / "out"
+    proc = start_dsgd_run(write_job(tmp_path, document), out)
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until both nodes' trainers run (torchrun + one worker each = 4 processes).
+        while len(processes_of_run(out)) < 4:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the gang never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output
+    assert "Traceback" not in output
+    deadline = time.monotonic() + 5
+    while processes_of_run(out) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leftovers = processes_of_run(out)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers
