@@ -1,0 +1,77 @@
+"""Which training samples each rank uses in each epoch, agreed without communication.
+
+Every epoch, all ranks draw the same global permutation of the training set
+from a CPU `torch.Generator` seeded with `seed + epoch` (same seed on every
+rank, so no messages are exchanged). The first S·K·B indices of it are used,
+where K is the world size, B the per-rank batch size and S = ⌊N / (K·B)⌋ the
+number of steps per epoch; rank k takes every K-th of them, starting at k.
+
+Consequences the trainer and tests rely on:
+
+- the ranks' samples are disjoint, and together cover all but the
+  N mod (K·B) samples dropped this epoch (different ones each epoch);
+- every rank gets exactly S batches of exactly B samples, so all ranks step
+  in lockstep (no rank waits on a collective another rank never reaches);
+- the union of the ranks' t-th batches is `permutation[t·K·B:(t+1)·K·B]`,
+  whatever K is: K ranks with batch B see the same global batches as one
+  process with batch K·B (this is what makes mini-batch SGD comparable
+  across world sizes).
+
+To resume mid-epoch, recompute the epoch's batches and skip the steps done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dsgd_trainer.data.bundle import DataLoadError
+
+
+def epoch_permutation(num_samples: int, epoch: int, seed: int) -> torch.Tensor:
+    """The global order of the training set in `epoch` (identical on every rank)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(num_samples, generator=generator)
+
+
+@dataclass(frozen=True)
+class EpochSampler:
+    """Rank `rank`'s share of a training set of `num_samples`, epoch by epoch (see module doc)."""
+
+    num_samples: int
+    seed: int
+    rank: int
+    world_size: int
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in a world of size {self.world_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {self.batch_size}")
+        if len(self) == 0:
+            raise DataLoadError(
+                f"the training set has {self.num_samples} samples, fewer than one global batch "
+                f"of {self.world_size * self.batch_size} (world size {self.world_size} × "
+                f"batchSizePerProcess {self.batch_size}); use a smaller batch or more data"
+            )
+
+    def __len__(self) -> int:
+        """Batches (= steps) per epoch, the same on every rank."""
+        return self.num_samples // (self.world_size * self.batch_size)
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's index batches for `epoch`: len(self) CPU int64 tensors of batch_size."""
+        steps, ranks, size = len(self), self.world_size, self.batch_size
+        used = epoch_permutation(self.num_samples, epoch, self.seed)[: steps * size * ranks]
+        # [t, j, k] = permutation[t·B·K + j·K + k]: rank k's j-th sample of step t.
+        mine = used.view(steps, size, ranks)[:, :, self.rank].contiguous()
+        return list(mine.unbind(0))
+
+
+def rank_batches(
+    num_samples: int, epoch: int, seed: int, rank: int, world_size: int, batch_size: int
+) -> list[torch.Tensor]:
+    """Index batches of `rank` for `epoch`: a shortcut for `EpochSampler(...).batches(epoch)`."""
+    return EpochSampler(num_samples, seed, rank, world_size, batch_size).batches(epoch)
