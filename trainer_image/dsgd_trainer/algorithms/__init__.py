@@ -1,0 +1,24 @@
+"""Distributed SGD algorithms behind one interface (see base.Algorithm).
+
+mini-batch-sgd (DDP gradient averaging), local-sgd, post-local-sgd and
+hierarchical-local-sgd, with sign / ef-sign compression for the first two local
+variants. The semantics follow the design contract's ALGORITHMS.md; each module's
+docstring states the choices made where the contract leaves one open.
+"""
+
+from .base import Algorithm
+from .build import ALGORITHMS, build_algorithm
+from .context import DistContext, make_dist_context
+from .counters import GLOBAL, INTRA_NODE, SCOPES, SyncCounters
+
+__all__ = [
+    "ALGORITHMS",
+    "GLOBAL",
+    "INTRA_NODE",
+    "SCOPES",
+    "Algorithm",
+    "DistContext",
+    "SyncCounters",
+    "build_algorithm",
+    "make_dist_context",
+]

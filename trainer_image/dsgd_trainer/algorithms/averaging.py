@@ -1,0 +1,101 @@
+"""Model averaging collectives: which tensors are synchronized, and coalesced all-reduce/broadcast.
+
+What a model averaging synchronizes: the trainable parameters and the
+floating-point buffers (BatchNorm running mean/var). Integer buffers such as
+BatchNorm's `num_batches_tracked` are not averaged (a mean of counters is not a
+counter; they are equal on all ranks anyway since every rank takes the same
+number of steps). Frozen parameters (requires_grad False) never change, so
+they are not sent, as DDP does not send them either.
+
+Every collective here is coalesced: the tensors are flattened into one
+contiguous buffer per dtype (normally one: float32), so one averaging is one
+collective, not one per tensor. Results are copied back in place, so the
+optimizer's and DDP's references to the parameters stay valid.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+def trainable_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters an optimizer step changes (and DDP reduces gradients of)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def floating_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """Buffers that are averaged with the parameters: the floating-point ones."""
+    return [b for b in model.buffers() if b.is_floating_point()]
+
+
+def averaged_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Everything a model averaging synchronizes: trainable parameters, then floating buffers."""
+    return trainable_parameters(model) + floating_buffers(model)
+
+
+def payload_bytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Dense payload of `tensors`: Σ numel × element size."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    # Insertion order is the model's order, identical on every rank, so every
+    # rank issues the same collectives in the same order.
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        groups.setdefault(tensor.dtype, []).append(tensor)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def average_(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup | None = None) -> int:
+    """Replace each tensor by its mean over the ranks of `group` (None: all ranks), in place.
+
+    Sums with all-reduce and divides afterwards (gloo has no AVG op). Returns
+    the payload bytes this rank passed to the collective.
+    """
+    size = dist.get_world_size(group)
+    for same_dtype in _by_dtype(tensors):
+        flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
+        dist.all_reduce(flat, group=group)
+        flat.div_(size)
+        means = _unflatten_dense_tensors(flat, same_dtype)
+        for tensor, mean in zip(same_dtype, means, strict=True):
+            tensor.copy_(mean)
+    return payload_bytes(tensors)
+
+
+@torch.no_grad()
+def broadcast_(
+    tensors: Sequence[torch.Tensor], src: int = 0, group: dist.ProcessGroup | None = None
+) -> int:
+    """Overwrite each tensor with global rank `src`'s value, in place; returns payload bytes."""
+    for same_dtype in _by_dtype(tensors):
+        flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
+        dist.broadcast(flat, src=src, group=group)
+        for tensor, value in zip(
+            same_dtype, _unflatten_dense_tensors(flat, same_dtype), strict=True
+        ):
+            tensor.copy_(value)
+    return payload_bytes(tensors)
+
+
+def make_replicas_identical_(model: nn.Module) -> None:
+    """Give every rank rank 0's parameters and all buffers, as DDP does at construction."""
+    broadcast_(list(model.parameters()) + list(model.buffers()), src=0)
+
+
+def averaged_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` holding the global average of parameters and floating buffers.
+
+    The model itself is left untouched. Integer buffers keep this rank's value.
+    """
+    replica = copy.deepcopy(model)
+    average_(averaged_tensors(replica))
+    return replica

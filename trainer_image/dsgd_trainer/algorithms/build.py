@@ -1,0 +1,34 @@
+"""Pick the algorithm a training config asks for."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import COMPRESSIBLE_ALGORITHMS, TrainingConfig
+from .base import Algorithm
+from .context import DistContext
+from .hierarchical import HierarchicalLocalSGD
+from .local_sgd import LocalSGD
+from .mini_batch import MiniBatchSGD
+from .post_local_sgd import PostLocalSGD
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    cls.name: cls for cls in (MiniBatchSGD, LocalSGD, PostLocalSGD, HierarchicalLocalSGD)
+}
+
+
+def build_algorithm(
+    config: TrainingConfig, model: nn.Module, ctx: DistContext, steps_per_epoch: int
+) -> Algorithm:
+    """The `config.algorithm.name` algorithm over `model` (collective: call on every rank).
+
+    Call after `dist.init_process_group` and `make_dist_context`, with the model
+    already on `ctx.device`. Mini-batch SGD wraps the model in DDP here (which
+    broadcasts rank 0's parameters and buffers).
+    """
+    name, compression = config.algorithm.name, config.algorithm.compression
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm.name {name!r}; expected one of {sorted(ALGORITHMS)}")
+    if compression != "none" and name not in COMPRESSIBLE_ALGORITHMS:
+        raise ValueError(f"algorithm.compression {compression!r} does not apply to {name}")
+    return ALGORITHMS[name](model, config, ctx, steps_per_epoch)

@@ -1,0 +1,78 @@
+"""Mini-batch SGD: gradients averaged every step by PyTorch's DistributedDataParallel.
+
+DDP all-reduces the gradients in buckets, overlapped with the backward pass;
+bucketing groups tensors but does not change the payload, so one step sends
+Σ numel × element size over the trainable parameters (a test checks this
+against the buckets DDP actually hands to its communication hook).
+
+Buffers (BatchNorm running statistics): we keep DDP's default
+(`forward_sync_buffers`): before each forward, rank 0's buffers are broadcast
+to all ranks, so rank 0's statistics are the authoritative ones. That
+broadcast (all buffers, integer ones included) is counted in the step's bytes.
+Each step is one global round.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import TrainingConfig
+from .averaging import broadcast_, payload_bytes, trainable_parameters
+from .base import Algorithm
+from .context import DistContext
+from .counters import GLOBAL
+
+
+def wrap_in_ddp(model: nn.Module, ctx: DistContext) -> DistributedDataParallel:
+    """DDP over all ranks; creating it broadcasts rank 0's parameters and buffers (collective)."""
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def ddp_step_bytes(model: nn.Module) -> int:
+    """Payload of one DDP step: the gradients of trainable parameters plus the buffer broadcast."""
+    return payload_bytes(trainable_parameters(model)) + payload_bytes(list(model.buffers()))
+
+
+def rank0_buffers_(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers, which DDP's next forward would do anyway.
+
+    Rank 0's buffers are unchanged and the others are overwritten by the next
+    forward's broadcast regardless, so this does not change the trajectory.
+    """
+    buffers = list(model.buffers())
+    if buffers:
+        broadcast_(buffers, src=0)
+
+
+class MiniBatchSGD(Algorithm):
+    """Synchronous SGD: one gradient all-reduce (one global round) per step."""
+
+    name = "mini-batch-sgd"
+
+    def __init__(
+        self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int
+    ) -> None:
+        super().__init__(model, config, ctx, steps_per_epoch)
+        self._ddp = wrap_in_ddp(model, ctx)
+
+    def training_model(self) -> nn.Module:
+        return self._ddp
+
+    def step_context(self, step: int) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.counters.record(GLOBAL, ddp_step_bytes(self.model))
+
+    def synchronize_for_evaluation(self) -> nn.Module:
+        """The model itself: parameters are identical on all ranks; buffers become rank 0's.
+
+        Each rank's forward updated its own BatchNorm statistics from its local
+        batch; DDP treats rank 0's as authoritative, so evaluation does too.
+        """
+        rank0_buffers_(self.model)
+        return self.model
