@@ -48,6 +48,7 @@ format:
 
 crds: $(STAMP)
 	$(PYTHON) -m dsgd_operator.crd
+	$(PYTHON) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
 
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .

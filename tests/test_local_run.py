@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 from dsgd_operator.build import build_pods
-from dsgd_operator.local_run import local_config, plan_local_processes
+from dsgd_operator.local_run import (
+    RunDirectoryError,
+    local_config,
+    plan_local_processes,
+    prepare_run_directory,
+)
 from dsgd_operator.manifest import parse_job
 
 
@@ -121,7 +126,7 @@ def test_run_trains_and_writes_results(tmp_path: Path) -> None:
     proc = start_dsgd_run(write_job(tmp_path, job_document()), out)
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
-    assert "[node-0] " in output and "[node-1] " in output
+    assert "[node-0] [dsgd] epoch 2/2" in output  # rank 0's log, prefixed by its node
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algorithm"] == "local-sgd"
     assert summary["world_size"] == 2
@@ -172,6 +177,57 @@ def test_interrupt_stops_every_process(tmp_path: Path) -> None:
     deadline = time.monotonic() + 5
     while processes_of_run(out) and time.monotonic() < deadline:
         time.sleep(0.1)
+    leftovers = processes_of_run(out)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers
+
+
+def test_run_directory_is_reused_only_for_the_same_config(tmp_path: Path) -> None:
+    job = parse_job(job_document())
+    out = tmp_path / "out"
+    config_path = prepare_run_directory(job, out)
+    first = config_path.read_text()
+    assert prepare_run_directory(job, out) == config_path  # same job: resume there
+    assert config_path.read_text() == first
+    changed = parse_job(job_document(epochs=3))
+    with pytest.raises(RunDirectoryError, match="holds a run with a different configuration"):
+        prepare_run_directory(changed, out)
+    assert config_path.read_text() == first  # nothing overwritten
+
+
+def test_run_refuses_a_directory_of_another_run_before_starting(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_run_directory(parse_job(job_document(epochs=3)), out)
+    job_file = write_job(tmp_path, job_document())
+    result = subprocess.run(
+        [sys.executable, "-m", "dsgd_operator.cli", "run", str(job_file), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "holds a run with a different configuration" in result.stderr
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_killing_dsgd_run_outright_leaves_no_orphans(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = start_dsgd_run(write_job(tmp_path, job_document(epochs=1000)), out)
+    try:
+        deadline = time.monotonic() + 120
+        while len(processes_of_run(out)) < 4:
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "the gang never started"
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no chance to stop the gang itself
+        proc.communicate()
+    deadline = time.monotonic() + 30
+    while processes_of_run(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
     leftovers = processes_of_run(out)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)

@@ -106,13 +106,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if find_spec("torch") is None:
         print("dsgd run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
         return EXIT_INVALID
+    from dsgd_operator.local_run import RunDirectoryError
     from dsgd_operator.run_display import run_with_display
 
     job = jobs[0]
     out_dir = Path(args.out) if args.out else Path("runs") / job.name
     # A SIGTERM (from a process manager, CI, `timeout`) stops the gang like Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
+    try:
+        return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
+    except RunDirectoryError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

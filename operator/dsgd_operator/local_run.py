@@ -143,6 +143,7 @@ class LocalGang:
         self._pumps: list[threading.Thread] = []
 
     def start(self) -> None:
+        on_exec = _parent_death_signal()
         for proc in self._planned:
             Path(proc.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             popen = subprocess.Popen(
@@ -152,6 +153,7 @@ class LocalGang:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=on_exec,
             )
             self._popen[proc.node_rank] = popen
             pump = threading.Thread(target=self._pump, args=(proc.node_rank, popen), daemon=True)
@@ -198,12 +200,48 @@ class LocalGang:
                     os.killpg(popen.pid, sig)
 
 
+class RunDirectoryError(Exception):
+    """The output directory cannot hold this run; the message says why and what to do."""
+
+
 def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
-    """Create `out_dir` and write the local config; returns the config's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Create `out_dir` and write the local config; returns the config's path.
+
+    A directory that already holds this very config is reused, so the trainer
+    resumes from its checkpoints (run, Ctrl-C, run again). One holding another
+    config is refused: resuming its checkpoints under new settings would mix two
+    experiments in one result.
+    """
     config_path = out_dir / "config.json"
-    config_path.write_text(json.dumps(local_config(job, out_dir.resolve()), indent=2) + "\n")
+    text = json.dumps(local_config(job, out_dir.resolve()), indent=2) + "\n"
+    if config_path.exists() and config_path.read_text() != text:
+        raise RunDirectoryError(
+            f"{out_dir}: holds a run with a different configuration; "
+            "choose another --out or delete that directory"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(text)
+    except OSError as error:
+        raise RunDirectoryError(f"{out_dir}: cannot write the run directory: {error}") from None
     return config_path
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook that makes a child get SIGTERM when `dsgd run` dies, even by SIGKILL.
+
+    Each pod runs in its own session (so that Ctrl-C reaches us first), which
+    also means nothing else would stop it if we vanished. prctl is looked up
+    here, in the parent: after fork, in a process with threads, the child may
+    only make async-signal-safe calls. Linux only; None elsewhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm)
 
 
 def run_gang(

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.local_run import LocalGang, LocalProcess, run_gang
+from dsgd_operator.local_run import LocalGang, LocalProcess, prepare_run_directory, run_gang
 from dsgd_operator.progress import scrape_progress
 
 NODE_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
@@ -50,7 +50,11 @@ def summary_table(summary: dict) -> Table:
 def run_with_display(
     job: DistributedSGDJob, out_dir: Path, metrics_port: int | None = None, quiet: bool = False
 ) -> int:
-    """Run the job locally with a live display; returns the process exit code."""
+    """Run the job locally with a live display; returns the process exit code.
+
+    Raises RunDirectoryError, before anything starts, when `out_dir` cannot hold the run.
+    """
+    prepare_run_directory(job, out_dir)
     console = Console(highlight=False)
     topology = job.spec.topology
     console.print(
@@ -72,7 +76,10 @@ def run_with_display(
     def log(node_rank: int, line: str) -> None:
         if not quiet:
             style = NODE_STYLES[node_rank % len(NODE_STYLES)]
-            bar.console.print(Text(f"[node-{node_rank}] ", style=style) + Text(line))
+            # soft_wrap: a long log line stays one line in a file or a pipe.
+            bar.console.print(
+                Text(f"[node-{node_rank}] ", style=style) + Text(line), soft_wrap=True
+            )
 
     def tick(gang: LocalGang, processes: list[LocalProcess]) -> None:
         nonlocal announced

@@ -1,0 +1,90 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{/* The release's full name, a DNS label (<= 63 characters). */}}
+{{- define "dsgd.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator pod (never change across upgrades: selectors are immutable). */}}
+{{- define "dsgd.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Labels of every object the chart creates. */}}
+{{- define "dsgd.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dsgd
+{{- end -}}
+
+{{/* Labels of the monitoring objects: ours, the shared monitoring.labels, then the object's own. */}}
+{{- define "dsgd.monitoringLabels" -}}
+{{- $root := index . 0 -}}
+{{- $own := index . 1 -}}
+{{ include "dsgd.labels" $root }}
+{{- with (mergeOverwrite (dict) ($root.Values.monitoring.labels | default dict) ($own | default dict)) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "dsgd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "dsgd.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dsgd.operatorImage" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "dsgd.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainerImage.repository (.Values.trainerImage.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/*
+RBAC: exactly the operator's REQUIRED_PERMISSIONS (dsgd_operator.reconcile.permissions;
+tests/test_helm.py checks the rendered rules against it), split by scope.
+*/}}
+{{- define "dsgd.namespacedRules" -}}
+- apiGroups: ["dsgd.io"]
+  resources: ["distributedsgdjobs"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["dsgd.io"]
+  resources: ["distributedsgdjobs/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: ["scheduling.volcano.sh", "scheduling.x-k8s.io"]
+  resources: ["podgroups"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* Cluster-scoped reads kopf needs in every mode: it notices CRDs and namespaces appearing. */}}
+{{- define "dsgd.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}

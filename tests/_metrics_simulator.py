@@ -1,0 +1,68 @@
+"""Serve real dsgd metrics that the scrape test cannot get from a healthy local run.
+
+`python -m tests._metrics_simulator --operator-port P --sick-trainer-port Q`:
+
+- on P, the operator's own registry (dsgd_operator.reconcile.metrics) with
+  simulated activity: jobs in every phase, reconcile passes, pods created, and
+  one gang restart and one job failure per second, so that the operator panels
+  have data and the restart/failure alerts have something to fire on;
+- on Q, a trainer rank (dsgd_trainer.metrics.TrainerMetrics) whose loss is NaN
+  and whose step counter stopped: what the NaN and stall alerts must catch.
+
+A separate process, so that the operator's process-wide registry of the test
+session is never touched. Runs until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+
+def serve_operator(port: int) -> None:
+    from dsgd_operator.reconcile import metrics
+
+    metrics.serve(port, address="127.0.0.1")
+    metrics.set_job_phases(["Running", "Running", "Pending", "Succeeded"])
+
+
+def tick_operator(second: int) -> None:
+    from dsgd_operator.reconcile import metrics
+
+    metrics.RECONCILE_DURATION.observe(0.01 + 0.002 * (second % 7))
+    metrics.PODS_CREATED.inc(2)
+    metrics.GANG_RESTARTS.inc()
+    metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded").inc()
+
+
+def serve_sick_trainer(port: int) -> None:
+    from dsgd_trainer.metrics import Progress, TrainerMetrics
+
+    registry = CollectorRegistry()
+    trainer = TrainerMetrics(rank=0, registry=registry)
+    trainer.publish(
+        Progress(epoch=1.5, steps=30, samples=960, learning_rate=10.0, train_loss=math.nan)
+    )
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--operator-port", type=int, required=True)
+    parser.add_argument("--sick-trainer-port", type=int, required=True)
+    args = parser.parse_args()
+    serve_operator(args.operator_port)
+    serve_sick_trainer(args.sick_trainer_port)
+    print("serving", flush=True)
+    second = 0
+    while True:
+        tick_operator(second)
+        second += 1
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Grafana dashboards and alerts use only metrics the code exports, and are well formed.
+
+The PromQL of every panel, template variable and alert is tokenized and its
+metric names compared with the live prometheus-client registries of the
+trainer and the operator. (Prometheus itself parses and runs them in
+test_prometheus_scrape.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests._dashboards import (
+    Query,
+    alert_queries,
+    panel_queries,
+    panels,
+    to_promql,
+    variable_queries,
+)
+from tests._exported_metrics import operator_metric_names, trainer_metric_names
+from tests._helm_chart import dashboards, prometheus_rule_groups
+from tests._prometheus import promtool
+from tests._promql import PromQLSyntaxError, label_values_query, metric_names, selectors
+
+BOARDS = dashboards()
+
+
+def _names(query: Query) -> set[str]:
+    expr = query.expr
+    if expr.lstrip().startswith("label_values("):
+        expr, _label = label_values_query(expr)
+    return metric_names(expr)
+
+
+@pytest.fixture(scope="module")
+def exported() -> set[str]:
+    return trainer_metric_names() | operator_metric_names()
+
+
+def test_tokenizer_finds_metrics_and_skips_everything_else() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le, scope) (rate(a_bucket{x=~"$v", y!="}"}[5m]))) '
+        "/ on (rank) group_left (pod) b_total offset 1h > bool 3 "
+        "or sum(c) without (d) and max_over_time(e[$__range:1m]) unless abs(f) == +Inf "
+        "or count by (g) (h) # a comment naming no_metric"
+    )
+    assert metric_names(expr) == {"a_bucket", "b_total", "c", "e", "f", "h"}
+    (first, *_rest) = selectors(expr)
+    assert first.matchers == {"x": ("=~", "$v"), "y": ("!=", "}")}
+    assert metric_names('{__name__="up", job="x"}') == {"up"}
+    with pytest.raises(PromQLSyntaxError):
+        metric_names('{__name__=~"dsgd_.*"}')
+    with pytest.raises(PromQLSyntaxError):
+        metric_names("rate(x{a=b}[5m])")
+
+
+def test_there_are_training_and_operator_dashboards_with_queries() -> None:
+    assert set(BOARDS) == {"training", "operator"}
+    for board in BOARDS.values():
+        assert len(panel_queries(board)) >= 6, board["uid"]
+        assert all(query.expr.strip() for query in panel_queries(board))
+
+
+def test_every_dashboard_and_alert_metric_is_exported_by_the_code(exported: set[str]) -> None:
+    queries = [
+        query
+        for board in BOARDS.values()
+        for query in (*panel_queries(board), *variable_queries(board))
+    ] + alert_queries()
+    unknown = {
+        query.origin: sorted(_names(query) - exported)
+        for query in queries
+        if _names(query) - exported
+    }
+    assert unknown == {}
+    assert all(_names(query) for query in queries), "a query that selects no metric"
+
+
+def test_the_check_catches_a_metric_the_code_does_not_export(exported: set[str]) -> None:
+    query = panel_queries(BOARDS["training"])[0]
+    name = selectors(query.expr)[0].name
+    assert name in exported
+    typo = query.expr.replace(f"{name}{{", f"{name}s{{")
+    assert _names(Query("typo", typo)) - exported == {f"{name}s"}
+
+
+def test_dashboards_show_every_metric_of_their_component() -> None:
+    """A metric no panel shows is either dead code or a missing panel."""
+
+    def shown(uid: str) -> set[str]:
+        return set().union(*(_names(query) for query in panel_queries(BOARDS[uid])))
+
+    def worth_a_panel(names: set[str]) -> set[str]:
+        # A histogram is shown through its buckets; _sum and _count add nothing to see.
+        return {name for name in names if not name.endswith(("_sum", "_count"))}
+
+    assert worth_a_panel(trainer_metric_names()) - shown("training") == set()
+    assert worth_a_panel(operator_metric_names()) - shown("operator") == set()
+
+
+def test_training_panels_filter_by_namespace_job_and_rank() -> None:
+    board = BOARDS["training"]
+    for query in panel_queries(board):
+        for selector in selectors(query.expr):
+            assert selector.matchers.get("namespace") == ("=~", "$namespace"), query.origin
+            assert selector.matchers.get("dsgd_job") == ("=~", "$job"), query.origin
+            assert selector.matchers.get("rank") == ("=~", "$rank"), query.origin
+
+
+def test_operator_panels_filter_by_namespace_and_job() -> None:
+    for query in panel_queries(BOARDS["operator"]):
+        for selector in selectors(query.expr):
+            assert selector.matchers.get("namespace") == ("=~", "$namespace"), query.origin
+            assert selector.matchers.get("job") == ("=~", "$job"), query.origin
+
+
+@pytest.mark.parametrize("uid", sorted(BOARDS))
+def test_dashboard_variables_datasource_and_layout(uid: str) -> None:
+    board: dict[str, Any] = BOARDS[uid]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert {"datasource", "namespace", "job"} <= set(variables)
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "job"):
+        assert variables[name]["multi"] and variables[name]["includeAll"]
+        assert variables[name]["allValue"] == ".*"
+    # Every query expands with the variables the dashboard defines (no dangling $names).
+    defined = {name: ".*" for name in variables}
+    for query in (*panel_queries(board), *variable_queries(board)):
+        assert "$" not in to_promql(query.expr, defined), query.origin
+
+    assert board["uid"] == f"dsgd-{uid}" and board["title"].startswith("dsgd / ")
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in board["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+    for panel in panels(board):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["title"] and panel["description"], panel["title"]
+
+
+def test_promtool_check_rules_is_clean(tmp_path: Path) -> None:
+    rules_file = tmp_path / "dsgd-rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": prometheus_rule_groups()}, sort_keys=False))
+    checked = promtool("check", "rules", str(rules_file))
+    assert checked.returncode == 0, checked.stdout
+    assert "SUCCESS: 4 rules found" in checked.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "x",
+                        "rules": [{"alert": "Broken", "expr": "rate(dsgd_steps_total[5m]"}],
+                    }
+                ]
+            }
+        )
+    )
+    assert promtool("check", "rules", str(broken)).returncode != 0
