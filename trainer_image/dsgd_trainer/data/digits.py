@@ -9,8 +9,6 @@ different seeds are scored on the same test set). Pixels (0..16) are scaled to
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from dsgd_trainer.data.bundle import DataBundle, TensorDataset
 
@@ -22,6 +20,11 @@ TEST_FRACTION = 0.2
 
 def load_sklearn_digits() -> DataBundle:
     """The digits set, split and normalised, on the CPU."""
+    # Imported here: scikit-learn costs every worker ~2 s of start-up, and only
+    # this dataset needs it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     train_x, test_x, train_y, test_y = train_test_split(
         digits.images / 16.0,

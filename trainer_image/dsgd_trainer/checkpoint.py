@@ -1,0 +1,246 @@
+"""Checkpoints: per-rank state files, an atomic `latest.json`, exact resumption.
+
+Layout under training.checkpointDir:
+
+    latest.json               {"epoch", "step", "checkpoint", "world_size", "saved_at"}
+    epoch-000004/rank-0.pt    everything rank 0 needs to continue after 4 epochs
+    epoch-000004/rank-1.pt    ... one file per rank: momentum buffers, error-feedback
+                              memory and (between averagings) the parameters differ by rank
+
+Writes are crash-safe: each file goes to a temporary name and is renamed over
+the final one (os.replace is atomic), and rank 0 writes `latest.json` only after a
+barrier, when every rank's file is complete. A run killed at any moment therefore
+resumes from a checkpoint that all ranks finished. The last `KEEP` checkpoints are
+kept; each rank deletes its own old files (the directory may be one shared volume
+or one volume per pod).
+
+A rank file holds the model, optimizer and algorithm state, the epoch and step
+(the lr schedule is a function of the step), the RNG states (torch, CUDA, numpy,
+python, augmentation generator), and the last evaluation record. The data order
+needs nothing more: it is seeded by epoch (`rank_batches(..., epoch, seed, ...)`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import random
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+LATEST = "latest.json"
+#: How many checkpoints stay on disk (the newest first).
+KEEP = 2
+FORMAT_VERSION = 1
+_CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed here (other world size, missing file): exit 64."""
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """What `latest.json` points at: the state after `epoch` completed epochs."""
+
+    epoch: int
+    step: int
+    checkpoint: str
+    world_size: int
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:06d}"
+
+
+def rank_file(directory: Path, checkpoint: str, rank: int) -> Path:
+    return directory / checkpoint / f"rank-{rank}.pt"
+
+
+def save(
+    directory: Path, epoch: int, step: int, rank: int, world_size: int, state: dict[str, Any]
+) -> None:
+    """Write this rank's `state` as the checkpoint after `epoch` epochs (collective: all ranks).
+
+    Returns when every rank's file is on disk and `latest.json` points at it.
+    """
+    name = checkpoint_name(epoch)
+    path = rank_file(directory, name, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda file: torch.save(state, file))
+    dist.barrier()
+    if rank == 0:
+        latest = CheckpointRef(epoch=epoch, step=step, checkpoint=name, world_size=world_size)
+        record = {**asdict(latest), "saved_at": datetime.datetime.now(datetime.UTC).isoformat()}
+        _atomic_write(directory / LATEST, lambda file: file.write(json.dumps(record).encode()))
+    # Nobody deletes an older checkpoint before latest.json has moved past it.
+    dist.barrier()
+    _prune(directory, epoch, rank)
+
+
+def find_resume_point(
+    directory: Path, rank: int, world_size: int, device: torch.device
+) -> CheckpointRef | None:
+    """The checkpoint to resume from, agreed by all ranks; None for a fresh start (collective).
+
+    Rank 0 reads `latest.json` and tells the others. Raises CheckpointError on
+    every rank when it was written by a run with another world size, or when a
+    rank cannot see its own file (a checkpointDir that is not the same volume
+    contents on every pod).
+    """
+    found: list[CheckpointRef | str | None] = [None]
+    if rank == 0:
+        try:
+            found[0] = read_latest(directory)
+        except CheckpointError as error:
+            found[0] = str(error)
+    dist.broadcast_object_list(found, src=0)
+    latest = found[0]
+    if isinstance(latest, str):
+        raise CheckpointError(latest)
+    if latest is None:
+        return None
+    if latest.world_size != world_size:
+        raise CheckpointError(
+            f"{directory / LATEST} belongs to a run with {latest.world_size} ranks, but this run "
+            f"has {world_size}; keep the topology of the checkpointed run or use a fresh "
+            "training.checkpointDir"
+        )
+    # On `device`: NCCL reduces only GPU tensors.
+    present = torch.tensor(
+        [int(rank_file(directory, latest.checkpoint, rank).is_file())], device=device
+    )
+    dist.all_reduce(present, op=dist.ReduceOp.MIN)
+    if not present.item():
+        raise CheckpointError(
+            f"{directory / LATEST} points at {latest.checkpoint}, but not every rank can read "
+            f"its rank-<r>.pt there; training.checkpointDir must hold the same files on every "
+            "pod (one shared volume, or the volumes of the checkpointed run)"
+        )
+    return latest
+
+
+def read_latest(directory: Path) -> CheckpointRef | None:
+    """Parse `latest.json` in `directory`; None when there is none."""
+    path = directory / LATEST
+    try:
+        record = json.loads(path.read_text())
+        return CheckpointRef(
+            epoch=int(record["epoch"]),
+            step=int(record["step"]),
+            checkpoint=str(record["checkpoint"]),
+            world_size=int(record["world_size"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+
+
+def load(directory: Path, latest: CheckpointRef, rank: int) -> dict[str, Any]:
+    """This rank's state from checkpoint `latest`, tensors on the CPU.
+
+    weights_only loading: a checkpoint volume is not a place to run pickled code from.
+    """
+    path = rank_file(directory, latest.checkpoint, rank)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot load {path}: {error}") from error
+    if state.get("format") != FORMAT_VERSION or state.get("rank") != rank:
+        raise CheckpointError(f"{path} is not a rank-{rank} checkpoint of this trainer version")
+    return state
+
+
+def capture_rng(augment_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random stream a run draws from, in a form that weights_only loading accepts."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "python": random.getstate(),
+        "augment": augment_generator.get_state(),
+    }
+
+
+def restore_rng(
+    state: dict[str, Any], augment_generator: torch.Generator, device: torch.device
+) -> None:
+    """Put back what `capture_rng` saved."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    augment_generator.set_state(state["augment"])
+
+
+def to_device(state: Any, device: torch.device) -> Any:
+    """`state` (nested dicts, lists, tuples) with every tensor moved to `device`."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {key: to_device(value, device) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(to_device(value, device) for value in state)
+    return state
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via `write(binary file)` to a temporary sibling, fsync it, rename it over `path`."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _prune(directory: Path, current_epoch: int, rank: int) -> None:
+    """Delete all but the newest KEEP checkpoints up to `current_epoch` (collective).
+
+    Each rank deletes its own files (the directory may be one volume per pod);
+    after a barrier rank 0 removes the emptied directories. Checkpoints newer
+    than the current one are leftovers of a killed run that never finished them
+    (latest.json never pointed there): deleted as well.
+    """
+    epochs = sorted(
+        (int(match.group(1)), entry)
+        for entry in directory.iterdir()
+        if entry.is_dir() and (match := _CHECKPOINT_NAME.match(entry.name))
+    )
+    kept = [epoch for epoch, _ in epochs if epoch <= current_epoch][-KEEP:]
+    stale = [entry for epoch, entry in epochs if epoch not in kept]
+    for entry in stale:
+        for name in (f"rank-{rank}.pt", f".rank-{rank}.pt.tmp"):
+            (entry / name).unlink(missing_ok=True)
+    dist.barrier()
+    if rank == 0:
+        for entry in stale:
+            # Fails only where files of ranks of another run remain: left for the user.
+            with contextlib.suppress(OSError):
+                entry.rmdir()

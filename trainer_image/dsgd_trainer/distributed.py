@@ -1,0 +1,102 @@
+"""Process-group lifecycle: torchrun's environment, the device, init and teardown.
+
+gloo on CPU; NCCL with one GPU per rank (`cuda:LOCAL_RANK`) when topology.gpu.
+Without torchrun's variables (`python -m dsgd_trainer` by hand) the trainer
+runs as a single rank with an in-memory store, which is handy for debugging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+#: How long a collective may wait for its peers before the run fails. Long enough for
+#: a slow checkpoint or evaluation on one rank; a dead peer is usually noticed much
+#: earlier, when its connections close. Override with DSGD_COLLECTIVE_TIMEOUT_SECONDS.
+DEFAULT_COLLECTIVE_TIMEOUT = timedelta(minutes=15)
+
+
+class DeviceError(RuntimeError):
+    """The topology asks for a device this machine does not have (exit code 64)."""
+
+
+@dataclass(frozen=True)
+class LaunchEnv:
+    """Where this process sits in the gang, as torchrun's environment says."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    under_torchrun: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LaunchEnv:
+        """RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK; one rank when unset."""
+        if "RANK" not in env:
+            return cls(0, 1, 0, 1, 0, under_torchrun=False)
+        return cls(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
+            node_rank=int(env.get("GROUP_RANK", 0)),
+            under_torchrun=True,
+        )
+
+
+def select_device(gpu: bool, local_rank: int) -> torch.device:
+    """`cuda:LOCAL_RANK` (made current) when `gpu`, else the CPU; DeviceError if it is missing."""
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            "topology.gpu is true but this machine has no usable CUDA device "
+            "(torch.cuda.is_available() is False); set topology.gpu: false to train on CPUs"
+        )
+    if local_rank >= torch.cuda.device_count():
+        raise DeviceError(
+            f"local rank {local_rank} needs GPU {local_rank}, but only "
+            f"{torch.cuda.device_count()} are visible; topology.processesPerNode must not "
+            "exceed the GPUs per pod"
+        )
+    device = torch.device("cuda", local_rank)
+    torch.cuda.set_device(device)
+    return device
+
+
+def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
+    seconds = env.get("DSGD_COLLECTIVE_TIMEOUT_SECONDS")
+    return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT
+
+
+def init_process_group(launch: LaunchEnv, device: torch.device) -> None:
+    """Join the gang: torchrun's env:// rendezvous, or a private store for a lone rank."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # device_id binds NCCL's communicator to this rank's GPU eagerly (no guessing later).
+    device_id = device if device.type == "cuda" else None
+    if launch.under_torchrun:
+        dist.init_process_group(
+            backend, timeout=collective_timeout(), device_id=device_id, init_method="env://"
+        )
+    else:
+        dist.init_process_group(
+            backend,
+            store=dist.HashStore(),
+            rank=0,
+            world_size=1,
+            timeout=collective_timeout(),
+            device_id=device_id,
+        )
+
+
+def destroy_process_group() -> None:
+    """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

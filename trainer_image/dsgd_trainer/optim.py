@@ -1,0 +1,70 @@
+"""The optimizer a run uses: SGD (momentum, Nesterov, weight decay), or LARS when asked.
+
+The learning rate in the param groups is a placeholder: the training loop sets
+it from `dsgd_trainer.schedule` before every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dsgd_trainer.config import Optimizer as OptimizerConfig
+from dsgd_trainer.lars import LARS
+
+#: Modules whose parameters are normalisation scales and shifts (excluded from LARS).
+NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.RMSNorm,
+)
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    """SGD over `model`'s parameters, or LARS with biases and norm parameters excluded.
+
+    Without LARS every parameter gets weight decay (Goyal et al.'s recipe).
+    With LARS, biases and normalisation parameters use the global lr and no
+    weight decay (You et al.): their norms say nothing about a layer's scale.
+    """
+    if not config.lars:
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    layers, excluded = split_lars_parameters(model)
+    groups = [
+        {"params": layers},
+        {"params": excluded, "lars": False, "weight_decay": 0.0},
+    ]
+    return LARS(
+        [group for group in groups if group["params"]],
+        lr=config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        trust=config.lars_trust,
+    )
+
+
+def split_lars_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(parameters LARS scales, biases and normalisation parameters), in model order.
+
+    A parameter is excluded when it belongs to a normalisation layer, is named
+    `bias`, or is a vector (ndim ≤ 1: what biases and norm affine parameters of
+    custom modules look like).
+    """
+    excluded_ids: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, NORMALIZATION_LAYERS) or name == "bias" or param.ndim <= 1:
+                excluded_ids.add(id(param))
+    layers, excluded = [], []
+    for param in model.parameters():
+        (excluded if id(param) in excluded_ids else layers).append(param)
+    return layers, excluded

@@ -1,0 +1,57 @@
+"""The learning-rate schedule of the large-batch recipe (Goyal et al. 2017), per iteration.
+
+1. Linear scaling: the peak lr is `learningRate × globalBatch / baseBatchSize`
+   (`scaling: linear`), or `learningRate` as given (`scaling: none`).
+2. Gradual warm-up: over the first `warmupEpochs` the lr rises linearly, every
+   iteration, from `learningRate` to the peak (a large peak lr from step 0 is
+   what makes large batches diverge early).
+3. Step decay: × `gamma` at each milestone, a fraction of all training steps
+   (`round(fraction × epochs × steps_per_epoch)`).
+
+The schedule is a pure function of the global step, so a checkpoint only needs
+the step to restore it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from dsgd_trainer.config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """lr(step) for global optimizer step `step` (0-based, counted across epochs)."""
+
+    base_lr: float
+    peak_lr: float
+    warmup_steps: int
+    milestone_steps: tuple[int, ...]
+    gamma: float
+
+    @classmethod
+    def from_config(
+        cls, config: TrainingConfig, world_size: int, steps_per_epoch: int
+    ) -> LearningRateSchedule:
+        """The schedule for `world_size` ranks taking `steps_per_epoch` steps per epoch."""
+        opt = config.optimizer
+        global_batch = config.training.batch_size_per_process * world_size
+        scale = global_batch / opt.base_batch_size if opt.scaling == "linear" else 1.0
+        total_steps = config.training.epochs * steps_per_epoch
+        return cls(
+            base_lr=opt.learning_rate,
+            peak_lr=opt.learning_rate * scale,
+            warmup_steps=round(opt.warmup_epochs * steps_per_epoch),
+            milestone_steps=tuple(round(m * total_steps) for m in opt.milestones),
+            gamma=opt.gamma,
+        )
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            lr = self.base_lr + (self.peak_lr - self.base_lr) * step / self.warmup_steps
+        else:
+            lr = self.peak_lr
+        # A milestone at step m applies from step m on (bisect_right counts m <= step).
+        decays = bisect.bisect_right(self.milestone_steps, step)
+        return lr * self.gamma**decays

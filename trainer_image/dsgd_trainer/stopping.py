@@ -1,0 +1,71 @@
+"""Stopping on request: SIGTERM/SIGINT end the run at the next step boundary.
+
+Kubernetes sends SIGTERM to a pod before it kills it (after
+terminationGracePeriodSeconds); torchrun passes it on to every worker. The
+trainer then finishes the step it is in and exits with 128 + the signal,
+without writing a checkpoint: a save is collective, and the peers in other pods
+may already be gone, so the last complete checkpoint stands (writes are atomic,
+so it is always complete). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from types import FrameType
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_PR_SET_PDEATHSIG = 1
+
+
+class StopRequest:
+    """Installs the handlers; `requested` turns true (and `signal` is set) on the first signal."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, self._handle)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal, as a shell would report a process the signal killed."""
+        return 128 + int(self.signal or signal.SIGTERM)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            # Asked twice: the user (or the kubelet) does not want to wait for the step.
+            raise SystemExit(128 + signum)
+        self.signal = signal.Signals(signum)
+        print(
+            f"received {self.signal.name}: stopping after the current step "
+            "(the last checkpoint stands)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def stop_when_parent_dies() -> None:
+    """Ask Linux to send us SIGTERM when our parent (torchrun's agent) dies.
+
+    torchrun starts workers in their own sessions, so a SIGKILLed agent (an
+    OOM kill, `kill -9` on a local run) would leave them training as orphans;
+    with this they stop like on any SIGTERM. No-op where prctl is unavailable.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        # The parent died before prctl took effect (we were re-parented): nobody will signal us.
+        # (Comparing with 1 would be wrong: in a container the agent itself is often PID 1.)
+        os.kill(os.getpid(), signal.SIGTERM)
