@@ -1,0 +1,158 @@
+"""The few Kubernetes API calls the operator makes, as coroutines over the official client.
+
+The `kubernetes` client is synchronous; its calls run in a thread pool of their
+own so that a slow API server never blocks kopf's event loop. Objects are plain
+dicts in and out (no model classes): they come from and go to the pure builders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.config.config_exception import ConfigException
+
+from dsgd_operator import api
+
+#: Plural resource names of the kinds the operator creates.
+PLURALS = {
+    "Pod": "pods",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "PodGroup": "podgroups",
+    api.KIND: api.PLURAL,
+}
+_THREADS = 16
+
+
+class ApiError(Exception):
+    """An API call failed with an HTTP status other than the ones the caller tolerates."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path} -> {status}: {body[:500]}")
+        self.status = status
+
+
+def load_configuration() -> kubernetes.client.Configuration:
+    """In-cluster credentials when running in a pod, else the current kubeconfig context."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = _THREADS
+    return configuration
+
+
+def resource_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """`/api/v1/namespaces/ns/pods/name` or `/apis/group/version/...` for any resource."""
+    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+class KubeApi:
+    """Async create / delete / list / patch-status over one `kubernetes.client.ApiClient`."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="dsgd-api")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, bytes]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        request = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*request, _request_timeout=60)
+        return response.status, response.read() or b""
+
+    async def _request(
+        self, method: str, path: str, *, tolerate: tuple[int, ...] = (), **kwargs: Any
+    ) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
+        status, data = await loop.run_in_executor(
+            self._pool, lambda: self._call(method, path, **kwargs)
+        )
+        if status >= 300 and status not in tolerate:
+            raise ApiError(method, path, status, data.decode("utf-8", errors="replace"))
+        return status, data
+
+    async def create(self, obj: dict, namespace: str) -> bool:
+        """Create `obj`; True if created, False if it already existed (HTTP 409)."""
+        path = resource_path(obj["apiVersion"], PLURALS[obj["kind"]], namespace)
+        status, _ = await self._request("POST", path, body=obj, tolerate=(409,))
+        return status != 409
+
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete an object; True if a deletion started, False if it was already gone (404)."""
+        path = resource_path(api_version, PLURALS[kind], namespace, name)
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        status, _ = await self._request("DELETE", path, body=body, tolerate=(404,))
+        return status != 404
+
+    async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
+        """The pods of `namespace` carrying all `labels` (filtered here too, to be sure)."""
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        _, data = await self._request(
+            "GET", resource_path("v1", "pods", namespace), query=[("labelSelector", selector)]
+        )
+        items = json.loads(data).get("items") or []
+        return [
+            pod
+            for pod in items
+            if all(
+                ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v
+                for k, v in labels.items()
+            )
+        ]
+
+    async def patch_job_status(self, namespace: str, name: str, status: dict) -> bool:
+        """Merge-patch the job's status subresource; False if the job is gone (404)."""
+        path = resource_path(api.API_VERSION, api.PLURAL, namespace, name, "status")
+        code, _ = await self._request(
+            "PATCH",
+            path,
+            body={"status": status},
+            tolerate=(404,),
+            content_type="application/merge-patch+json",
+        )
+        return code != 404

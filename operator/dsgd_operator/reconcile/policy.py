@@ -1,0 +1,473 @@
+"""The failure policy as a pure function: one job's spec, status and pods → what to do next.
+
+`plan()` decides everything a reconcile pass does: which pods to create or
+delete, the new status (phase, metav1 conditions, workers, restarts, times),
+the Kubernetes Events to post and when to look again. The kopf handlers only
+carry the plan out, so every rule below is tested without an API server.
+
+The rules (after Kubeflow's PyTorchJob and JobSet, and what their users miss):
+- a gang is all or nothing: one failed, evicted or deleted pod tears the whole
+  gang down and recreates it as attempt `restarts + 1`, after an exponential
+  backoff, at most `backoffLimit` times; then the job is Failed;
+- an exit code that says "bad config / bad data / diverged" fails the job at once;
+- `activeDeadlineSeconds`, `cleanPodPolicy` and `ttlSecondsAfterFinished` apply
+  on every terminal path: success, failure, deadline, backoff limit;
+- `suspend` deletes the pods and keeps the job; resuming starts the current
+  attempt again (the deadline clock restarts, as for a Kubernetes Job);
+- old-attempt pods are deleted before the next attempt is created, so a
+  recreated gang never meets a terminating one at the rendezvous.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from dsgd_trainer import exit_codes
+
+from dsgd_operator.api import Algorithm, DistributedSGDJob, Topology
+from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
+from dsgd_operator.reconcile.status import (
+    PodState,
+    condition_is_true,
+    find_condition,
+    format_time,
+    parse_time,
+    set_condition,
+    worker_counts,
+)
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+#: While old pods are still terminating, look again this soon even without events.
+TERMINATION_POLL_SECONDS = 2.0
+#: Sections that shape the gang; changing them would need new pods.
+IMMUTABLE_SECTIONS = ("topology", "algorithm")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the job; `key` (when set) is posted only once."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one reconcile pass knows about a job."""
+
+    job: DistributedSGDJob | None  # the spec to act on; None when it is refused
+    problems: tuple[str, ...]  # why the spec (or a change of it) is refused
+    status: dict  # as last written by the operator
+    pods: tuple[PodState, ...]  # the job's pods, every attempt
+    now: datetime
+    generation: int | None = None
+
+
+@dataclass
+class Plan:
+    """What a reconcile pass does, in order: create, delete, patch status, post events."""
+
+    status: dict
+    create_ranks: tuple[int, ...] = ()  # pods of attempt status.restarts (after Service etc.)
+    delete_pods: tuple[str, ...] = ()
+    delete_job: bool = False
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None  # seconds until the next pass is due
+    gang_restarted: bool = False
+    failure_reason: str | None = None  # set on the pass that fails the job
+
+    def requeue(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        self.requeue_after = (
+            seconds if self.requeue_after is None else min(self.requeue_after, seconds)
+        )
+
+
+def effective_job(
+    job: DistributedSGDJob, status: dict
+) -> tuple[DistributedSGDJob, tuple[str, ...]]:
+    """The job to act on, and the problems of a refused change of an immutable section.
+
+    Once a gang was created (status.appliedSpec) and until the job ends, topology and
+    algorithm stay as applied: a changed spec is reported and the running gang kept.
+    """
+    applied = status.get("appliedSpec")
+    if not applied or status.get("phase") in TERMINAL_PHASES:
+        return job, ()
+    problems = []
+    for section in IMMUTABLE_SECTIONS:
+        wanted = getattr(job.spec, section).to_wire()
+        running = applied.get(section)
+        if running is not None and wanted != running:
+            problems.append(
+                f"spec.{section} is immutable while the job runs: the gang runs {running}, "
+                f"the spec now asks for {wanted}; the change is ignored (delete and recreate "
+                "the job to change it)"
+            )
+    if not problems:
+        return job, ()
+    spec = job.spec.model_copy(
+        update={
+            "topology": Topology.model_validate(applied["topology"]),
+            "algorithm": Algorithm.model_validate(applied["algorithm"]),
+        }
+    )
+    return job.model_copy(update={"spec": spec}), tuple(problems)
+
+
+class _Pass:
+    """One plan in the making: the status copy, its conditions and the plan's lists."""
+
+    def __init__(self, snap: Snapshot, options: OperatorOptions) -> None:
+        self.snap = snap
+        self.options = options
+        self.now = snap.now
+        self.status = snap.status
+        self.status.setdefault("conditions", [])
+        self.status.setdefault("restarts", 0)
+        if snap.generation is not None:
+            self.status["observedGeneration"] = snap.generation
+        self.plan = Plan(status=self.status)
+        self.to_delete: list[str] = []
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    def condition(self, kind: str, status: bool, reason: str, message: str = "") -> bool:
+        return set_condition(
+            self.status["conditions"],
+            kind,
+            status,
+            reason,
+            message,
+            self.now,
+            self.snap.generation,
+        )
+
+    def clear(self, kind: str, reason: str, message: str = "") -> None:
+        """Set a condition False, but only if it exists (no clutter of never-true conditions)."""
+        if find_condition(self.status["conditions"], kind) is not None:
+            self.condition(kind, False, reason, message)
+
+    def event(self, type_: str, reason: str, message: str, key: str | None = None) -> None:
+        self.plan.events.append(Event(type_, reason, message, key))
+
+    def since(self, kind: str) -> datetime:
+        found = find_condition(self.status["conditions"], kind) or {}
+        return parse_time(found.get("lastTransitionTime")) or self.now
+
+    def delete(self, pods: list[PodState]) -> None:
+        for pod in pods:
+            if not pod.deleting and pod.name not in self.to_delete:
+                self.to_delete.append(pod.name)
+
+    def finish(self) -> Plan:
+        self.plan.delete_pods = tuple(self.to_delete)
+        return self.plan
+
+    def set_workers(self, pods: list[PodState]) -> None:
+        self.status["workers"] = worker_counts(pods)
+
+    # -- the rules ---------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        snap = self.snap
+        if snap.problems:
+            refused_spec = snap.job is None
+            reason = "InvalidSpec" if refused_spec else "ImmutableField"
+            message = "; ".join(snap.problems)
+            previous = find_condition(self.status["conditions"], "Invalid") or {}
+            changed = self.condition("Invalid", True, reason, message)
+            if changed or previous.get("message") != message[:32768]:
+                self.event("Warning", reason, message)
+        else:
+            self.clear("Invalid", "Valid", "the spec is accepted")
+        if snap.job is None:
+            self.status.setdefault("phase", "Pending")
+            self.set_workers([])
+            return self.finish()
+        phase = self.status.get("phase")
+        if phase in TERMINAL_PHASES:
+            self.terminal()
+        elif snap.job.spec.run_policy.suspend:
+            self.suspend()
+        else:
+            if phase == "Suspended":
+                self.resume()
+            self.active()
+        return self.finish()
+
+    def cleanup(self) -> None:
+        """cleanPodPolicy on a finished job: Running (unfinished pods), All, or None."""
+        policy = self.snap.job.spec.run_policy.clean_pod_policy
+        pods = list(self.snap.pods)
+        if policy == "All":
+            self.delete(pods)
+        elif policy == "Running":
+            self.delete([p for p in pods if p.phase not in ("Succeeded", "Failed")])
+
+    def expire(self) -> None:
+        """ttlSecondsAfterFinished: delete the job (and so its objects) when it is due."""
+        ttl = self.snap.job.spec.run_policy.ttl_seconds_after_finished
+        finished = parse_time(self.status.get("completionTime"))
+        if ttl is None or finished is None:
+            return
+        left = (finished + timedelta(seconds=ttl) - self.now).total_seconds()
+        if left <= 0:
+            self.plan.delete_job = True
+            self.event("Normal", "Expired", f"deleting the job {ttl}s after it finished")
+        else:
+            self.plan.requeue(left)
+
+    def terminal(self) -> None:
+        self.cleanup()
+        attempt = self.status["restarts"]
+        self.set_workers([p for p in self.snap.pods if p.attempt == attempt])
+        self.expire()
+
+    def end(self, phase: str, reason: str, message: str) -> None:
+        """Enter a terminal phase: condition, times, cleanup, TTL."""
+        self.status["phase"] = phase
+        self.status["completionTime"] = format_time(self.now)
+        self.condition(phase, True, reason, message)
+        self.condition("Running", False, reason, message)
+        self.clear("Restarting", reason, message)
+        self.clear("PendingTooLong", reason)
+        if phase == "Failed":
+            self.plan.failure_reason = reason
+            self.event("Warning", reason, f"job failed: {message}")
+        else:
+            self.event("Normal", reason, message)
+        self.cleanup()
+        self.expire()
+
+    def suspend(self) -> None:
+        self.delete(list(self.snap.pods))
+        if self.status.get("phase") != "Suspended":
+            self.event("Normal", "Suspended", "spec.runPolicy.suspend is true: pods deleted")
+        self.status["phase"] = "Suspended"
+        self.condition("Suspended", True, "Suspended", "spec.runPolicy.suspend is true")
+        self.condition("Running", False, "Suspended", "the job is suspended")
+        self.condition("Created", False, "Suspended", "the pods were deleted")
+        self.clear("Restarting", "Suspended")
+        self.clear("PendingTooLong", "Suspended")
+        self.set_workers([])
+
+    def resume(self) -> None:
+        self.condition("Suspended", False, "Resumed", "spec.runPolicy.suspend is false")
+        self.event("Normal", "Resumed", "recreating the pods")
+        # As for a Kubernetes Job, activeDeadlineSeconds counts from the resumption.
+        self.status["startTime"] = format_time(self.now)
+        self.status["phase"] = "Pending"
+
+    def active(self) -> None:
+        job = self.snap.job
+        nodes = job.spec.topology.nodes
+        attempt = self.status["restarts"]
+        policy = job.spec.run_policy
+        pods = self.snap.pods
+        stale = [p for p in pods if p.attempt != attempt]
+        current = {
+            p.rank: p
+            for p in pods
+            if p.attempt == attempt and p.rank is not None and 0 <= p.rank < nodes
+        }
+        # Pods of an earlier attempt, or with ranks beyond the topology, never stay.
+        self.delete(stale + [p for p in pods if p.attempt == attempt and p not in current.values()])
+        stale = [p for p in pods if p.name not in {c.name for c in current.values()}]
+        self.set_workers(list(current.values()))
+
+        started = parse_time(self.status.get("startTime"))
+        if started is None:
+            started = self.now
+            self.status["startTime"] = format_time(self.now)
+        if policy.active_deadline_seconds is not None:
+            deadline = started + timedelta(seconds=policy.active_deadline_seconds)
+            if self.now >= deadline:
+                self.end(
+                    "Failed",
+                    "DeadlineExceeded",
+                    f"the job was active longer than activeDeadlineSeconds "
+                    f"({policy.active_deadline_seconds}s)",
+                )
+                return
+            self.plan.requeue((deadline - self.now).total_seconds())
+
+        if self.status.get("phase") == "Restarting":
+            ready_at = self.since("Restarting") + timedelta(
+                seconds=restart_backoff(self.options, attempt)
+            )
+            if stale:
+                self.plan.requeue(TERMINATION_POLL_SECONDS)
+                return
+            if self.now < ready_at:
+                self.plan.requeue((ready_at - self.now).total_seconds())
+                return
+            self.condition(
+                "Restarting", False, "GangRecreated", f"attempt {attempt} of the gang started"
+            )
+            self.status["phase"] = "Pending"
+
+        if not condition_is_true(self.status["conditions"], "Created"):
+            self.status.setdefault("phase", "Pending")
+            if self.status["phase"] not in ("Pending", "Running"):
+                self.status["phase"] = "Pending"
+            if stale:  # names still taken by terminating pods
+                self.plan.requeue(TERMINATION_POLL_SECONDS)
+                return
+            missing = tuple(rank for rank in range(nodes) if rank not in current)
+            self.plan.create_ranks = missing
+            self.status["appliedSpec"] = {
+                section: getattr(job.spec, section).to_wire() for section in IMMUTABLE_SECTIONS
+            }
+            message = f"{nodes} pods of gang attempt {attempt}"
+            if self.condition("Created", True, "GangCreated", message):
+                self.event("Normal", "Created", f"created {message}")
+            if missing:
+                workers = self.status["workers"]
+                workers["pending"] += len(missing)
+                self.condition(
+                    "Running",
+                    False,
+                    "PodsPending",
+                    f"{workers['pending']} of {nodes} pods not running yet",
+                )
+                self.plan.requeue(self.options.pending_timeout_seconds)
+                return
+
+        self.observe_gang(current, nodes, attempt)
+
+    def observe_gang(self, current: dict[int, PodState], nodes: int, attempt: int) -> None:
+        job = self.snap.job
+        self.pod_events(list(current.values()))
+        failures: list[PodState] = []
+        for rank in range(nodes):
+            pod = current.get(rank)
+            if pod is None:
+                failures.append(
+                    PodState(
+                        name=f"{job.name}-node-{rank}",
+                        rank=rank,
+                        attempt=attempt,
+                        phase="Failed",
+                        reason="PodDeleted",
+                        message="the pod disappeared",
+                    )
+                )
+            elif pod.phase == "Failed":
+                failures.append(pod)
+            elif pod.deleting and pod.phase != "Succeeded":
+                failures.append(
+                    PodState(
+                        name=pod.name,
+                        rank=rank,
+                        attempt=attempt,
+                        phase="Failed",
+                        reason="PodDeleted",
+                        message="the pod is being deleted",
+                    )
+                )
+        if failures:
+            self.gang_failed(failures, attempt)
+            return
+        pods = list(current.values())
+        if all(p.phase == "Succeeded" for p in pods):
+            self.end("Succeeded", "AllPodsSucceeded", f"all {nodes} pods completed")
+            return
+        if all(p.phase in ("Running", "Succeeded") for p in pods):
+            self.status["phase"] = "Running"
+            if self.condition("Running", True, "AllPodsRunning", f"{nodes} pods running"):
+                self.event("Normal", "Running", f"all {nodes} pods of attempt {attempt} running")
+            self.clear("PendingTooLong", "PodsStarted")
+            return
+        self.status["phase"] = "Pending"
+        pending = [p for p in pods if p.phase not in ("Running", "Succeeded")]
+        self.condition(
+            "Running", False, "PodsPending", f"{len(pending)} of {nodes} pods not running yet"
+        )
+        created = self.since("Created")
+        waited = (self.now - created).total_seconds()
+        timeout = self.options.pending_timeout_seconds
+        if waited >= timeout:
+            names = ", ".join(p.name for p in pending[:5]) + (" ..." if len(pending) > 5 else "")
+            message = (
+                f"{len(pending)} of {nodes} pods Pending for more than {timeout:g}s ({names}): "
+                "the cluster may lack resources for the whole gang"
+            )
+            if self.condition("PendingTooLong", True, "PendingTimeout", message):
+                self.event("Warning", "PendingTooLong", message)
+        else:
+            self.plan.requeue(timeout - waited)
+
+    def pod_events(self, pods: list[PodState]) -> None:
+        """Warnings about pods that are stuck or died abnormally, once per pod and cause."""
+        for pod in pods:
+            if pod.phase == "Failed":
+                self.event(
+                    "Warning",
+                    pod.failure_reason,
+                    pod.describe(),
+                    key=f"{pod.name}/{pod.attempt}/failed",
+                )
+            elif pod.reason:
+                self.event(
+                    "Warning",
+                    pod.reason,
+                    pod.describe(),
+                    key=f"{pod.name}/{pod.attempt}/{pod.reason}",
+                )
+
+    def gang_failed(self, failures: list[PodState], attempt: int) -> None:
+        job = self.snap.job
+        # The first pod to die is the cause; the others mostly died of losing it.
+        failures.sort(key=lambda f: (f.finished_at or self.now, f.rank or 0))
+        limit = job.spec.run_policy.backoff_limit
+        what = "; ".join(f.describe() for f in failures)
+        fatal = [
+            f
+            for f in failures
+            if f.exit_code is not None and not exit_codes.is_retryable(f.exit_code)
+        ]
+        if fatal:
+            self.end(
+                "Failed", fatal[0].failure_reason, f"{what} (not retryable: a restart cannot help)"
+            )
+            return
+        if attempt >= limit:
+            self.end(
+                "Failed",
+                "BackoffLimitExceeded",
+                f"{what}; the gang was restarted {attempt} times (backoffLimit {limit})",
+            )
+            return
+        backoff = restart_backoff(self.options, attempt + 1)
+        self.status["restarts"] = attempt + 1
+        self.status["phase"] = "Restarting"
+        message = (
+            f"{what}; recreating the whole gang as attempt {attempt + 1} in {backoff:g}s "
+            f"(restart {attempt + 1} of at most {limit})"
+        )
+        self.condition("Restarting", True, failures[0].failure_reason, message)
+        self.condition("Created", False, "Restarting", "the gang is being torn down")
+        self.condition("Running", False, "Restarting", message)
+        self.event("Warning", "GangRestart", message)
+        self.delete(list(self.snap.pods))
+        self.set_workers([])
+        self.plan.gang_restarted = True
+        self.plan.requeue(backoff)
+
+
+def plan(snapshot: Snapshot, options: OperatorOptions) -> Plan:
+    """Decide one reconcile pass. `snapshot.status` is copied, never changed."""
+    snap = Snapshot(
+        job=snapshot.job,
+        problems=snapshot.problems,
+        status=copy.deepcopy(snapshot.status),
+        pods=snapshot.pods,
+        now=snapshot.now,
+        generation=snapshot.generation,
+    )
+    return _Pass(snap, options).run()

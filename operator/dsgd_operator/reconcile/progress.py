@@ -1,0 +1,42 @@
+"""Training progress for status.progress, scraped from node 0's metrics endpoint.
+
+Trainer pods get no API access at all: the operator reads rank 0's Prometheus
+series from `http://<node-0 pod IP>:<metrics port>/metrics` (the container
+port named `metrics`) and copies them into the job's status.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from dsgd_operator.build.settings import DEFAULT_SETTINGS
+from dsgd_operator.progress import parse_progress
+from dsgd_operator.reconcile.status import PodState
+
+
+def metrics_url(pod: PodState) -> str | None:
+    """Node 0's metrics URL, or None while the pod has no IP."""
+    if not pod.pod_ip:
+        return None
+    port = pod.metrics_port or DEFAULT_SETTINGS.metrics_port
+    host = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
+    return f"http://{host}:{port}/metrics"
+
+
+async def scrape(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> dict | None:
+    """status.progress (camelCase, unset values left out) from `url`; None if unreachable."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                return None
+            text = await response.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+    try:
+        progress = parse_progress(text)
+    except ValueError:
+        return None
+    wire = progress.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not wire.get("syncRounds"):
+        wire.pop("syncRounds", None)
+    return wire or None

@@ -1,0 +1,175 @@
+"""One reconcile pass of a job: read, plan (pure), then carry the plan out with API calls.
+
+Every step is idempotent, so a pass may be cut off anywhere (operator restart,
+API error) and simply run again: objects have fixed names and a 409 means
+"already there"; status is written only after the actions it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from dsgd_operator import api
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.build import (
+    BuildSettings,
+    build_config_map,
+    build_pod,
+    build_pod_group,
+    build_service,
+    job_labels,
+    pod_group_name,
+)
+from dsgd_operator.build.names import config_map_name, service_name
+from dsgd_operator.build.pod_group import GANG_SCHEDULERS
+from dsgd_operator.manifest import ManifestError, parse_job
+from dsgd_operator.reconcile import metrics
+from dsgd_operator.reconcile.kube import ApiError
+from dsgd_operator.reconcile.policy import Plan, Snapshot, effective_job, plan
+from dsgd_operator.reconcile.progress import metrics_url, scrape
+from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
+from dsgd_operator.reconcile.status import PodState, clean_status, observe_pod
+
+
+def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
+    """The job from kopf's body, or None and the problems that make the operator refuse it."""
+    document = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+    name = (body.get("metadata") or {}).get("name", "?")
+    try:
+        return parse_job(document, source=f"{api.KIND} {name}"), ()
+    except ManifestError as error:
+        return None, error.problems
+
+
+async def create_gang(
+    ctx: OperatorContext,
+    runtime: JobRuntime,
+    job: DistributedSGDJob,
+    ranks: tuple[int, ...],
+    attempt: int,
+) -> None:
+    """Service, ConfigMap and PodGroup (once), then the pods of `ranks`, concurrently."""
+    namespace = runtime.namespace
+    if not runtime.children_created:
+        pod_group = build_pod_group(job)
+        for obj in (build_service(job), build_config_map(job), pod_group):
+            if obj is None:
+                continue
+            try:
+                await ctx.kube.create(obj, namespace)
+            except ApiError as error:
+                if obj is pod_group and error.status == 404:
+                    raise ApiError(
+                        "POST",
+                        obj["apiVersion"],
+                        404,
+                        f"the PodGroup API {obj['apiVersion']} is not installed: "
+                        f"install {job.spec.scheduling.scheduler_name} or drop "
+                        "spec.scheduling.schedulerName",
+                    ) from None
+                raise
+        runtime.children_created = True
+    settings = BuildSettings(default_image=ctx.options.trainer_image)
+    pods = [build_pod(job, rank, settings, attempt) for rank in ranks]
+    created = await asyncio.gather(*(ctx.kube.create(pod, namespace) for pod in pods))
+    metrics.PODS_CREATED.inc(sum(created))
+
+
+async def delete_pods(ctx: OperatorContext, namespace: str, names: tuple[str, ...]) -> None:
+    await asyncio.gather(*(ctx.kube.delete("v1", "Pod", namespace, name) for name in names))
+
+
+async def delete_children(ctx: OperatorContext, namespace: str, name: str) -> None:
+    """Everything a job created: what owner references would garbage-collect, done at once."""
+    pods = await ctx.kube.list_pods(namespace, job_labels(name))
+    await delete_pods(ctx, namespace, tuple(pod["metadata"]["name"] for pod in pods))
+    await ctx.kube.delete("v1", "Service", namespace, service_name(name))
+    await ctx.kube.delete("v1", "ConfigMap", namespace, config_map_name(name))
+    for scheduler in GANG_SCHEDULERS.values():
+        try:
+            await ctx.kube.delete(
+                scheduler.pod_group_api_version, "PodGroup", namespace, pod_group_name(name)
+            )
+        except ApiError as error:  # that scheduler's API is not installed
+            logging.getLogger(__name__).debug("PodGroup cleanup skipped: %s", error)
+
+
+async def refresh_progress(
+    ctx: OperatorContext, runtime: JobRuntime, result: Plan, pods: tuple[PodState, ...]
+) -> None:
+    """While Running, copy node 0's latest metrics into status.progress (every interval)."""
+    interval = ctx.options.progress_interval_seconds
+    if result.status.get("phase") != "Running":
+        return
+    result.requeue(interval)
+    if not runtime.scrape_due(interval):
+        return
+    attempt = result.status.get("restarts", 0)
+    node0 = next((p for p in pods if p.rank == 0 and p.attempt == attempt), None)
+    url = metrics_url(node0) if node0 is not None else None
+    if url is None:
+        return
+    runtime.last_scrape = time.monotonic()
+    progress = await scrape(ctx.http, url)
+    if progress:
+        result.status["progress"] = {**(result.status.get("progress") or {}), **progress}
+
+
+async def reconcile_once(
+    ctx: OperatorContext,
+    runtime: JobRuntime,
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> float | None:
+    """Run one pass for the job in `body`; returns seconds until the next pass is due."""
+    started = time.perf_counter()
+    namespace, name = runtime.namespace, runtime.name
+    if runtime.status is None:
+        runtime.status = clean_status(body.get("status"))
+    job, problems = parse_body(body)
+    pods: tuple[PodState, ...] = ()
+    if job is not None:
+        job, problems = effective_job(job, runtime.status)
+        raw_pods = await ctx.kube.list_pods(namespace, job_labels(name))
+        pods = tuple(observe_pod(pod) for pod in raw_pods)
+    snapshot = Snapshot(
+        job=job,
+        problems=problems,
+        status=runtime.status,
+        pods=pods,
+        now=datetime.now(UTC),
+        generation=(body.get("metadata") or {}).get("generation"),
+    )
+    result = plan(snapshot, ctx.options)
+    if result.create_ranks:
+        await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
+    if result.delete_pods:
+        await delete_pods(ctx, namespace, result.delete_pods)
+    await refresh_progress(ctx, runtime, result, pods)
+    if result.status != runtime.status:
+        await ctx.kube.patch_job_status(namespace, name, result.status)
+        runtime.status = result.status
+    for event in result.events:
+        if event.key is not None and event.key in runtime.posted:
+            continue
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if event.key is not None:
+            runtime.posted.add(event.key)
+    if result.gang_restarted:
+        metrics.GANG_RESTARTS.inc()
+    if result.failure_reason:
+        metrics.JOB_FAILURES.labels(reason=result.failure_reason).inc()
+    runtime.phase = result.status.get("phase")
+    metrics.set_job_phases(ctx.jobs.phases())
+    if result.delete_job:
+        logger.info("ttlSecondsAfterFinished passed: deleting the job")
+        await ctx.kube.delete(api.API_VERSION, api.KIND, namespace, name)
+    metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+    return result.requeue_after

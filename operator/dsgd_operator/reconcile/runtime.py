@@ -1,0 +1,114 @@
+"""What the operator keeps in memory: per-job wake-ups and bookkeeping, shared clients.
+
+Nothing here is the source of truth: after a restart everything is rebuilt
+from the API (status, pods). It only saves requests and orders work: one
+reconcile loop per job, woken by the job's pod events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from dsgd_operator.reconcile.kube import KubeApi
+from dsgd_operator.reconcile.settings import OperatorOptions
+
+
+@dataclass
+class JobRuntime:
+    """One job's in-memory state, owned by its reconcile loop."""
+
+    namespace: str
+    name: str
+    poked: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The status as this operator last wrote it: newer than the watched body
+    #: until our own patch comes back through the watch.
+    status: dict | None = None
+    #: Keys of once-only events already posted (abnormal pods).
+    posted: set[str] = field(default_factory=set)
+    #: Service, ConfigMap and PodGroup exist (created or found by this process).
+    children_created: bool = False
+    last_scrape: float = float("-inf")  # time.monotonic() of the last progress scrape
+    phase: str | None = None
+
+    def poke(self) -> None:
+        """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
+        self.poked.set()
+
+    async def wait(self, timeout: float, debounce: float, stopped: Awaitable | None = None) -> None:
+        """Sleep until poked, `stopped` fires or `timeout` passes; then let a burst settle."""
+        waiters = [asyncio.ensure_future(self.poked.wait())]
+        if stopped is not None:
+            waiters.append(asyncio.ensure_future(_wait_for(stopped)))
+        try:
+            await asyncio.wait(
+                waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if debounce:
+            await asyncio.sleep(debounce)
+        self.poked.clear()
+
+    def scrape_due(self, interval: float) -> bool:
+        return time.monotonic() - self.last_scrape >= interval
+
+
+async def _wait_for(awaitable: Awaitable) -> None:
+    await awaitable
+
+
+class JobRegistry:
+    """The runtimes of the jobs this operator currently handles."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple[str, str], JobRuntime] = {}
+
+    def get(self, namespace: str, name: str) -> JobRuntime:
+        key = (namespace, name)
+        if key not in self._jobs:
+            self._jobs[key] = JobRuntime(namespace, name)
+        return self._jobs[key]
+
+    def poke(self, namespace: str, name: str) -> bool:
+        runtime = self._jobs.get((namespace, name))
+        if runtime is not None:
+            runtime.poke()
+        return runtime is not None
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._jobs.pop((namespace, name), None)
+
+    def phases(self) -> list[str | None]:
+        return [runtime.phase for runtime in self._jobs.values()]
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+
+@dataclass
+class OperatorContext:
+    """Everything the handlers share, kept in kopf's memo under MEMO_KEY."""
+
+    options: OperatorOptions
+    kube: KubeApi
+    jobs: JobRegistry
+    http: aiohttp.ClientSession
+    metrics_server: object | None = None
+
+    async def close(self) -> None:
+        await self.http.close()
+        self.kube.close()
+        if self.metrics_server is not None:
+            server, thread = self.metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+
+MEMO_KEY = "dsgd"

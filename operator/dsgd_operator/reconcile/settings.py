@@ -1,0 +1,104 @@
+"""Operator options (what an installation decides) and the kopf settings derived from them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, fields
+
+import kopf
+
+from dsgd_operator import api
+
+#: kopf's finalizer and the prefix of its bookkeeping annotations: in our group,
+#: and in metadata rather than status, which a structural schema could prune.
+FINALIZER = f"{api.GROUP}/finalizer"
+ANNOTATIONS_PREFIX = api.GROUP
+
+
+#: How from_env() reads each annotation (annotations are strings here).
+_FIELD_TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """How one operator installation behaves; `dsgd operator` flags and the Helm values map here.
+
+    Environment variables (see `from_env`) are named `DSGD_<FIELD IN UPPER CASE>`.
+    """
+
+    namespaces: tuple[str, ...] = ()  # empty = cluster-wide; else only these (Role-based install)
+    trainer_image: str = api.DEFAULT_IMAGE
+    liveness_port: int = 8080  # kopf liveness endpoint http://0.0.0.0:8080/healthz (0 = off)
+    metrics_port: int = 9300  # operator Prometheus metrics at :9300/metrics (0 = off)
+    pending_timeout_seconds: float = 600  # pods Pending longer → condition and event
+    restart_backoff_seconds: float = 10  # base of the gang-restart backoff (doubles per restart)
+    restart_backoff_cap_seconds: float = 300  # the backoff never grows beyond this
+    progress_interval_seconds: float = 15  # how often node 0's metrics are scraped while Running
+    resync_seconds: float = 60  # a job is reconciled at least this often, events or not
+    debounce_seconds: float = 0.2  # pod events this close together share one reconcile pass
+    watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and value < 0:
+                raise ValueError(f"{field.name} must not be negative, got {value}")
+        for port_field in ("liveness_port", "metrics_port"):
+            if getattr(self, port_field) > 65535:
+                raise ValueError(f"{port_field} {getattr(self, port_field)} is not a TCP port")
+        if not self.trainer_image:
+            raise ValueError("trainer_image must not be empty")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:
+        """Options from DSGD_NAMESPACES (comma list), DSGD_TRAINER_IMAGE, DSGD_LIVENESS_PORT, ...
+
+        Unset or empty variables keep the defaults; a malformed number raises
+        ValueError naming the variable.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        for field in fields(cls):
+            variable = f"DSGD_{field.name.upper()}"
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            if field.name == "namespaces":
+                values[field.name] = tuple(ns.strip() for ns in raw.split(",") if ns.strip())
+                continue
+            kind = _FIELD_TYPES[field.type]
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+
+def restart_backoff(options: OperatorOptions, restarts: int) -> float:
+    """Seconds to wait before gang attempt `restarts` (≥ 1): base, 2×base, 4×base, ... capped."""
+    if restarts < 1:
+        return 0.0
+    exponent = min(restarts - 1, 30)  # 2**30 × base is beyond any cap; avoids huge floats
+    return min(options.restart_backoff_cap_seconds, options.restart_backoff_seconds * 2**exponent)
+
+
+def configure_kopf(settings: kopf.OperatorSettings, options: OperatorOptions) -> None:
+    """Production settings for kopf: our finalizer and annotations, timeouts, quiet events."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATIONS_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+    )
+    # kopf would post a Normal event for every handler run; ours are the ones that matter.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "dsgd-operator"
+    # Watches end server-side now and then so that a silently broken connection heals.
+    settings.watching.server_timeout = options.watch_timeout_seconds
+    settings.watching.client_timeout = options.watch_timeout_seconds + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    # Only the job's pods are watched, filtered by the API server.
+    settings.watching.label_selectors["v1", "pods"] = f"{api.GROUP}/job-name"

@@ -1,0 +1,167 @@
+"""The operator as it is deployed: its own process, configured by DSGD_* variables.
+
+`run_operator` (what `dsgd operator` and the Helm chart run) and `kopf run -m
+dsgd_operator.reconcile.handlers` against the emulated API: liveness and
+metrics endpoints, namespace scoping, and a clean exit on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests._kmock_cluster import (  # noqa: F401  (fixtures)
+    Cluster,
+    cluster_fixture,
+    job_spec,
+    wait_for,
+    write_kubeconfig,
+)
+from tests.conftest import pick_free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+RUN_OPERATOR = (
+    "import sys\n"
+    "from dsgd_operator.reconcile import OperatorOptions, run_operator\n"
+    "sys.exit(run_operator(OperatorOptions.from_env()))\n"
+)
+
+
+def fetch(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+async def fetch_when_up(url: str, timeout: float = 30) -> str:
+    async def attempt():
+        try:
+            return (await asyncio.to_thread(fetch, url))[1]
+        except OSError:
+            return None
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (body := await attempt()) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"{url} never answered"
+        await asyncio.sleep(0.2)
+    return body
+
+
+def start(argv: list[str], kubeconfig, tmp_path, **env: str) -> subprocess.Popen:
+    environ = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "DSGD_RESTART_BACKOFF_SECONDS": "0.2",
+        "DSGD_DEBOUNCE_SECONDS": "0.05",
+        **env,
+    }
+    environ.pop("KUBERNETES_SERVICE_HOST", None)
+    log = (tmp_path / "operator.log").open("wb")
+    return subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def stop(process: subprocess.Popen, tmp_path) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(process.wait, 30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError((tmp_path / "operator.log").read_text()) from None
+
+
+async def test_run_operator_serves_liveness_and_metrics_and_stops_cleanly(cluster, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(kubeconfig, cluster.url)
+    liveness, metrics_port = pick_free_port(), pick_free_port()
+    process = start(
+        [sys.executable, "-c", RUN_OPERATOR],
+        kubeconfig,
+        tmp_path,
+        DSGD_NAMESPACES="default",
+        DSGD_LIVENESS_PORT=str(liveness),
+        DSGD_METRICS_PORT=str(metrics_port),
+    )
+    try:
+        health = await fetch_when_up(f"http://127.0.0.1:{liveness}/healthz")
+        assert '"jobs"' in health
+        await cluster.create_job("served", job_spec())
+        elsewhere = Cluster(cluster.api, namespace="elsewhere")
+        await elsewhere.create_job("ignored", job_spec())
+        await wait_for(lambda: len(cluster.pods("served")) == 2, timeout=30, what="pods")
+        await cluster.set_gang("served", "Running")
+        await wait_for(lambda: cluster.status("served").get("phase") == "Running", timeout=30)
+
+        text = await fetch_when_up(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert 'dsgd_jobs{phase="Running"} 1.0' in text
+        assert "dsgd_pods_created_total 2.0" in text
+        assert "dsgd_reconcile_duration_seconds_bucket" in text
+        assert "dsgd_gang_restarts_total 0.0" in text
+        # Only the namespaces it was given: the other job is left alone.
+        assert not elsewhere.pods("ignored") and not elsewhere.status("ignored")
+    finally:
+        code = await stop(process, tmp_path)
+    assert code == 0, (tmp_path / "operator.log").read_text()
+
+
+async def test_kopf_run_module_works_too(cluster, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(kubeconfig, cluster.url)
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            "-m",
+            "dsgd_operator.reconcile.handlers",
+        ],
+        kubeconfig,
+        tmp_path,
+        DSGD_METRICS_PORT="0",
+    )
+    try:
+        await cluster.create_job("viakopf", job_spec())
+        await wait_for(lambda: len(cluster.pods("viakopf")) == 2, timeout=40, what="pods")
+        job = cluster.job("viakopf")
+        assert "dsgd.io/finalizer" in job["metadata"]["finalizers"]
+        # kopf's own bookkeeping lives in annotations with our prefix, not in status.
+        assert any(key.startswith("dsgd.io/") for key in job["metadata"]["annotations"])
+        assert not any(key.startswith("kopf") for key in cluster.status("viakopf"))
+    finally:
+        code = await stop(process, tmp_path)
+    assert code == 0, (tmp_path / "operator.log").read_text()
+
+
+def test_operator_benchmark_runs(repo_root):
+    """benchmarks/operator_bench.py at a tiny size, so that it keeps working."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/operator_bench.py",
+            "--nodes",
+            "3",
+            "--repeat",
+            "2",
+            "--jobs",
+            "3",
+            "--many-nodes",
+            "2",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 job × 3 nodes, creation → all pods created: p50" in result.stdout
+    assert "operator API requests per job" in result.stdout
+    assert "operator RSS: idle" in result.stdout
