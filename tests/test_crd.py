@@ -520,10 +520,13 @@ RUNNING = {"algorithm": {"name": "local-sgd"}, "topology": {"nodes": 2}}
         # Spelling out a default changes nothing; other sections may change.
         ({"topology": {"nodes": 2, "processesPerNode": 1}, "algorithm": {}}, set()),
         ({"topology": {"nodes": 2}, "runPolicy": {"suspend": True}}, set()),
-        ({"topology": {"nodes": 2}, "training": {"epochs": 400}}, set()),
+        # The trainer's settings: its checkpoints were made under them.
+        ({"topology": {"nodes": 2}, "training": {"epochs": 400}}, {"spec.training"}),
+        ({"topology": {"nodes": 2}, "optimizer": {"learningRate": 0.5}}, {"spec.optimizer"}),
+        ({"topology": {"nodes": 2}, "template": {"nodeSelector": {"a": "b"}}}, set()),
     ],
 )
-def test_topology_and_algorithm_are_immutable(update: dict[str, Any], paths: set[str]) -> None:
+def test_the_trainers_sections_are_immutable(update: dict[str, Any], paths: set[str]) -> None:
     errors = apiserver_errors(job(update), SCHEMA, old=job(RUNNING))
     assert error_paths(errors) == paths, errors
     assert all("immutable" in error for error in errors)

@@ -227,6 +227,25 @@ def test_topology_and_algorithm_stay_as_applied_while_the_job_runs():
     assert effective_job(bigger, {**status, "phase": "Succeeded"})[1] == ()
 
 
+def test_training_settings_stay_as_applied_while_the_job_runs():
+    status = running_status()
+    longer = job()
+    longer = longer.model_copy(
+        update={
+            "spec": longer.spec.model_copy(
+                update={
+                    "training": longer.spec.training.model_copy(update={"epochs": 999}),
+                    "optimizer": longer.spec.optimizer.model_copy(update={"learning_rate": 0.5}),
+                }
+            )
+        }
+    )
+    effective, problems = effective_job(longer, status)
+    assert effective.spec.training == job().spec.training
+    assert effective.spec.optimizer == job().spec.optimizer
+    assert sorted(p.split(" ")[0] for p in problems) == ["spec.optimizer", "spec.training"]
+
+
 def test_conditions_keep_their_transition_time_while_unchanged():
     conditions: list[dict] = []
     assert set_condition(conditions, "Running", True, "A", "", T0, 1)

@@ -159,6 +159,19 @@ SPEC_RULES = [
     ),
 ]
 
+
+def _immutable(section: str) -> dict:
+    """A transition rule: the section a gang runs with (and checkpointed under) never changes.
+
+    Resuming checkpoints under other settings would mix two experiments in one
+    result; the operator refuses the same changes (reconcile.policy).
+    """
+    return cel_rule(
+        "self == oldSelf",
+        f"spec.{section}: is immutable; delete the job and create it again to change it",
+    )
+
+
 ALGORITHM_RULES = [
     cel_rule(
         f"self.compression == 'none' || self.name in {_cel_list(COMPRESSIBLE_ALGORITHMS)}",
@@ -176,20 +189,15 @@ ALGORITHM_RULES = [
         "spec.algorithm.switchEpoch: only post-local-sgd has a switch epoch",
         field_path=".switchEpoch",
     ),
-    cel_rule(
-        "self == oldSelf",
-        "spec.algorithm: is immutable; delete the job and create it again to change it",
-    ),
+    _immutable("algorithm"),
 ]
 
-TOPOLOGY_RULES = [
-    cel_rule(
-        "self == oldSelf",
-        "spec.topology: is immutable; delete the job and create it again to change it",
-    ),
-]
+TOPOLOGY_RULES = [_immutable("topology")]
+
+TRAINING_RULES = [_immutable("training")]
 
 OPTIMIZER_RULES = [
+    _immutable("optimizer"),
     cel_rule(
         "!self.nesterov || self.momentum > 0.0",
         "spec.optimizer.nesterov: Nesterov momentum needs momentum > 0",
@@ -212,7 +220,8 @@ def openapi_schema() -> dict[str, Any]:
     job = structural_schema(DistributedSGDJob)
     spec = job["properties"]["spec"]
     status = strip_defaults(job["properties"]["status"])
-    # kopf keeps its own state (status.kopf, handler progress) in status.
+    # The operator keeps status.appliedSpec (what the running gang was built from)
+    # and kopf may write status.kopf; kopf's own progress lives in dsgd.io/ annotations.
     status["x-kubernetes-preserve-unknown-fields"] = True
 
     spec["x-kubernetes-validations"] = SPEC_RULES
@@ -220,6 +229,7 @@ def openapi_schema() -> dict[str, Any]:
     sections["topology"]["x-kubernetes-validations"] = TOPOLOGY_RULES
     sections["algorithm"]["x-kubernetes-validations"] = ALGORITHM_RULES
     sections["optimizer"]["x-kubernetes-validations"] = OPTIMIZER_RULES
+    sections["training"]["x-kubernetes-validations"] = TRAINING_RULES
     sections["optimizer"]["properties"]["milestones"]["x-kubernetes-validations"] = MILESTONES_RULES
 
     return {

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from dsgd_trainer import exit_codes
 
-from dsgd_operator.api import Algorithm, DistributedSGDJob, Topology
+from dsgd_operator.api import Algorithm, DistributedSGDJob, Optimizer, Topology, Training
 from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
 from dsgd_operator.reconcile.status import (
     PodState,
@@ -42,7 +42,7 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 #: While old pods are still terminating, look again this soon even without events.
 TERMINATION_POLL_SECONDS = 2.0
 #: Sections that shape the gang; changing them would need new pods.
-IMMUTABLE_SECTIONS = ("topology", "algorithm")
+IMMUTABLE_SECTIONS = ("topology", "algorithm", "optimizer", "training")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,9 @@ def effective_job(
 ) -> tuple[DistributedSGDJob, tuple[str, ...]]:
     """The job to act on, and the problems of a refused change of an immutable section.
 
-    Once a gang was created (status.appliedSpec) and until the job ends, topology and
-    algorithm stay as applied: a changed spec is reported and the running gang kept.
+    Once a gang was created (status.appliedSpec) and until the job ends, the sections
+    the trainer reads (topology, algorithm, optimizer, training) stay as applied: its
+    checkpoints were made under them. A changed spec is reported and the gang kept.
     """
     applied = status.get("appliedSpec")
     if not applied or status.get("phase") in TERMINAL_PHASES:
@@ -110,10 +111,17 @@ def effective_job(
             )
     if not problems:
         return job, ()
+    section_models = {
+        "topology": Topology,
+        "algorithm": Algorithm,
+        "optimizer": Optimizer,
+        "training": Training,
+    }
     spec = job.spec.model_copy(
         update={
-            "topology": Topology.model_validate(applied["topology"]),
-            "algorithm": Algorithm.model_validate(applied["algorithm"]),
+            section: section_models[section].model_validate(applied[section])
+            for section in IMMUTABLE_SECTIONS
+            if section in applied
         }
     )
     return job.model_copy(update={"spec": spec}), tuple(problems)
