@@ -54,6 +54,10 @@ out = Path(sys.argv[1])
 directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 (out / f"rank-{os.environ['RANK']}").write_text(directory + "\\n" + str(Path(directory).is_dir()))
 if os.environ["LOCAL_RANK"] == "1":
+    # Fail only once rank 0 has reported: torchrun stops the others at the first failure.
+    deadline = time.monotonic() + 30
+    while not (out / "rank-0").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     sys.exit(int(os.environ["WORKER_EXIT_CODE"]))
 time.sleep(30)  # torchrun must stop this one once rank 1 has failed
 """

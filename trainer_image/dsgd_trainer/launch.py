@@ -9,6 +9,9 @@ differences that the pod contract needs:
   data" (65) and "diverged" (66) from a retryable crash. Among several failed
   workers a non-retryable code wins, else the earliest failure's. A worker
   killed by signal N reports 128 + N, as a shell would.
+* A bad config ($DSGD_CONFIG) is reported once and exits 64 before any worker
+  starts: otherwise the first worker to fail would have torchrun SIGTERM the
+  others, possibly before the one that prints the problems got to print them.
 * If the pod serves metrics (DSGD_METRICS_PORT) but PROMETHEUS_MULTIPROC_DIR is
   unset, the launcher makes a temporary one, so that the local ranks still share
   their metrics with the rank that serves them.
@@ -33,6 +36,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 from dsgd_trainer import exit_codes
+from dsgd_trainer.config_file import ConfigFileError, read_config
 
 
 def worker_exit_code(failures: Mapping[int, ProcessFailure]) -> int:
@@ -58,6 +62,13 @@ def process_exit_code(exitcode: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run torchrun with `argv` (default: sys.argv[1:]); return the pod's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    config_path = os.environ.get("DSGD_CONFIG")
+    if config_path:
+        try:
+            read_config(config_path)
+        except ConfigFileError as error:
+            print(error, file=sys.stderr, flush=True)
+            return exit_codes.INVALID_CONFIG
     with ExitStack() as stack:
         if os.environ.get("DSGD_METRICS_PORT", "0") not in ("", "0") and not os.environ.get(
             "PROMETHEUS_MULTIPROC_DIR"
