@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,31 @@ def test_no_command_is_a_usage_error() -> None:
     result = dsgd()
     assert result.returncode == 2
     assert "usage: dsgd" in result.stderr
+
+
+def test_operator_without_credentials_says_so_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dsgd_operator.cli", "operator"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("dsgd operator: no Kubernetes credentials")
+    assert "Traceback" not in result.stderr
+
+
+def test_operator_names_a_bad_setting_from_the_environment() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dsgd_operator.cli", "operator"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "DSGD_RESYNC_SECONDS": "soon"},
+    )
+    assert result.returncode == 1
+    assert "DSGD_RESYNC_SECONDS='soon' is not a valid float" in result.stderr
+    assert "Traceback" not in result.stderr

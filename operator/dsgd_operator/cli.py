@@ -126,7 +126,24 @@ def cmd_operator(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"the operator is not available in this install: {error}", file=sys.stderr)
         return EXIT_INVALID
-    options = OperatorOptions.from_env()
+    try:
+        options = OperatorOptions.from_env()
+    except ValueError as error:
+        print(f"dsgd operator: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    from kubernetes.config import ConfigException
+
+    from dsgd_operator.reconcile.kube import load_configuration
+
+    try:  # fail here, with one line, rather than inside kopf's startup with a traceback
+        load_configuration()
+    except (ConfigException, OSError) as error:
+        print(
+            "dsgd operator: no Kubernetes credentials: not running in a pod, and no usable "
+            f"kubeconfig (KUBECONFIG or ~/.kube/config): {error}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     overrides: dict[str, object] = {}
     if args.namespace:
         overrides["namespaces"] = tuple(args.namespace)
