@@ -54,8 +54,14 @@ images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .
 	docker build -t $(REGISTRY)/dsgd-trainer:$(VERSION) -f trainer_image/Dockerfile .
 
+# Quick versions by default (about 15 minutes on 2 cores); `make bench FULL=1` for the
+# full ones (about 40 minutes). Results: docs/benchmarks/. time_to_accuracy needs root
+# (one network namespace per node, links shaped with tc).
 bench: $(STAMP)
-	@echo "benchmarks arrive with the trainer and operator issues"
+	$(PYTHON) benchmarks/overhead.py $(if $(FULL),--full)
+	$(PYTHON) benchmarks/paper_findings.py $(if $(FULL),--full)
+	$(SUDO) $(PYTHON) benchmarks/time_to_accuracy.py $(if $(FULL),--full)
+	$(PYTHON) benchmarks/operator_bench.py
 
 clean:
 	rm -rf .make runs .pytest_cache .ruff_cache

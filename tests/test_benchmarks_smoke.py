@@ -1,0 +1,297 @@
+"""benchmarks/: tiny versions run and write well-formed results; emulated clusters clean up.
+
+The benchmarks are not timed here (CI machines vary); these tests check that each
+script runs end to end in its `--smoke` size and writes JSON, markdown and PNG
+files with the fields the reports promise, that the emulated cluster shapes its
+links to the asked rate, and that it leaves no namespace or process behind,
+also after its owner is killed. The cluster tests need root (network
+namespaces); without it they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SCRIPT_TIMEOUT = 240
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """A module of benchmarks/ (a folder of scripts that import each other by file name)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return __import__(name)
+
+
+@pytest.fixture(scope="module")
+def netns() -> ModuleType:
+    """The netns_cluster module, or a skip saying why namespaces cannot be made here."""
+    module = import_benchmark("netns_cluster")
+    reason = module.netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return module
+
+
+def run_script(script: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("matplotlib", reason="the benchmarks' figures need matplotlib (bench)")
+    process = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT,
+        cwd=REPO,
+    )
+    assert process.returncode == 0, f"{script} failed:\n{process.stdout}\n{process.stderr}"
+    return process
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"missing figure {path}"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert path.stat().st_size > 5_000, f"{path} is suspiciously small for a plot"
+
+
+def assert_index_links(out: Path, *files: str) -> None:
+    index = (out / "README.md").read_text()
+    for name in files:
+        assert f"({name})" in index, f"the index does not link {name}"
+
+
+# --- the emulated cluster ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cluster_shapes_each_link_to_its_rate_and_removes_itself(netns: ModuleType) -> None:
+    name = f"t{time.monotonic_ns() % 10**9}"
+    with netns.NetnsCluster(2, "20mbit", name=name) as cluster:
+        assert set(netns.cluster_namespaces(name)) == set(cluster.namespaces)
+        goodput = netns.measure_throughput(cluster, seconds=1.0)
+        # Goodput excludes headers that tbf counts: a few percent under the rate.
+        assert 0.8 * 20e6 <= goodput <= 1.2 * 20e6, f"{goodput / 1e6:.1f} Mbit/s at 20mbit"
+        cluster.set_rate("5mbit")
+        slower = netns.measure_throughput(cluster, seconds=1.0)
+        assert 0.8 * 5e6 <= slower <= 1.2 * 5e6, f"{slower / 1e6:.1f} Mbit/s at 5mbit"
+    assert netns.cluster_namespaces(name) == []
+    cluster.down()  # idempotent
+
+
+@pytest.mark.slow
+def test_cluster_left_by_a_killed_owner_is_removed_by_down(netns: ModuleType) -> None:
+    """SIGKILL escapes every handler: `down --name` must find the namespaces and their processes."""
+    name = f"k{time.monotonic_ns() % 10**9}"
+    script = str(BENCHMARKS / "netns_cluster.py")
+    owner = subprocess.Popen(cluster_owner_argv(name))
+    try:
+        sleepers = wait_for_sleepers(netns, name)
+        owner.kill()
+        owner.wait()
+        assert netns.cluster_namespaces(name), "SIGKILL should have left the namespaces"
+        down = subprocess.run(
+            [sys.executable, script, "down", "--name", name], capture_output=True, text=True
+        )
+        assert down.returncode == 0, down.stderr
+        assert netns.cluster_namespaces(name) == []
+        for pid in sleepers:
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} survived"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        netns.delete_namespaces(netns.cluster_namespaces(name))
+
+
+@pytest.mark.slow
+def test_cluster_owner_stopped_by_sigterm_tears_down(netns: ModuleType) -> None:
+    name = f"s{time.monotonic_ns() % 10**9}"
+    owner = subprocess.Popen(cluster_owner_argv(name))
+    try:
+        sleepers = wait_for_sleepers(netns, name)
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(timeout=30) != 0
+        assert netns.cluster_namespaces(name) == []
+        for pid in sleepers:
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid), f"pid {pid} survived"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        netns.delete_namespaces(netns.cluster_namespaces(name))
+
+
+def test_rates_are_checked_before_anything_is_made() -> None:
+    netns = import_benchmark("netns_cluster")
+    assert netns.parse_rate("50mbit") == 50e6
+    assert netns.parse_rate("1gbit") == 1e9
+    with pytest.raises(netns.ClusterError, match="'fast' is not a tc rate"):
+        netns.NetnsCluster(2, "fast")
+    with pytest.raises(netns.ClusterError, match="--nodes"):
+        netns.NetnsCluster(0, "1gbit")
+
+
+def cluster_owner_argv(name: str) -> list[str]:
+    """`netns_cluster.py run` of a 2-node cluster whose nodes each sleep for two minutes."""
+    script = str(BENCHMARKS / "netns_cluster.py")
+    command = f"run --nodes 2 --rate 10mbit --name {name} -- sleep 120"
+    return [sys.executable, script, *command.split()]
+
+
+def wait_for_sleepers(netns: ModuleType, name: str) -> list[int]:
+    """The processes inside cluster `name`'s node namespaces, once both nodes run theirs."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        nodes = [s for s in netns.cluster_namespaces(name) if not s.endswith("-hub")]
+        pids = [netns.namespace_pids(node) for node in nodes]
+        if len(nodes) == 2 and all(pids):
+            return [pid for node_pids in pids for pid in node_pids]
+        time.sleep(0.1)
+    pytest.fail(f"cluster {name} did not come up with its processes")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+# --- time to accuracy: pure analysis -----------------------------------------------------
+
+
+def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
+    pytest.importorskip("matplotlib", reason="the benchmarks' figures need matplotlib (bench)")
+    tta = import_benchmark("time_to_accuracy")
+
+    def points(accuracies: list[float], seconds_per_epoch: float) -> list[dict]:
+        return [
+            {
+                "samples": 100 * (i + 1),
+                "test_accuracy": a,
+                "train_seconds": seconds_per_epoch * (i + 1),
+                "wall_seconds": 0.0,
+            }
+            for i, a in enumerate(accuracies)
+        ]
+
+    runs = {
+        "mini-batch": {"curve": points([0.5, 0.7, 0.8, 0.85], 10.0), "final_test_accuracy": 0.85},
+        "local-h16": {
+            "curve": points([0.6, 0.8, 0.84, 0.846], 2.4),
+            "final_test_accuracy": 0.846,
+            "algorithm": {"name": "local-sgd", "localSteps": 16},
+            "sync_rounds": {"global": 4, "intra_node": 0},
+            "communication_seconds": 1.6,  # 0.4 s per averaging
+        },
+        "no-communication": {
+            "curve": points([0.3, 0.4, 0.5, 0.5], 2.0),
+            "final_test_accuracy": 0.5,
+            "train_seconds": 8.0,
+            "steps": 64,  # 0.125 s of compute per step
+        },
+    }
+    tta.analyze(runs, target=0.8)
+    assert runs["mini-batch"]["time_to_target"] == 30.0  # third evaluation
+    assert runs["local-h16"]["time_to_target"] == 4.8  # second evaluation
+    assert runs["local-h16"]["samples_to_target"] == 200
+    assert runs["local-h16"]["lower_bound_seconds"] == 4.0  # no-comm time at 200 samples
+    assert runs["local-h16"]["ratio_to_lower_bound"] == pytest.approx(1.2)
+    assert runs["local-h16"]["speedup_vs_mini_batch"] == pytest.approx(6.25)
+    assert runs["no-communication"]["time_to_target"] is None
+    goal = tta.check_goal(runs, "50mbit")
+    checks = goal["checks"]
+    assert checks["speedup_vs_mini_batch_at_least_3"]["met"]
+    assert checks["ratio_to_lower_bound_at_most_1.2"]["met"]  # exactly 1.2
+    assert checks["final_accuracy_drop_at_most_0.5_points"]["met"]  # 0.4 points
+    assert goal["met"]
+    cost = goal["where_the_time_goes"]
+    assert cost["c"] == pytest.approx(0.4 / 0.125)
+    assert cost["ideal_ratio_to_lower_bound"] == pytest.approx(1 + 3.2 / 16)
+    assert cost["local_steps_needed_for_1.2"] == pytest.approx(16)
+    runs["local-h16"]["final_test_accuracy"] = 0.84  # 1 point below: the goal fails
+    assert not tta.check_goal(runs, "50mbit")["met"]
+    # Between two evaluations the lower bound is interpolated in samples.
+    assert tta.seconds_at_samples(runs["no-communication"]["curve"], 150) == 3.0
+    assert tta.seconds_at_samples(runs["no-communication"]["curve"], 500) is None
+
+
+# --- the benchmarks, tiny ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_path: Path) -> None:
+    before = set(netns.list_namespaces())
+    run_script("time_to_accuracy.py", tmp_path)
+    assert set(netns.list_namespaces()) <= before, "the benchmark left namespaces behind"
+    results = json.loads((tmp_path / "time_to_accuracy-smoke.json").read_text())
+    assert results["benchmark"] == "time_to_accuracy" and results["machine"]["cores"] >= 1
+    link = results["rates"]["1gbit"]["link"]
+    assert 0.8 <= link["goodput_ratio_to_rate"] <= 1.2
+    runs = results["rates"]["1gbit"]["runs"]
+    assert set(runs) == {"mini-batch", "no-communication"}
+    settings = results["settings"]
+    for run in runs.values():
+        assert [p["epoch"] for p in run["curve"]] == list(range(1, settings["epochs"] + 1))
+        assert run["samples"] == settings["samples"]  # the same sample budget for all
+        assert all(0 <= p["test_accuracy"] <= 1 for p in run["curve"])
+        seconds = [p["train_seconds"] for p in run["curve"]]
+        assert seconds == sorted(seconds) and seconds[0] > 0
+    mini, lower = runs["mini-batch"], runs["no-communication"]
+    assert mini["sync_rounds"]["global"] == settings["steps"]  # one gradient round per step
+    assert mini["communicated_bytes"] > 0
+    assert lower["sync_rounds"]["global"] == 0 and lower["communicated_bytes"] == 0
+    report = (tmp_path / "time_to_accuracy-smoke.md").read_text()
+    assert "| mini-batch SGD (DDP) |" in report and "no communication (lower bound)" in report
+    assert_png(tmp_path / "time_to_accuracy-smoke-1gbit.png")
+    assert_png(tmp_path / "time_to_accuracy-smoke-time-to-target.png")
+    assert_index_links(tmp_path, "time_to_accuracy-smoke.md", "time_to_accuracy-smoke-1gbit.png")
+
+
+@pytest.mark.slow
+def test_paper_findings_smoke_reports_seed_statistics(tmp_path: Path) -> None:
+    run_script("paper_findings.py", tmp_path)
+    results = json.loads((tmp_path / "paper_findings-smoke.json").read_text())
+    variants = results["variants"]
+    assert set(variants) == {"mini-batch", "post-local-h16"}
+    for variant in variants.values():
+        stats = variant["final_test_accuracy"]
+        assert stats["min"] <= stats["mean"] <= stats["max"] and stats["std"] >= 0
+        assert set(variant["seeds"]) == {str(s) for s in results["settings"]["seeds"]}
+    # Post-local SGD communicates less than mini-batch SGD after its switch.
+    assert (
+        variants["post-local-h16"]["communicated_bytes"]
+        < variants["mini-batch"]["communicated_bytes"]
+    )
+    verdict = results["verdict"]
+    assert isinstance(verdict["at_least_as_good"], bool)
+    assert "## Verdict" in (tmp_path / "paper_findings-smoke.md").read_text()
+    assert_png(tmp_path / "paper_findings-smoke.png")
+
+
+@pytest.mark.slow
+def test_overhead_smoke_measures_every_contender_and_counts_one_epoch(tmp_path: Path) -> None:
+    run_script("overhead.py", tmp_path)
+    results = json.loads((tmp_path / "overhead-smoke.json").read_text())
+    (measurement,) = results["measurements"]
+    rows, steps = measurement["rows"], measurement["setup"]["steps_per_epoch"]
+    assert rows["pytorch-ddp"]["overhead_median"] == 0.0  # the baseline against itself
+    for key in ("pytorch-ddp-again", "mini-batch", "local-h4", "local-h16", "local-h16-sign"):
+        assert rows[key]["step_ms_median"] > 0
+    assert rows["mini-batch"]["sync_rounds_per_epoch"]["global"] == steps
+    assert rows["local-h4"]["sync_rounds_per_epoch"]["global"] == steps // 4
+    assert rows["local-h16"]["sync_rounds_per_epoch"]["global"] == steps // 16
+    assert rows["local-h16"]["bytes_vs_mini_batch"] == pytest.approx(1 / 16)
+    assert measurement["checks"]["local_h16_bytes_are_one_sixteenth"]["met"]
+    # Sign compression sends packed bits: far less than dense local SGD.
+    assert rows["local-h16-sign"]["bytes_per_epoch"] < rows["local-h16"]["bytes_per_epoch"] / 8
+    assert {"post-local-h16:mini-batch phase", "post-local-h16:local phase"} <= set(rows)
+    assert_png(tmp_path / "overhead-smoke-mlp-1x2.png")
