@@ -43,6 +43,7 @@ from dsgd_operator.local_run import free_port
 from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
 from dsgd_trainer.config import Dataset, TrainingConfig
 from dsgd_trainer.data import EpochSampler, TensorDataset, load_data
+from dsgd_trainer.exit_codes import exit_without_teardown
 from dsgd_trainer.models import build_model
 from dsgd_trainer.optim import build_optimizer
 from job_runner import exit_on_termination
@@ -273,6 +274,7 @@ def worker(rank: int, setup: Setup, port: int, result_path: str) -> None:
             Path(result_path).write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
+    exit_without_teardown(0)
 
 
 def measure(setup: Setup) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from dsgd_trainer.exit_codes import exit_without_teardown
 
 #: Seconds the other ranks get to finish (or fail) after one rank failed.
 FAILURE_GRACE_SECONDS = 5.0
@@ -164,3 +165,4 @@ def _rank_main(
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    exit_without_teardown(0)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from dsgd_trainer import exit_codes
 from dsgd_trainer.config_file import ConfigFileError, read_config
+from dsgd_trainer.exit_codes import exit_without_teardown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,20 +36,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return train(config)
 
 
-def exit_now(code: int) -> None:
-    """Exit without interpreter teardown, once everything is written and flushed.
-
-    torch 2.13 with gloo and DDP sometimes aborts (SIGABRT, "terminate called
-    without an active exception") while the interpreter finalizes, after the
-    process group was destroyed and every result written: seen in 1 of 12 runs
-    of a plain DDP + gloo script. The pod would then report 134, a retryable
-    failure, for a finished run. Nothing is left to do at that point, so skip
-    the teardown.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    exit_now(main())
+    exit_without_teardown(main())
