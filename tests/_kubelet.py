@@ -28,12 +28,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL, config_map_name
+from dsgd_operator.local_run import local_process
 
 from tests._kmock_cluster import PODS, Cluster
 from tests.conftest import pick_free_port
@@ -129,7 +129,6 @@ class Kubelet:
         meta, spec = pod["metadata"], pod["spec"]
         job = meta["labels"][JOB_NAME_LABEL]
         attempt = meta["labels"][ATTEMPT_LABEL]
-        container = spec["containers"][0]
         metrics_port = pick_free_port()
         master_port = self.master_ports.setdefault((job, attempt), pick_free_port())
         config_path = self._write_config(job)
@@ -137,24 +136,24 @@ class Kubelet:
             return  # the ConfigMap is not there yet: try again on the next poll
         metrics_dir = self.workdir / "prometheus" / meta["uid"]
         metrics_dir.mkdir(parents=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        for var in container.get("env") or []:
-            env[var["name"]] = var.get("value", "")
-        env.update(
-            PET_MASTER_ADDR="127.0.0.1",
-            PET_MASTER_PORT=str(master_port),
-            DSGD_METRICS_PORT=str(metrics_port),
-            DSGD_CONFIG=str(config_path),
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        # The same rewrite `dsgd run` makes, so this harness tests it too.
+        planned = local_process(
+            pod,
+            config_path=config_path,
+            multiproc_dir=metrics_dir,
+            master_port=master_port,
+            metrics_port=metrics_port,
+            threads=1,
         )
-        argv = [*container["command"], *container.get("args", [])]
-        if argv[0] == "python":
-            argv[0] = sys.executable
         log_path = self.workdir / "logs" / f"{meta['name']}-attempt-{attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                planned.argv,
+                env=planned.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.pods[meta["uid"]] = LocalPod(
             meta["name"], meta["uid"], job, attempt, process, log_path

@@ -62,6 +62,51 @@ def local_config(job: DistributedSGDJob, out_dir: Path) -> dict:
     return config
 
 
+def local_process(
+    pod: dict,
+    *,
+    config_path: Path,
+    multiproc_dir: Path,
+    master_port: int,
+    metrics_port: int,
+    threads: int,
+    cuda_visible_devices: str | None = None,
+    base_env: dict[str, str] | None = None,
+) -> LocalProcess:
+    """One pod (a builder's dict, or one read back from an API server) as a local process.
+
+    The one place that decides what changes between a pod on a cluster and the
+    same pod on this machine (see the module docstring). `base_env` (default:
+    this process's environment) is inherited the way a container inherits its
+    image's environment; the pod's env wins over it, and our rewrites over both.
+    `threads` and `cuda_visible_devices` apply unless `base_env` already sets them.
+    """
+    base = dict(os.environ if base_env is None else base_env)
+    container = pod["spec"]["containers"][0]
+    argv = [*container.get("command", []), *container.get("args", [])]
+    argv = [sys.executable if part == "python" else part for part in argv]
+    env = dict(base)
+    for var in container.get("env", []):
+        if "value" in var:  # valueFrom (secrets, downward API) has no local meaning
+            env[var["name"]] = var["value"]
+    env.update(
+        PET_MASTER_ADDR="127.0.0.1",
+        PET_MASTER_PORT=str(master_port),
+        DSGD_CONFIG=str(config_path),
+        DSGD_METRICS_PORT=str(metrics_port),
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    # All ranks share this machine's cores: without a limit each would start
+    # a thread per core and they would spend their time preempting each other.
+    if "OMP_NUM_THREADS" not in base:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if cuda_visible_devices is not None and "CUDA_VISIBLE_DEVICES" not in base:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    node_rank = int(pod["metadata"]["labels"]["dsgd.io/node-rank"])
+    return LocalProcess(node_rank, argv, env, metrics_port)
+
+
 def plan_local_processes(
     job: DistributedSGDJob,
     out_dir: Path,
@@ -72,42 +117,27 @@ def plan_local_processes(
     base_env: dict[str, str] | None = None,
     cpu_count: int | None = None,
 ) -> list[LocalProcess]:
-    """Turn the job's pods into local processes (pure apart from reading nothing).
-
-    `base_env` (default: this process's environment) is inherited the way a
-    container inherits its image's environment; the pod's env wins over it.
-    """
-    base = dict(os.environ if base_env is None else base_env)
+    """The job's pods (from the builder) as local processes, sharing this machine's cores."""
     cores = cpu_count or os.cpu_count() or 1
     topology = job.spec.topology
     processes = []
-    for pod in build_pods(job, BuildSettings()):
-        container = pod["spec"]["containers"][0]
-        node_rank = int(pod["metadata"]["labels"]["dsgd.io/node-rank"])
-        argv = [*container.get("command", []), *container.get("args", [])]
-        argv = [sys.executable if part == "python" else part for part in argv]
-        env = dict(base)
-        for var in container.get("env", []):
-            if "value" in var:  # valueFrom (secrets, downward API) has no local meaning
-                env[var["name"]] = var["value"]
-        env.update(
-            PET_MASTER_ADDR="127.0.0.1",
-            PET_MASTER_PORT=str(master_port),
-            DSGD_CONFIG=str(config_path),
-            DSGD_METRICS_PORT=str(metrics_ports[node_rank]),
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir / f"node-{node_rank}"),
-            PYTHONUNBUFFERED="1",
-        )
-        # All ranks share this machine's cores: without a limit each would start
-        # a thread per core and they would spend their time preempting each other.
-        if "OMP_NUM_THREADS" not in base:
-            env["OMP_NUM_THREADS"] = str(max(1, cores // topology.world_size))
-        if topology.gpu and "CUDA_VISIBLE_DEVICES" not in base:
+    for node_rank, pod in enumerate(build_pods(job, BuildSettings())):
+        devices = None
+        if topology.gpu:  # node i gets GPUs i·P … i·P + P − 1
             first = node_rank * topology.processes_per_node
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(
-                str(first + i) for i in range(topology.processes_per_node)
+            devices = ",".join(str(first + i) for i in range(topology.processes_per_node))
+        processes.append(
+            local_process(
+                pod,
+                config_path=config_path,
+                multiproc_dir=metrics_dir / f"node-{node_rank}",
+                master_port=master_port,
+                metrics_port=metrics_ports[node_rank],
+                threads=max(1, cores // topology.world_size),
+                cuda_visible_devices=devices,
+                base_env=base_env,
             )
-        processes.append(LocalProcess(node_rank, argv, env, metrics_ports[node_rank]))
+        )
     return processes
 
 
