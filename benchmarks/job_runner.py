@@ -22,7 +22,6 @@ from typing import Any
 
 from dsgd_operator.api import API_VERSION, KIND, DistributedSGDJob
 from dsgd_operator.local_run import (
-    GangResult,
     LocalGang,
     LocalProcess,
     free_port,
@@ -135,16 +134,12 @@ def run_job(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dsgdbench-metrics-") as metrics_dir:
         gang = LocalGang(plan_processes(job, out_dir, config_path, Path(metrics_dir), cluster), log)
-        outcome = GangResult()
-        try:
-            gang.start()
-            while gang.poll(outcome) and not gang.finished:
-                if time.perf_counter() - started > timeout:
-                    raise JobFailed(f"{name} ran longer than {timeout:.0f} s\n" + "\n".join(tail))
-                time.sleep(0.2)
-            gang.poll(outcome)
-        finally:
-            gang.stop()
+
+        def check_time() -> None:
+            if time.perf_counter() - started > timeout:
+                raise JobFailed(f"{name} ran longer than {timeout:.0f} s\n" + "\n".join(tail))
+
+        outcome = gang.run(check_time, tick_seconds=0.2)
     seconds = time.perf_counter() - started
     summary_path = out_dir / results.SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None

@@ -223,6 +223,29 @@ class LocalGang:
         for pump in self._pumps:
             pump.join(timeout=2)
 
+    def run(
+        self, on_tick: Callable[[], None] | None = None, tick_seconds: float = 0.5
+    ) -> GangResult:
+        """Start, wait until all succeed, one fails or Ctrl-C; every process is stopped after.
+
+        `on_tick` is called every `tick_seconds` while the gang runs; an exception
+        it raises stops the gang and propagates (e.g. a time limit).
+        """
+        result = GangResult()
+        try:
+            self.start()
+            while self.poll(result) and not self.finished:
+                if on_tick is not None:
+                    on_tick()
+                time.sleep(tick_seconds)
+            self.poll(result)
+        except KeyboardInterrupt:
+            result.interrupted = True
+        finally:
+            self.stop()
+            self.poll(result)
+        return result
+
     def _signal_all(self, sig: signal.Signals) -> None:
         for popen in self._popen.values():
             if popen.poll() is None:
@@ -299,17 +322,5 @@ def run_gang(
             job, out_dir, config_path, Path(metrics_dir), free_port(), ports
         )
         gang = LocalGang(processes, log)
-        result = GangResult()
-        try:
-            gang.start()
-            while gang.poll(result) and not gang.finished:
-                if on_tick is not None:
-                    on_tick(gang, processes)
-                time.sleep(tick_seconds)
-            gang.poll(result)
-        except KeyboardInterrupt:
-            result.interrupted = True
-        finally:
-            gang.stop()
-            gang.poll(result)
-    return result
+        tick = None if on_tick is None else (lambda: on_tick(gang, processes))
+        return gang.run(tick, tick_seconds)
