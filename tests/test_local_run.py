@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,8 @@ import pytest
 import yaml
 from dsgd_operator.build import build_pods
 from dsgd_operator.local_run import (
-    RunDirectoryError,
+    LocalRunError,
+    fixed_metrics_ports,
     local_config,
     plan_local_processes,
     prepare_run_directory,
@@ -191,7 +193,7 @@ def test_run_directory_is_reused_only_for_the_same_config(tmp_path: Path) -> Non
     assert prepare_run_directory(job, out) == config_path  # same job: resume there
     assert config_path.read_text() == first
     changed = parse_job(job_document(epochs=3))
-    with pytest.raises(RunDirectoryError, match="holds a run with a different configuration"):
+    with pytest.raises(LocalRunError, match="holds a run with a different configuration"):
         prepare_run_directory(changed, out)
     assert config_path.read_text() == first  # nothing overwritten
 
@@ -232,3 +234,36 @@ def test_killing_dsgd_run_outright_leaves_no_orphans(tmp_path: Path) -> None:
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert not leftovers
+
+
+def test_fixed_metrics_ports_must_be_free_and_in_range(free_port) -> None:  # type: ignore[no-untyped-def]
+    first = free_port()
+    assert fixed_metrics_ports(first, 1) == [first]
+    with pytest.raises(LocalRunError, match="must lie within 1…65535"):
+        fixed_metrics_ports(65535, 2)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalRunError, match=f"port {port} \\(node 0\\) is not free"):
+            fixed_metrics_ports(port, 2)
+
+
+def test_run_refuses_a_taken_metrics_port_before_starting(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        job_file, out = write_job(tmp_path, job_document()), tmp_path / "out"
+        command = ["run", str(job_file), "--out", str(out), "--metrics-port", str(port)]
+        result = subprocess.run(
+            [sys.executable, "-m", "dsgd_operator.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"port {port} (node 0) is not free" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # nothing half-created

@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if find_spec("torch") is None:
         print("dsgd run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
         return EXIT_INVALID
-    from dsgd_operator.local_run import RunDirectoryError
+    from dsgd_operator.local_run import LocalRunError
     from dsgd_operator.run_display import run_with_display
 
     job = jobs[0]
@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
-    except RunDirectoryError as error:
+    except LocalRunError as error:
         print(error, file=sys.stderr)
         return EXIT_INVALID
 

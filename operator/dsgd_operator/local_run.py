@@ -253,8 +253,8 @@ class LocalGang:
                     os.killpg(popen.pid, sig)
 
 
-class RunDirectoryError(Exception):
-    """The output directory cannot hold this run; the message says why and what to do."""
+class LocalRunError(Exception):
+    """The run cannot start here (output directory, ports); the message says why."""
 
 
 def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
@@ -268,7 +268,7 @@ def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
     config_path = out_dir / "config.json"
     text = json.dumps(local_config(job, out_dir.resolve()), indent=2) + "\n"
     if config_path.exists() and config_path.read_text() != text:
-        raise RunDirectoryError(
+        raise LocalRunError(
             f"{out_dir}: holds a run with a different configuration; "
             "choose another --out or delete that directory"
         )
@@ -276,8 +276,28 @@ def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         config_path.write_text(text)
     except OSError as error:
-        raise RunDirectoryError(f"{out_dir}: cannot write the run directory: {error}") from None
+        raise LocalRunError(f"{out_dir}: cannot write the run directory: {error}") from None
     return config_path
+
+
+def fixed_metrics_ports(first: int, nodes: int) -> list[int]:
+    """Ports first … first + nodes − 1 for the nodes' metrics; LocalRunError unless all are free."""
+    ports = list(range(first, first + nodes))
+    if first < 1 or ports[-1] > 65535:
+        raise LocalRunError(
+            f"--metrics-port {first}: the {nodes} node(s) need ports {first}…{ports[-1]}, "
+            "which must lie within 1…65535"
+        )
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as error:
+                raise LocalRunError(
+                    f"--metrics-port {first}: port {port} (node {port - first}) is not free: "
+                    f"{error.strerror}"
+                ) from None
+    return ports
 
 
 def _parent_death_signal() -> Callable[[], None] | None:
@@ -314,7 +334,7 @@ def run_gang(
     config_path = prepare_run_directory(job, out_dir)
     nodes = job.spec.topology.nodes
     if metrics_port:
-        ports = [metrics_port + i for i in range(nodes)]
+        ports = fixed_metrics_ports(metrics_port, nodes)
     else:
         ports = [free_port() for _ in range(nodes)]
     with tempfile.TemporaryDirectory(prefix="dsgd-metrics-") as metrics_dir:

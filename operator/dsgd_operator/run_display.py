@@ -16,7 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.local_run import LocalGang, LocalProcess, prepare_run_directory, run_gang
+from dsgd_operator.local_run import (
+    LocalGang,
+    LocalProcess,
+    fixed_metrics_ports,
+    prepare_run_directory,
+    run_gang,
+)
 from dsgd_operator.progress import scrape_progress
 
 NODE_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
@@ -52,8 +58,11 @@ def run_with_display(
 ) -> int:
     """Run the job locally with a live display; returns the process exit code.
 
-    Raises RunDirectoryError, before anything starts, when `out_dir` cannot hold the run.
+    Raises LocalRunError, before anything starts, when `out_dir` cannot hold the run
+    or a fixed `metrics_port` range is not free.
     """
+    if metrics_port:
+        fixed_metrics_ports(metrics_port, job.spec.topology.nodes)
     prepare_run_directory(job, out_dir)
     console = Console(highlight=False)
     topology = job.spec.topology
