@@ -210,17 +210,29 @@ class WorkerCounts(BaseModel):
 
 
 class Progress(BaseModel):
-    """Training progress as last read from the trainers' metrics."""
+    """Training progress: rank 0's series, as last scraped from node 0's metrics endpoint."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    epoch: float | None = None
-    step: int | None = None
-    train_loss: float | None = None
-    test_accuracy: float | None = None
-    samples_per_second: float | None = None
-    sync_rounds: dict[str, int] = Field(default_factory=dict)
-    communicated_bytes: int | None = None
+    epoch: float | None = Field(None, description="Epochs done, fractional.")
+    step: int | None = Field(None, description="Optimizer steps done.")
+    train_loss: float | None = Field(None, description="Recent mean training loss of rank 0.")
+    test_accuracy: float | None = Field(
+        None, description="Test accuracy of the synchronized model at the last evaluation."
+    )
+    samples_per_second: float | None = Field(
+        None,
+        description=(
+            "Rank 0's recent throughput; ranks step in lockstep, so the job's is about "
+            "world size times this."
+        ),
+    )
+    sync_rounds: dict[str, int] = Field(
+        default_factory=dict, description="Rank 0's sync rounds by scope (global, intra_node)."
+    )
+    communicated_bytes: int | None = Field(
+        None, description="Payload bytes rank 0 passed to collectives, all scopes."
+    )
 
 
 Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]

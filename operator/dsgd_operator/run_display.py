@@ -37,7 +37,7 @@ def _describe(progress) -> str:  # type: ignore[no-untyped-def]
     if progress.test_accuracy is not None:
         parts.append(f"test acc {progress.test_accuracy:.2%}")
     if progress.samples_per_second is not None:
-        parts.append(f"{progress.samples_per_second:,.0f} samples/s")
+        parts.append(f"{progress.samples_per_second:,.0f} samples/s/rank")
     return "  ".join(parts)
 
 
