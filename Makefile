@@ -12,7 +12,8 @@ REGISTRY ?= ghcr.io/dsgd-io
 DEMO ?= examples/fashion-mnist-local-sgd.yaml
 STAMP := .make/installed
 
-.PHONY: install system-deps demo test test-fast lint format crds images bench clean
+.PHONY: install system-deps demo test test-fast lint format crds images bench clean \
+	cluster cluster-down cluster-binaries
 
 install: $(STAMP)
 
@@ -50,6 +51,18 @@ crds: $(STAMP)
 	$(PYTHON) -m dsgd_operator.crd
 	$(PYTHON) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
 
+# A real local control plane (etcd, kube-apiserver, controller manager, scheduler, node
+# agent) built from cluster/go.mod; admin kubeconfig at .cluster/kubeconfig. The first
+# build takes a while (Go), then it is cached per machine under ~/.cache/dsgd/cluster.
+cluster: $(STAMP)
+	$(PYTHON) -m dsgd_cluster up --dir .cluster
+
+cluster-down:
+	$(PYTHON) -m dsgd_cluster down --dir .cluster
+
+cluster-binaries:
+	bash cluster/build.sh
+
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .
 	docker build -t $(REGISTRY)/dsgd-trainer:$(VERSION) -f trainer_image/Dockerfile .
@@ -64,4 +77,4 @@ bench: $(STAMP)
 	$(PYTHON) benchmarks/operator_bench.py
 
 clean:
-	rm -rf .make runs .pytest_cache .ruff_cache
+	rm -rf .make runs .pytest_cache .ruff_cache .cluster

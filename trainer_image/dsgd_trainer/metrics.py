@@ -193,7 +193,8 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     Local rank 0 first empties PROMETHEUS_MULTIPROC_DIR (files of an earlier
     attempt in the same container would add up with ours), and a barrier keeps
     the other ranks from writing before that. The server listens on
-    DSGD_METRICS_PORT (unset or 0: none). Returns the metrics and the server
+    DSGD_METRICS_PORT (unset or 0: none), on the address DSGD_METRICS_ADDR
+    (unset: every interface; a pod IP keeps pods that share a host apart). Returns the metrics and the server
     (call its `shutdown()` at exit) or None.
     """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -210,7 +211,8 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     server = None
     if port and launch.local_rank == 0:
         try:
-            server, _thread = start_http_server(port, registry=serving)
+            address = os.environ.get("DSGD_METRICS_ADDR") or "0.0.0.0"
+            server, _thread = start_http_server(port, addr=address, registry=serving)
         except OSError as error:
             # Metrics are worth a warning, not a failed training run.
             print(f"warning: cannot serve metrics on port {port}: {error}", file=sys.stderr)
