@@ -28,3 +28,14 @@ def free_port() -> Callable[[], int]:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+# The real-control-plane tier's fixtures (cluster, kubectl, kube_api, crd_installed,
+# namespace): see tests/_cluster.py.
+from tests._cluster import (  # noqa: E402,F401
+    cluster,
+    crd_installed,
+    kube_api,
+    kubectl,
+    namespace,
+)

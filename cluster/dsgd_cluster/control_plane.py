@@ -16,7 +16,6 @@ including PodSecurity and ResourceQuota, plus NodeRestriction.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import subprocess
@@ -25,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from dsgd_cluster.daemons import running_pid, start_daemon, stop_daemon
@@ -129,8 +129,14 @@ def status(root: Path) -> dict[str, int | None]:
     return {name: running_pid(root, name) for name in COMPONENTS}
 
 
-def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
-    """Start (or keep) the cluster in `root`; return how to reach it once it is ready."""
+def up(
+    root: Path, nodes: int = 4, gpus_per_node: int = 0, tie_to_caller: bool = False
+) -> ClusterInfo:
+    """Start (or keep) the cluster in `root`; return how to reach it once it is ready.
+
+    `tie_to_caller`: every component gets SIGTERM when the calling process dies,
+    even by SIGKILL (a test session that is killed leaves nothing behind).
+    """
     root = root.resolve()
     state_file = root / "state.json"
     if state_file.exists() and all(pid is not None for pid in status(root).values()):
@@ -139,6 +145,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
     down(root)  # a partly running cluster restarts whole, on its old data
 
     binaries = build_binaries()
+    start = partial(start_daemon, root, tie_to_caller=tie_to_caller)
     pki = ensure_pki(root / "pki")
     ports = {name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "cm", "sched")}
     server = f"https://127.0.0.1:{ports['apiserver']}"
@@ -164,8 +171,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
     )
 
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-    start_daemon(
-        root,
+    start(
         "etcd",
         [
             str(info.binary("etcd")),
@@ -176,8 +182,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
     )
     _wait(root, "etcd", f"{etcd_url}/health")
 
-    start_daemon(
-        root,
+    start(
         "kube-apiserver",
         [
             str(info.binary("kube-apiserver")),
@@ -186,8 +191,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
     )
     _wait(root, "kube-apiserver", f"{server}/readyz", _admin_tls(pki))
 
-    start_daemon(
-        root,
+    start(
         "kube-controller-manager",
         [
             str(info.binary("kube-controller-manager")),
@@ -201,8 +205,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ],
     )
-    start_daemon(
-        root,
+    start(
         "kube-scheduler",
         [
             str(info.binary("kube-scheduler")),
@@ -218,9 +221,7 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
     )
     _wait(root, "kube-scheduler", f"https://127.0.0.1:{ports['sched']}/healthz", _component_tls())
 
-    agent_env = dict(os.environ)
-    start_daemon(
-        root,
+    start(
         "node-agent",
         [
             sys.executable,
@@ -233,7 +234,6 @@ def up(root: Path, nodes: int = 4, gpus_per_node: int = 0) -> ClusterInfo:
             f"--ca-file={pki.ca_cert}",
             f"--server={server}",
         ],
-        env=agent_env,
     )
     _wait_nodes_ready(info, nodes)
 

@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from dsgd_operator.local_run import parent_death_signal
+
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -41,15 +43,20 @@ def running_pid(root: Path, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     cmdline = _cmdline(pid)
+    if cmdline is None and _alive(pid):
+        return pid  # between fork and exec: /proc shows no command line yet
     if not cmdline or cmdline[0] != argv0.strip():
         return None
     return pid
 
 
 def start_daemon(
-    root: Path, name: str, argv: list[str], env: dict[str, str] | None = None
+    root: Path, name: str, argv: list[str], *, tie_to_caller: bool = False
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` detached, logging to `logs/<name>.log`, and record its pid."""
+    """Start `argv` detached, logging to `logs/<name>.log`, and record its pid.
+
+    `tie_to_caller`: the daemon gets SIGTERM when this process dies (PR_SET_PDEATHSIG).
+    """
     (root / "logs").mkdir(parents=True, exist_ok=True)
     _pid_file(root, name).parent.mkdir(parents=True, exist_ok=True)
     with (root / "logs" / f"{name}.log").open("ab") as log:
@@ -59,7 +66,7 @@ def start_daemon(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=env,
+            preexec_fn=parent_death_signal() if tie_to_caller else None,
         )
     _pid_file(root, name).write_text(f"{process.pid}\n{argv[0]}\n")
     return process

@@ -138,24 +138,11 @@ SPEC_RULES = [
         "spec.algorithm.switchEpoch: the switch point must lie inside training: "
         "between 1 and training.epochs - 1",
         field_path=".algorithm.switchEpoch",
-        message_expression=(
-            "'spec.algorithm.switchEpoch: the switch point (' + "
-            "(has(self.algorithm.switchEpoch) "
-            "? 'epoch ' + string(self.algorithm.switchEpoch) "
-            ": 'optimizer.milestones[0] × training.epochs') + "
-            "') must lie inside training: between 1 and training.epochs - 1 (' + "
-            "string(self.training.epochs - 1) + ')'"
-        ),
     ),
     cel_rule(
         "self.optimizer.warmupEpochs <= double(self.training.epochs)",
         "spec.optimizer.warmupEpochs: the warm-up is longer than training.epochs",
         field_path=".optimizer.warmupEpochs",
-        message_expression=(
-            "'spec.optimizer.warmupEpochs: ' + string(self.optimizer.warmupEpochs) + "
-            "' warm-up epochs is longer than training.epochs (' + "
-            "string(self.training.epochs) + ')'"
-        ),
     ),
 ]
 

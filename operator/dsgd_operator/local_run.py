@@ -173,7 +173,7 @@ class LocalGang:
         self._pumps: list[threading.Thread] = []
 
     def start(self) -> None:
-        on_exec = _parent_death_signal()
+        on_exec = parent_death_signal()
         for proc in self._planned:
             Path(proc.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
             popen = subprocess.Popen(
@@ -300,7 +300,7 @@ def fixed_metrics_ports(first: int, nodes: int) -> list[int]:
     return ports
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """A pre-exec hook that makes a child get SIGTERM when `dsgd run` dies, even by SIGKILL.
 
     Each pod runs in its own session (so that Ctrl-C reaches us first), which

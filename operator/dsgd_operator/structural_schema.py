@@ -23,8 +23,10 @@ Translation rules:
   `minimum: n, exclusiveMinimum: true`; `const: v` becomes `enum: [v]`.
 - `title`s are dropped; descriptions are kept for `kubectl explain`.
 - Defaults made by a `default_factory` are included: a model section whose
-  factory is the section's own class becomes `default: {}`, so the API server
-  fills in the section's field defaults one level down (as the model does).
+  factory is the section's own class gets that section's complete default
+  (wire names, nested sections included). Not `default: {}`: the API server
+  validates a CRD's defaults, CEL rules included, without applying the nested
+  defaults to them, so `{}` would fail every rule that reads a member.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class _WithFactoryDefaults(GenerateJsonSchema):
                     f"default_factory {factory!r} builds a non-default {type(value).__name__}; "
                     "a CRD can only express that section's own field defaults"
                 )
-            return {}
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
         return value if value is not None else NoDefault
 
 

@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL
 from kubernetes import client, watch
 
 from dsgd_cluster.node_agent import nodes
 from dsgd_cluster.node_agent.container import AgentContext, PodSetupError, prepare
-from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL
 
 log = logging.getLogger("dsgd.node_agent")
 HEARTBEAT_SECONDS = 10.0

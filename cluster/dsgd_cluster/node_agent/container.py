@@ -37,10 +37,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsgd_operator.local_run import local_process
 from kubernetes import client
 
 from dsgd_cluster.kubeconfig import write_kubeconfig
-from dsgd_operator.local_run import local_process
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3600

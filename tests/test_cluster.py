@@ -1,0 +1,158 @@
+"""The local control plane itself: what every cluster test stands on.
+
+Oracles are the real components: the API server's /version and admission,
+the scheduler's bindings, the controller manager's ServiceAccount tokens and
+garbage collector, and the node agent's reports of processes that really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from dsgd_cluster.control_plane import COMPONENTS, down, status, up
+from kubernetes import client
+
+from tests._cluster import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _pod(name: str, command: list[str], **spec: object) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python",
+                    "command": command,
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def _phase(core: client.CoreV1Api, name: str, namespace: str) -> str:
+    return core.read_namespaced_pod(name, namespace).status.phase
+
+
+def test_version_is_the_pinned_release(kubectl) -> None:
+    version = json.loads(kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == "v1.37.2"
+    assert version["clientVersion"]["gitVersion"] == "v1.37.2"
+
+
+def test_nodes_registered_ready_with_capacity(kube_api) -> None:
+    nodes = client.CoreV1Api(kube_api).list_node().items
+    assert len(nodes) == 4
+    for node in nodes:
+        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        assert ready == "True"
+        assert int(node.status.capacity["cpu"]) == os.cpu_count()
+    leases = client.CoordinationV1Api(kube_api).list_namespaced_lease("kube-node-lease").items
+    assert {lease.metadata.name for lease in leases} >= {n.metadata.name for n in nodes}
+
+
+def test_pod_security_admission_refuses_a_privileged_pod(kube_api, namespace) -> None:
+    pod = _pod("bad", ["true"])
+    pod["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    with pytest.raises(client.ApiException) as refused:
+        client.CoreV1Api(kube_api).create_namespaced_pod(namespace, pod)
+    assert refused.value.status == 403
+    assert "violates PodSecurity" in refused.value.body
+
+
+def test_pod_runs_as_a_process_and_reports_its_exit_code(kube_api, namespace) -> None:
+    core = client.CoreV1Api(kube_api)
+    script = (
+        "import os, sys; print(os.environ['POD_NAME'], os.environ['POD_IP']); "
+        "sys.exit(int(os.environ['CODE']))"
+    )
+    pod = _pod("exits-3", ["python", "-c", script])
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "CODE", "value": "3"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(lambda: _phase(core, "exits-3", namespace) == "Failed", 60, "pod Failed")
+    read = core.read_namespaced_pod("exits-3", namespace)
+    assert read.spec.node_name.startswith("dsgd-node-")  # the real scheduler bound it
+    terminated = read.status.container_statuses[0].state.terminated
+    assert terminated.exit_code == 3
+    assert terminated.reason == "Error"
+    assert read.status.pod_ip.startswith("127.")
+
+
+def test_service_account_token_authenticates_as_the_pod(kube_api, namespace) -> None:
+    """The pod's kubeconfig carries a token minted for its ServiceAccount: RBAC applies."""
+    core = client.CoreV1Api(kube_api)
+    script = (
+        "from kubernetes import client, config; config.load_kube_config(); "
+        "api = client.AuthenticationV1Api(); "
+        "r = api.create_self_subject_review({'apiVersion': 'authentication.k8s.io/v1', "
+        "'kind': 'SelfSubjectReview'}); print('USER', r.status.user_info.username); "
+        "client.CoreV1Api().list_namespaced_secret('kube-system')"
+    )
+    core.create_namespaced_pod(namespace, _pod("whoami", ["python", "-c", script]))
+    wait_until(lambda: _phase(core, "whoami", namespace) in ("Succeeded", "Failed"), 60, "pod done")
+    terminated = core.read_namespaced_pod("whoami", namespace).status.container_statuses[0]
+    assert terminated.state.terminated.exit_code == 1  # the secret list is Forbidden
+
+
+def test_deleting_a_running_pod_stops_its_process(kube_api, namespace) -> None:
+    core = client.CoreV1Api(kube_api)
+    pod = _pod("sleeper", ["python", "-c", "import time; time.sleep(600)"])
+    pod["spec"]["terminationGracePeriodSeconds"] = 5
+    core.create_namespaced_pod(namespace, pod)
+    wait_until(lambda: _phase(core, "sleeper", namespace) == "Running", 60, "pod Running")
+    pid = int(
+        core.read_namespaced_pod("sleeper", namespace)
+        .status.container_statuses[0]
+        .container_id.removeprefix("dsgd://")
+    )
+    os.kill(pid, 0)  # a real process
+    core.delete_namespaced_pod("sleeper", namespace)
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_pod("sleeper", namespace)
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_until(gone, 30, "the pod object removed after its process stopped")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_up_is_idempotent_and_down_leaves_no_process(tmp_path) -> None:
+    info = up(tmp_path / "c", nodes=1, tie_to_caller=True)
+    try:
+        pids = status(tmp_path / "c")
+        assert all(pids.values())
+        again = up(tmp_path / "c", nodes=1, tie_to_caller=True)
+        assert again.server == info.server
+        assert status(tmp_path / "c") == pids
+    finally:
+        stopped = down(tmp_path / "c")
+    assert stopped == list(reversed(COMPONENTS))
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(status(tmp_path / "c").values())
