@@ -61,8 +61,8 @@ class LiveBar:
 def progress_view(console: Console, total_epochs: int) -> LiveBar | PlainProgress:
     """A live bar when `console` writes to a terminal that can redraw, else plain lines.
 
-    Both must hold: the file is a tty (FORCE_COLOR or TTY_COMPATIBLE, which CI
-    systems set for colour, must not bring cursor movements into a log), and rich
+    Both must hold: the file is a tty (FORCE_COLOR or TTY_COMPATIBLE, which some CI
+    set-ups export for colour, must not bring cursor movements into a log), and rich
     finds it interactive (not a dumb terminal; TTY_INTERACTIVE=0 forces plain lines).
     """
     isatty = getattr(console.file, "isatty", None)
