@@ -1,27 +1,39 @@
 # dsgd: `make demo` runs the example job locally, `make test` runs the whole suite.
-# Both install what is missing first (Debian packages, torch, the project).
+# Both install what is missing first: Debian packages, then a virtual environment in
+# this clone (.venv) holding torch and the project. Nothing is installed into the
+# Python that creates the venv (Debian's is externally managed, PEP 668), and each
+# clone has its own venv, so two clones never re-point each other's install.
 
 PYTHON ?= python3
-PIP := $(PYTHON) -m pip
-# The CPU build of torch that these machines carry; pinned again in pyproject.toml.
-TORCH_VERSION := 2.13.0
-DEBIAN_PACKAGES := dataset-fashion-mnist prometheus
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# As after `source .venv/bin/activate`: tools the tests and benchmarks look up on PATH
+# (hadolint) come from the venv too.
+IN_VENV := env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)"
+# pyproject.toml pins every version; torch is installed on its own first, at its pin.
+TORCH_VERSION := $(shell sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml)
+DEBIAN_PACKAGES := dataset-fashion-mnist prometheus python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/dsgd-io
 DEMO ?= examples/fashion-mnist-local-sgd.yaml
-STAMP := .make/installed
+# Inside the venv: deleting .venv forgets the install; a new pin (pyproject.toml) redoes it.
+STAMP := $(VENV)/.dsgd-installed
 
 .PHONY: install system-deps demo test test-fast lint format crds images bench clean \
 	cluster cluster-down cluster-binaries
 
 install: $(STAMP)
 
+# A venv without pip is one whose creation failed half-way (Debian's Python without
+# python3-venv): it is made again. A venv that works is kept; pip updates it to new pins.
 $(STAMP): pyproject.toml
 	$(MAKE) system-deps
+	@$(PIP) --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e '.[dev]'
-	@mkdir -p $(dir $@) && touch $@
+	@touch $@
 
 system-deps:
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
@@ -30,38 +42,42 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	dsgd run $(DEMO) --out runs/demo
+	$(IN_VENV) $(VENV)/bin/dsgd run $(DEMO) --out runs/demo
 
-test: $(STAMP)
-	$(PYTHON) -m pytest -q
+# The cluster tier needs the control plane's binaries: built here, before pytest, so
+# that the first build never counts against a test's timeout.
+test: $(STAMP) cluster-binaries
+	$(IN_VENV) $(PY) -m pytest -q
 
 # The unit tier only: no multi-process training, no operator, no Prometheus.
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(IN_VENV) $(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	ruff check .
-	ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-format:
-	ruff check --fix .
-	ruff format .
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 crds: $(STAMP)
-	$(PYTHON) -m dsgd_operator.crd
-	$(PYTHON) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
+	$(PY) -m dsgd_operator.crd
+	$(PY) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
 
 # A real local control plane (etcd, kube-apiserver, controller manager, scheduler, node
 # agent) built from cluster/go.mod; admin kubeconfig at .cluster/kubeconfig. The first
 # build takes a while (Go), then it is cached per machine under ~/.cache/dsgd/cluster.
-cluster: $(STAMP)
-	$(PYTHON) -m dsgd_cluster up --dir .cluster
+cluster: $(STAMP) cluster-binaries
+	$(IN_VENV) $(PY) -m dsgd_cluster up --dir .cluster
 
 cluster-down:
-	$(PYTHON) -m dsgd_cluster down --dir .cluster
+	$(IN_VENV) $(PY) -m dsgd_cluster down --dir .cluster
 
+# Go builds once per machine (the cache is keyed by cluster/go.mod, go.sum and the
+# script); afterwards this costs a hash.
 cluster-binaries:
-	bash cluster/build.sh
+	@bash cluster/build.sh >/dev/null
 
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .
@@ -71,10 +87,10 @@ images:
 # full ones (about 40 minutes). Results: docs/benchmarks/. time_to_accuracy needs root
 # (one network namespace per node, links shaped with tc).
 bench: $(STAMP)
-	$(PYTHON) benchmarks/overhead.py $(if $(FULL),--full)
-	$(PYTHON) benchmarks/paper_findings.py $(if $(FULL),--full)
-	$(SUDO) $(PYTHON) benchmarks/time_to_accuracy.py $(if $(FULL),--full)
-	$(PYTHON) benchmarks/operator_bench.py
+	$(IN_VENV) $(PY) benchmarks/overhead.py $(if $(FULL),--full)
+	$(IN_VENV) $(PY) benchmarks/paper_findings.py $(if $(FULL),--full)
+	$(SUDO) $(IN_VENV) $(PY) benchmarks/time_to_accuracy.py $(if $(FULL),--full)
+	$(IN_VENV) $(PY) benchmarks/operator_bench.py
 
 clean:
-	rm -rf .make runs .pytest_cache .ruff_cache .cluster
+	rm -rf runs .pytest_cache .ruff_cache .cluster

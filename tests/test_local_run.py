@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -129,6 +130,14 @@ def test_run_trains_and_writes_results(tmp_path: Path) -> None:
     output, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, output
     assert "[node-0] [dsgd] epoch 2/2" in output  # rank 0's log, prefixed by its node
+    # stdout is a pipe: progress comes as plain lines, never a squeezed bar.
+    assert "━" not in output
+    assert all(
+        re.fullmatch(r"progress: epoch \d+\.\d\d/2  step \d+  loss .*samples/s/rank", line)
+        for line in output.splitlines()
+        if line.startswith("progress")
+    ), output
+    assert re.search(r"^Prometheus metrics: node-0: \S+, node-1: \S+$", output, re.M), output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["algorithm"] == "local-sgd"
     assert summary["world_size"] == 2

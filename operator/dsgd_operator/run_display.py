@@ -1,21 +1,26 @@
-"""The terminal side of `dsgd run`: node-prefixed logs, a live progress bar, the summary.
+"""The terminal side of `dsgd run`: node-prefixed logs, progress, the summary.
 
 Progress comes from node 0's Prometheus endpoint (the same numbers the
 operator puts in `status.progress`), so the display needs no side channel
-into the trainer.
+into the trainer. On a terminal it is a live bar; anywhere else (a CI log,
+`| tee`, a cluster's log collector), where a bar cannot redraw itself, it is
+a plain line at a steady interval (see `dsgd_operator.plain_progress`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 from rich.text import Text
 
-from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api import DistributedSGDJob, Progress
 from dsgd_operator.local_run import (
     LocalGang,
     LocalProcess,
@@ -23,22 +28,47 @@ from dsgd_operator.local_run import (
     prepare_run_directory,
     run_gang,
 )
+from dsgd_operator.plain_progress import PlainProgress, describe
 from dsgd_operator.progress import scrape_progress
 
 NODE_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 
 
-def _describe(progress) -> str:  # type: ignore[no-untyped-def]
-    parts = []
-    if progress.step is not None:
-        parts.append(f"step {progress.step}")
-    if progress.train_loss is not None:
-        parts.append(f"loss {progress.train_loss:.4f}")
-    if progress.test_accuracy is not None:
-        parts.append(f"test acc {progress.test_accuracy:.2%}")
-    if progress.samples_per_second is not None:
-        parts.append(f"{progress.samples_per_second:,.0f} samples/s/rank")
-    return "  ".join(parts)
+class LiveBar:
+    """The terminal's progress: a rich bar redrawn in place, with `describe`'s figures."""
+
+    def __init__(self, console: Console, total_epochs: int) -> None:
+        self.console = console
+        self._bar = RichProgress(
+            TextColumn("[bold]epoch[/] {task.completed:.2f}/{task.total:g}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=False,
+        )
+        self._task = self._bar.add_task("starting", total=total_epochs)
+
+    def update(self, progress: Progress) -> None:
+        self._bar.update(self._task, completed=progress.epoch, description=describe(progress))
+
+    @contextmanager
+    def shown(self) -> Iterator[None]:
+        with self._bar:
+            yield
+
+
+def progress_view(console: Console, total_epochs: int) -> LiveBar | PlainProgress:
+    """A live bar when `console` writes to a terminal that can redraw, else plain lines.
+
+    Both must hold: the file is a tty (FORCE_COLOR or TTY_COMPATIBLE, which some CI
+    set-ups export for colour, must not bring cursor movements into a log), and rich
+    finds it interactive (not a dumb terminal; TTY_INTERACTIVE=0 forces plain lines).
+    """
+    isatty = getattr(console.file, "isatty", None)
+    if isatty is not None and isatty() and console.is_interactive:
+        return LiveBar(console, total_epochs)
+    return PlainProgress(console, total_epochs)
 
 
 def summary_table(summary: dict) -> Table:
@@ -54,39 +84,36 @@ def summary_table(summary: dict) -> Table:
 
 
 def run_with_display(
-    job: DistributedSGDJob, out_dir: Path, metrics_port: int | None = None, quiet: bool = False
+    job: DistributedSGDJob,
+    out_dir: Path,
+    metrics_port: int | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
 ) -> int:
-    """Run the job locally with a live display; returns the process exit code.
+    """Run the job locally, showing logs and progress on `console` (default: stdout).
 
-    Raises LocalRunError, before anything starts, when `out_dir` cannot hold the run
-    or a fixed `metrics_port` range is not free.
+    Returns the process exit code. Raises LocalRunError, before anything starts,
+    when `out_dir` cannot hold the run or a fixed `metrics_port` range is not free.
     """
     if metrics_port:
         fixed_metrics_ports(metrics_port, job.spec.topology.nodes)
     prepare_run_directory(job, out_dir)
-    console = Console(highlight=False)
+    console = console or Console(highlight=False)
     topology = job.spec.topology
     console.print(
         f"[bold]{job.name}[/]: {job.spec.algorithm.name} on {topology.nodes} node(s) × "
         f"{topology.processes_per_node} process(es), {job.spec.training.model} on "
-        f"{job.spec.training.dataset.name}, {job.spec.training.epochs} epoch(s) → {out_dir}"
+        f"{job.spec.training.dataset.name}, {job.spec.training.epochs} epoch(s) → {out_dir}",
+        soft_wrap=True,  # off a terminal the width is a guess: never break a line (or a path)
     )
-    bar = Progress(
-        TextColumn("[bold]epoch[/] {task.completed:.2f}/{task.total:g}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=False,
-    )
-    task = bar.add_task("starting", total=job.spec.training.epochs)
+    view = progress_view(console, job.spec.training.epochs)
     announced = False
 
     def log(node_rank: int, line: str) -> None:
         if not quiet:
             style = NODE_STYLES[node_rank % len(NODE_STYLES)]
             # soft_wrap: a long log line stays one line in a file or a pipe.
-            bar.console.print(
+            view.console.print(
                 Text(f"[node-{node_rank}] ", style=style) + Text(line), soft_wrap=True
             )
 
@@ -96,13 +123,13 @@ def run_with_display(
             urls = ", ".join(
                 f"node-{p.node_rank}: http://127.0.0.1:{p.metrics_port}/metrics" for p in processes
             )
-            bar.console.print(f"Prometheus metrics: {urls}")
+            view.console.print(f"Prometheus metrics: {urls}", soft_wrap=True)
             announced = True
         progress = scrape_progress(f"http://127.0.0.1:{processes[0].metrics_port}/metrics")
         if progress is not None and progress.epoch is not None:
-            bar.update(task, completed=progress.epoch, description=_describe(progress))
+            view.update(progress)
 
-    with bar:
+    with view.shown():
         result = run_gang(job, out_dir, log=log, on_tick=tick, metrics_port=metrics_port)
     if result.interrupted:
         console.print("[yellow]interrupted: every process stopped[/]")
