@@ -295,3 +295,34 @@ def test_overhead_smoke_measures_every_contender_and_counts_one_epoch(tmp_path: 
     assert rows["local-h16-sign"]["bytes_per_epoch"] < rows["local-h16"]["bytes_per_epoch"] / 8
     assert {"post-local-h16:mini-batch phase", "post-local-h16:local phase"} <= set(rows)
     assert_png(tmp_path / "overhead-smoke-mlp-1x2.png")
+
+
+@pytest.mark.slow
+def test_operator_benchmark_smoke_reports_every_figure() -> None:
+    """benchmarks/operator_bench.py at a tiny size, on its own real control plane."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/operator_bench.py",
+            "--nodes",
+            "3",
+            "--repeat",
+            "2",
+            "--jobs",
+            "3",
+            "--steady-jobs",
+            "2",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "1 job × 3 nodes, creation → all pods created: p50" in out
+    assert "× the bare client" in out
+    assert "steady 2 jobs/s × 2 jobs: p50" in out
+    # The audit log saw the operator create exactly 3 pods per job.
+    assert "create pods                                          3.00 per job" in out
+    assert "operator RSS: idle" in out

@@ -139,29 +139,3 @@ async def test_kopf_run_module_works_too(cluster, tmp_path):
     finally:
         code = await stop(process, tmp_path)
     assert code == 0, (tmp_path / "operator.log").read_text()
-
-
-def test_operator_benchmark_runs(repo_root):
-    """benchmarks/operator_bench.py at a tiny size, so that it keeps working."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/operator_bench.py",
-            "--nodes",
-            "3",
-            "--repeat",
-            "2",
-            "--jobs",
-            "3",
-            "--many-nodes",
-            "2",
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 job × 3 nodes, creation → all pods created: p50" in result.stdout
-    assert "operator API requests per job" in result.stdout
-    assert "operator RSS: idle" in result.stdout
