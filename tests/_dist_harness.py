@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from dsgd_trainer.exit_codes import exit_without_teardown
+from dsgd_trainer.stopping import exit_without_teardown
 
 #: Seconds the other ranks get to finish (or fail) after one rank failed.
 FAILURE_GRACE_SECONDS = 5.0

@@ -177,13 +177,12 @@ def test_operator_entrypoint_and_health_check_match_the_chart() -> None:
 
 
 def test_trainer_default_command_is_the_pod_contract() -> None:
-    from dsgd_operator.build import ARGS, COMMAND
-    from dsgd_operator.build.settings import BuildSettings
+    from dsgd_contract.pod import ARGS, COMMAND, METRICS_PORT, RENDEZVOUS_PORT
 
     dockerfile = Dockerfile.read(TRAINER)
     assert dockerfile.last("CMD").exec_form() == [*COMMAND, *ARGS]
     exposed = set(dockerfile.last("EXPOSE").arguments.split())
-    assert str(BuildSettings().metrics_port) in exposed and "29500" in exposed
+    assert str(METRICS_PORT) in exposed and str(RENDEZVOUS_PORT) in exposed
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from dsgd_trainer.metrics import EXPORTED_METRICS, Progress, TrainerMetrics
+from dsgd_contract.metrics import EXPORTED_METRICS
+from dsgd_trainer.metrics import Progress, TrainerMetrics
 from prometheus_client import CollectorRegistry
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
 
 #: How long a collective may wait for its peers before the run fails. Long enough for
 #: a slow checkpoint or evaluation on one rank; a dead peer is usually noticed much
@@ -72,7 +73,7 @@ def select_device(gpu: bool, local_rank: int) -> torch.device:
 
 
 def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
-    seconds = env.get("DSGD_COLLECTIVE_TIMEOUT_SECONDS")
+    seconds = env.get(COLLECTIVE_TIMEOUT_ENV)
     return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT
 
 

@@ -42,12 +42,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dsgd_trainer import checkpoint, exit_codes, results
+from dsgd_trainer import checkpoint, results
 from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
-from dsgd_trainer.config import TrainingConfig
 from dsgd_trainer.data import DataLoadError, EpochSampler, TensorDataset, load_data
 from dsgd_trainer.distributed import (
     DeviceError,

@@ -20,7 +20,7 @@ def build_children(
     """
     pod_group = build_pod_group(job)
     return [
-        build_service(job, settings),
+        build_service(job),
         build_config_map(job),
         *([pod_group] if pod_group else []),
         *build_pods(job, settings, attempt),

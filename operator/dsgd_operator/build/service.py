@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from dsgd_contract.pod import (
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    RENDEZVOUS_PORT,
+    RENDEZVOUS_PORT_NAME,
+    job_labels,
+    service_name,
+)
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.labels import job_labels
 from dsgd_operator.build.metadata import object_meta
-from dsgd_operator.build.names import service_name
-from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
-
-RENDEZVOUS_PORT_NAME = "rendezvous"
-METRICS_PORT_NAME = "metrics"
 
 
-def build_service(job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS) -> dict:
+def _port(name: str, number: int) -> dict:
+    return {"name": name, "port": number, "targetPort": number, "protocol": "TCP"}
+
+
+def build_service(job: DistributedSGDJob) -> dict:
     """The job's headless Service.
 
     publishNotReadyAddresses: node 0 must resolve while the gang is still
@@ -27,18 +34,8 @@ def build_service(job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETT
             "publishNotReadyAddresses": True,
             "selector": job_labels(job.name),
             "ports": [
-                {
-                    "name": RENDEZVOUS_PORT_NAME,
-                    "port": settings.master_port,
-                    "targetPort": settings.master_port,
-                    "protocol": "TCP",
-                },
-                {
-                    "name": METRICS_PORT_NAME,
-                    "port": settings.metrics_port,
-                    "targetPort": settings.metrics_port,
-                    "protocol": "TCP",
-                },
+                _port(RENDEZVOUS_PORT_NAME, RENDEZVOUS_PORT),
+                _port(METRICS_PORT_NAME, METRICS_PORT),
             ],
         },
     }

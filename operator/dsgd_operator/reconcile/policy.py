@@ -24,7 +24,9 @@ import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsgd_trainer import exit_codes
+from dsgd_contract import exit_codes
+from dsgd_contract.job_status import TERMINAL_PHASES
+from dsgd_contract.pod import pod_name
 
 from dsgd_operator.api import Algorithm, DistributedSGDJob, Optimizer, Topology, Training
 from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
@@ -38,7 +40,6 @@ from dsgd_operator.reconcile.status import (
     worker_counts,
 )
 
-TERMINAL_PHASES = ("Succeeded", "Failed")
 #: While old pods are still terminating, look again this soon even without events.
 TERMINATION_POLL_SECONDS = 2.0
 #: Sections that shape the gang; changing them would need new pods.
@@ -357,7 +358,7 @@ class _Pass:
             if pod is None:
                 failures.append(
                     PodState(
-                        name=f"{job.name}-node-{rank}",
+                        name=pod_name(job.name, rank),
                         rank=rank,
                         attempt=attempt,
                         phase="Failed",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 
+from dsgd_contract.config import TrainingConfig
 from torch import nn
 
-from ..config import TrainingConfig
 from .context import DistContext
 from .counters import SyncCounters
 

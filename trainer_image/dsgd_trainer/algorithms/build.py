@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, TrainingConfig
 from torch import nn
 
-from ..config import COMPRESSIBLE_ALGORITHMS, TrainingConfig
 from .base import Algorithm
 from .context import DistContext
 from .hierarchical import HierarchicalLocalSGD

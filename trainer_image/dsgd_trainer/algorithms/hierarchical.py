@@ -11,12 +11,12 @@ intra-node round on top would move nothing. For S steps this makes
 
 from __future__ import annotations
 
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import INTRA_NODE
 from torch import nn
 
-from ..config import TrainingConfig
 from .averaging import average_, averaged_tensors
 from .context import DistContext
-from .counters import INTRA_NODE
 from .local_sgd import LocalSGD
 
 
