@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.pod import ARGS, COMMAND, job_labels
-from dsgd_operator.build import (
+from dsgd_operator.builders import (
     BuildSettings,
     build_children,
     build_config_map,

@@ -151,7 +151,7 @@ def test_base_images_are_pinned_by_version() -> None:
 
 
 def test_images_run_as_the_non_root_users_the_chart_and_pods_expect() -> None:
-    from dsgd_operator.build.security import RUN_AS_USER
+    from dsgd_operator.builders.security import RUN_AS_USER
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     operator_user = Dockerfile.read(OPERATOR).last("USER").arguments

@@ -1,6 +1,6 @@
 """`dsgd run`: the job's pods executed as local processes.
 
-The pods come from the same builder the operator uses (`dsgd_operator.build`);
+The pods come from the same builder the operator uses (`dsgd_operator.builders`);
 each pod's container command runs here with the env the pod would get, except
 for what only makes sense on a cluster:
 
@@ -41,7 +41,7 @@ from dsgd_contract.pod import (
 )
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build import DEFAULT_SETTINGS, build_pods
+from dsgd_operator.builders import DEFAULT_SETTINGS, build_pods
 
 #: How long stopped processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0

@@ -3,7 +3,7 @@
 Every pod of a job mounts its ConfigMap read-only at /etc/dsgd, writable
 emptyDirs at /tmp and /dev/shm (the root filesystem is read-only), and gets
 the PET_* / DSGD_* environment that wires torchrun (paths and variables:
-dsgd_contract.pod). `dsgd_operator.build` lays pods out with these constants;
+dsgd_contract.pod). `dsgd_operator.builders` lays pods out with these constants;
 `dsgd_operator.api` checks the template overrides against them, so that
 `dsgd validate` and the operator refuse a collision with its field path instead
 of creating pods that cannot start or that silently lose our settings.

@@ -43,7 +43,7 @@ STEP_DURATION_BUCKETS = (
 
 
 @dataclass
-class Progress:
+class RankProgress:
     """Where this rank's training stands: what `TrainerMetrics.publish` exports."""
 
     epoch: float = 0.0
@@ -123,7 +123,7 @@ class TrainerMetrics:
             registry=registry,
             buckets=STEP_DURATION_BUCKETS,
         ).labels(label)
-        self._published = Progress()
+        self._published = RankProgress()
         for scope in SCOPES:
             # Make both scopes visible from the start, at 0, so that queries find them.
             self.sync_rounds.labels(label, scope)
@@ -132,7 +132,7 @@ class TrainerMetrics:
     def observe_step(self, seconds: float) -> None:
         self.step_duration.observe(seconds)
 
-    def publish(self, progress: Progress) -> None:
+    def publish(self, progress: RankProgress) -> None:
         """Export `progress`: gauges are set, counters advance by what is new since last time."""
         label, last = self._rank, self._published
         self.epoch.labels(label).set(progress.epoch)
@@ -157,7 +157,7 @@ class TrainerMetrics:
         self.compute_seconds.labels(label).inc(
             max(0.0, progress.compute_seconds - last.compute_seconds)
         )
-        self._published = Progress(
+        self._published = RankProgress(
             steps=progress.steps,
             samples=progress.samples,
             sync_rounds=dict(progress.sync_rounds),

@@ -6,6 +6,10 @@ trainer then finishes the step it is in and exits with 128 + the signal,
 without writing a checkpoint: a save is collective, and the peers in other pods
 may already be gone, so the last complete checkpoint stands (writes are atomic,
 so it is always complete). A second signal exits at once.
+
+Also how a rank ends on purpose: `TrainerExit` carries the exit code (the
+contract's, dsgd_contract.exit_codes) up to `dsgd_trainer.train.main`, and
+`exit_without_teardown` leaves the process once everything is written.
 """
 
 from __future__ import annotations
@@ -84,3 +88,13 @@ def exit_without_teardown(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+class TrainerExit(Exception):
+    """End the run with `code`, printing `message` (on local rank 0 unless `every_rank`)."""
+
+    def __init__(self, code: int, message: str, every_rank: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.every_rank = every_rank

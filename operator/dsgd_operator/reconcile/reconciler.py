@@ -19,13 +19,13 @@ from dsgd_contract.pod import config_map_name, job_labels, pod_group_name, servi
 
 from dsgd_operator import api
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build import (
+from dsgd_operator.builders import (
     build_config_map,
     build_pod,
     build_pod_group,
     build_service,
 )
-from dsgd_operator.build.pod_group import GANG_SCHEDULERS
+from dsgd_operator.builders.pod_group import GANG_SCHEDULERS
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.kube import ApiError

@@ -10,7 +10,7 @@ import kopf
 from dsgd_contract.pod import JOB_NAME_LABEL
 
 from dsgd_operator import api
-from dsgd_operator.build.settings import BuildSettings
+from dsgd_operator.builders.settings import BuildSettings
 
 #: kopf's finalizer and the prefix of its bookkeeping annotations: in our group,
 #: and in metadata rather than status, which a structural schema could prune.

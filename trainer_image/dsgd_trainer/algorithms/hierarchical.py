@@ -29,8 +29,6 @@ class HierarchicalLocalSGD(LocalSGD):
         self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int
     ) -> None:
         super().__init__(model, config, ctx, steps_per_epoch)
-        if config.algorithm.compression != "none":
-            raise ValueError(f"{self.name} does not support algorithm.compression")
         if ctx.intra_node_group is None or ctx.nodes < 2:
             raise ValueError(
                 f"{self.name} needs several nodes with several processes each, got "

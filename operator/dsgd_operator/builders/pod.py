@@ -18,17 +18,17 @@ from dsgd_contract.pod import (
 )
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.env import container_env
-from dsgd_operator.build.metadata import object_meta
-from dsgd_operator.build.pod_group import (
+from dsgd_operator.builders.env import container_env
+from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
     gang_pod_labels,
     pod_scheduler_name,
 )
-from dsgd_operator.build.resources import container_resources
-from dsgd_operator.build.security import container_security_context, pod_security_context
-from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
-from dsgd_operator.build.volumes import container_mounts, pod_volumes
+from dsgd_operator.builders.resources import container_resources
+from dsgd_operator.builders.security import container_security_context, pod_security_context
+from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.builders.volumes import container_mounts, pod_volumes
 from dsgd_operator.pod_layout import GPU_RESOURCE
 
 #: Tagged images are pulled once per node; a moved tag needs a new tag (or a digest).

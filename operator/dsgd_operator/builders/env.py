@@ -7,7 +7,7 @@ import copy
 from dsgd_contract.pod import master_address, trainer_env
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.resources import cpu_threads_per_process
+from dsgd_operator.builders.resources import cpu_threads_per_process
 
 
 def container_env(job: DistributedSGDJob, node_rank: int) -> list[dict]:

@@ -6,12 +6,12 @@ pods follow the pod contract (dsgd_contract.pod; docs/design.md), and their
 volumes the layout of dsgd_operator.pod_layout.
 """
 
-from dsgd_operator.build.children import build_children
-from dsgd_operator.build.config_map import build_config_map, config_json
-from dsgd_operator.build.pod import build_pod, build_pods
-from dsgd_operator.build.pod_group import GANG_SCHEDULERS, build_pod_group
-from dsgd_operator.build.service import build_service
-from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.builders.children import build_children
+from dsgd_operator.builders.config_map import build_config_map, config_json
+from dsgd_operator.builders.pod import build_pod, build_pods
+from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
+from dsgd_operator.builders.service import build_service
+from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 
 __all__ = [
     "DEFAULT_SETTINGS",

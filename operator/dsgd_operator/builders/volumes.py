@@ -14,7 +14,7 @@ from decimal import Decimal
 from dsgd_contract.pod import CONFIG_DIR, SHM_DIR, TMP_DIR, config_map_name
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.resources import format_quantity
+from dsgd_operator.builders.resources import format_quantity
 from dsgd_operator.pod_layout import (
     CHECKPOINT_VOLUME,
     CONFIG_VOLUME,

@@ -12,7 +12,7 @@ from dsgd_contract.pod import (
 )
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.metadata import object_meta
+from dsgd_operator.builders.metadata import object_meta
 
 
 def _port(name: str, number: int) -> dict:

@@ -7,7 +7,7 @@ import json
 from dsgd_contract.pod import CONFIG_FILE, config_map_name
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.metadata import object_meta
+from dsgd_operator.builders.metadata import object_meta
 
 
 def config_json(job: DistributedSGDJob) -> str:
