@@ -12,6 +12,7 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 # What the `dsgd` distribution is built from; everything else stays out (.dockerignore).
 COPY pyproject.toml README.md ./
+COPY contract/dsgd_contract/ contract/dsgd_contract/
 COPY operator/dsgd_operator/ operator/dsgd_operator/
 COPY trainer_image/dsgd_trainer/ trainer_image/dsgd_trainer/
 # DL3013: the versions are pinned in pyproject.toml, which this install reads.

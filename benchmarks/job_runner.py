@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsgd_contract.config import TrainingConfig
 from dsgd_operator.api import API_VERSION, KIND, DistributedSGDJob
 from dsgd_operator.local_run import (
     LocalGang,
@@ -29,7 +30,6 @@ from dsgd_operator.local_run import (
     prepare_run_directory,
 )
 from dsgd_trainer import results
-from dsgd_trainer.config import TrainingConfig
 from netns_cluster import NetnsCluster
 
 #: Lines of output kept per node to explain a failed run.

@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 from dsgd_cluster.control_plane import ClusterInfo, down, up
 from dsgd_cluster.kubeconfig import write_kubeconfig
-from dsgd_operator.build import build_children
+from dsgd_operator.builders import build_children
 from dsgd_operator.manifest import parse_job
 from kubernetes import client, config, watch
 

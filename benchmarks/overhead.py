@@ -39,13 +39,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from dsgd_contract.config import Dataset, TrainingConfig
 from dsgd_operator.local_run import free_port
 from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
-from dsgd_trainer.config import Dataset, TrainingConfig
 from dsgd_trainer.data import EpochSampler, TensorDataset, load_data
-from dsgd_trainer.exit_codes import exit_without_teardown
 from dsgd_trainer.models import build_model
 from dsgd_trainer.optim import build_optimizer
+from dsgd_trainer.stopping import exit_without_teardown
 from job_runner import exit_on_termination
 from machine import describe_machine, load_average, machine_line
 from plots import plot_bars

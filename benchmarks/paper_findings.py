@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dsgd_trainer.config import TrainingConfig
+from dsgd_contract.config import TrainingConfig
 from job_runner import JobFailed, exit_on_termination, run_job
 from machine import describe_machine, load_average, machine_line
 from plots import Series, plot_accuracy

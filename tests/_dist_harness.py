@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import socket
 import sys
 import time
 import traceback
@@ -29,7 +28,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from dsgd_trainer.exit_codes import exit_without_teardown
+from dsgd_operator.local_run import free_port
+from dsgd_trainer.stopping import exit_without_teardown
 
 #: Seconds the other ranks get to finish (or fail) after one rank failed.
 FAILURE_GRACE_SECONDS = 5.0
@@ -59,12 +59,6 @@ def stop_forkserver() -> None:
         stop = getattr(helper, "_stop", None)
         if stop is not None:
             stop()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_on_ranks(

@@ -27,8 +27,8 @@ import kopf
 import kubernetes.config.kube_config
 import pytest
 import yaml
+from dsgd_contract.pod import JOB_NAME_LABEL
 from dsgd_operator import api
-from dsgd_operator.build import JOB_NAME_LABEL
 from dsgd_operator.reconcile.runtime import MEMO_KEY, OperatorContext
 from dsgd_operator.reconcile.settings import OperatorOptions
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL, config_map_name
+from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL, config_map_name
 from dsgd_operator.local_run import local_process
 
 from tests._kmock_cluster import PODS, Cluster

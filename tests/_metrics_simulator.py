@@ -39,12 +39,12 @@ def tick_operator(second: int) -> None:
 
 
 def serve_sick_trainer(port: int) -> None:
-    from dsgd_trainer.metrics import Progress, TrainerMetrics
+    from dsgd_trainer.metrics import RankProgress, TrainerMetrics
 
     registry = CollectorRegistry()
     trainer = TrainerMetrics(rank=0, registry=registry)
     trainer.publish(
-        Progress(epoch=1.5, steps=30, samples=960, learning_rate=10.0, train_loss=math.nan)
+        RankProgress(epoch=1.5, steps=30, samples=960, learning_rate=10.0, train_loss=math.nan)
     )
     start_http_server(port, addr="127.0.0.1", registry=registry)
 

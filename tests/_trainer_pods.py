@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsgd_contract.pod import ARGS, COMMAND, trainer_env
+
 from tests.conftest import pick_free_port
 
 PLUGINS = """
@@ -47,8 +49,6 @@ def exploding_mlp(input_shape, num_classes):
     return model
 """
 PLUGIN_MODULE = "dsgd_test_plugins"
-#: The trainer container's args in the pod contract.
-CONTAINER_ARGS = ("--max-restarts=0", "--module", "dsgd_trainer")
 
 
 def tiny_config(workdir: Path, **training: Any) -> dict[str, Any]:
@@ -174,16 +174,17 @@ def start_pod(
     multiproc_dir.mkdir(exist_ok=True)
     env = {
         **os.environ,
-        "PET_NNODES": "1",
-        "PET_NPROC_PER_NODE": str(nproc),
-        "PET_NODE_RANK": "0",
-        "PET_MASTER_ADDR": "127.0.0.1",
-        "PET_MASTER_PORT": str(pick_free_port()),
-        "DSGD_CONFIG": str(config_path),
-        "DSGD_METRICS_PORT": str(metrics_port),
-        "DSGD_JOB_NAME": name,
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir),
-        "PYTHONUNBUFFERED": "1",
+        **trainer_env(
+            nodes=1,
+            processes_per_node=nproc,
+            node_rank=0,
+            master_addr="127.0.0.1",
+            job_name=name,
+            master_port=pick_free_port(),
+            config_path=str(config_path),
+            metrics_port=metrics_port,
+            multiproc_dir=str(multiproc_dir),
+        ),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
         # A failing test should not wait torchrun's default 30 s for workers to stop.
@@ -192,7 +193,7 @@ def start_pod(
     log = workdir / f"{name}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dsgd_trainer.launch", *CONTAINER_ARGS],
+            [sys.executable, *COMMAND[1:], *ARGS],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

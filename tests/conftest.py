@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from dsgd_operator.local_run import free_port as local_free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
-def pick_free_port() -> int:
-    """A TCP port that was free a moment ago on loopback (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A TCP port that was free a moment ago on loopback (the OS picks it): `dsgd run`'s own.
+pick_free_port = local_free_port
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Three multi-process runs (module-scoped fixtures) record what happens at every
 step; the tests below assert on the records. Expected counts and bytes are
-computed here from the model's shapes and ALGORITHMS.md's formulas, not taken
+computed here from the model's shapes and docs/algorithms.md's formulas, not taken
 from the code under test. Pure functions (bit packing, sign compression) are
 tested in this process.
 """
@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from dsgd_trainer.algorithms import compression as comp
-from dsgd_trainer.config import TrainingConfig
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager

@@ -7,9 +7,9 @@ import json
 
 import kubernetes_validate
 import pytest
-from dsgd_operator.build import (
-    ARGS,
-    COMMAND,
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.pod import ARGS, COMMAND, job_labels
+from dsgd_operator.builders import (
     BuildSettings,
     build_children,
     build_config_map,
@@ -17,10 +17,8 @@ from dsgd_operator.build import (
     build_pod_group,
     build_pods,
     build_service,
-    job_labels,
 )
 from dsgd_operator.manifest import ManifestError, parse_job
-from dsgd_trainer.config import TrainingConfig
 from kubernetes_validate.utils import latest_version
 
 K8S_VERSION = latest_version()
@@ -186,8 +184,8 @@ def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
     assert spec["restartPolicy"] == "Never"
     trainer = container(pod)
     assert trainer["name"] == "trainer"
-    assert trainer["command"] == ["python", "-m", "dsgd_trainer.launch"] == COMMAND
-    assert trainer["args"] == ["--max-restarts=0", "--module", "dsgd_trainer"] == ARGS
+    assert trainer["command"] == ["python", "-m", "dsgd_trainer.launch"] == list(COMMAND)
+    assert trainer["args"] == ["--max-restarts=0", "--module", "dsgd_trainer"] == list(ARGS)
     assert env_of(pod) == [
         ("PET_NNODES", "8"),
         ("PET_NPROC_PER_NODE", "2"),
@@ -252,28 +250,18 @@ def test_config_map_holds_exactly_the_training_config() -> None:
     assert TrainingConfig.model_validate(wire) == job.spec.training_config()
 
 
-def test_custom_ports_reach_env_container_ports_and_service() -> None:
-    settings = BuildSettings(master_port=23456, metrics_port=8000, image_pull_policy="Always")
+def test_pods_and_service_agree_on_the_contract_ports() -> None:
     job = cpu_job()
-    pod = build_pod(job, 1, settings)
-    env = dict(env_of(pod))
-    assert (env["PET_MASTER_PORT"], env["DSGD_METRICS_PORT"]) == ("23456", "8000")
-    assert {p["containerPort"] for p in container(pod)["ports"]} == {23456, 8000}
-    assert {p["port"] for p in build_service(job, settings)["spec"]["ports"]} == {23456, 8000}
-    assert container(pod)["imagePullPolicy"] == "Always"
+    service_ports = {(p["name"], p["port"]) for p in build_service(job)["spec"]["ports"]}
+    for pod in build_pods(job):
+        container_ports = {(p["name"], p["containerPort"]) for p in container(pod)["ports"]}
+        assert container_ports == service_ports == {("rendezvous", 29500), ("metrics", 9400)}
+        assert container(pod)["imagePullPolicy"] == "IfNotPresent"
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"image_pull_policy": "Sometimes"}, "image_pull_policy"),
-        ({"master_port": 0}, "master_port"),
-        ({"metrics_port": 29500}, "both 29500"),
-    ],
-)
-def test_bad_build_settings_are_refused(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        BuildSettings(**kwargs)
+def test_bad_build_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="default_image"):
+        BuildSettings(default_image="")
 
 
 def test_image_comes_from_the_spec_else_the_settings() -> None:

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from dsgd_trainer import checkpoint, exit_codes
+from dsgd_contract import exit_codes
+from dsgd_trainer import checkpoint
+from dsgd_trainer.checkpoint import Learner, RunState, resume
 from dsgd_trainer.distributed import LaunchEnv
-from dsgd_trainer.train import Learner, RunState, TrainerExit, resume
+from dsgd_trainer.stopping import TrainerExit
 from torch import nn
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dsgd_trainer.config import Dataset
+from dsgd_contract.config import Dataset
 from dsgd_trainer.data import DataBundle, DataLoadError, TensorDataset, load_data
 from dsgd_trainer.data.idx import read_idx
 from dsgd_trainer.data.locations import default_roots

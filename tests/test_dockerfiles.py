@@ -151,7 +151,7 @@ def test_base_images_are_pinned_by_version() -> None:
 
 
 def test_images_run_as_the_non_root_users_the_chart_and_pods_expect() -> None:
-    from dsgd_operator.build.security import RUN_AS_USER
+    from dsgd_operator.builders.security import RUN_AS_USER
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     operator_user = Dockerfile.read(OPERATOR).last("USER").arguments
@@ -177,13 +177,12 @@ def test_operator_entrypoint_and_health_check_match_the_chart() -> None:
 
 
 def test_trainer_default_command_is_the_pod_contract() -> None:
-    from dsgd_operator.build import ARGS, COMMAND
-    from dsgd_operator.build.settings import BuildSettings
+    from dsgd_contract.pod import ARGS, COMMAND, METRICS_PORT, RENDEZVOUS_PORT
 
     dockerfile = Dockerfile.read(TRAINER)
     assert dockerfile.last("CMD").exec_form() == [*COMMAND, *ARGS]
     exposed = set(dockerfile.last("EXPOSE").arguments.split())
-    assert str(BuildSettings().metrics_port) in exposed and "29500" in exposed
+    assert str(METRICS_PORT) in exposed and str(RENDEZVOUS_PORT) in exposed
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

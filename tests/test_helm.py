@@ -298,7 +298,7 @@ def test_service_monitor_selects_the_operator_service() -> None:
 
 
 def test_pod_monitor_selects_trainer_pods_and_their_metrics_port() -> None:
-    from dsgd_operator.build import BuildSettings, build_pods
+    from dsgd_operator.builders import BuildSettings, build_pods
     from dsgd_operator.manifest import load_jobs
 
     monitor = _only("PodMonitor", ALL_OPTIONS)

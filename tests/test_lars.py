@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dsgd_trainer.config import Optimizer as OptimizerConfig
+from dsgd_contract.config import Optimizer as OptimizerConfig
 from dsgd_trainer.lars import LARS
 from dsgd_trainer.optim import build_optimizer, split_lars_parameters
 from torch import nn

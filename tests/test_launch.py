@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from dsgd_trainer import exit_codes
-from dsgd_trainer.launch import process_exit_code, worker_exit_code
+from dsgd_contract import exit_codes
+from dsgd_trainer.launch import worker_exit_code
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from tests.conftest import pick_free_port
@@ -42,7 +42,13 @@ def test_among_non_retryable_failures_the_earliest_wins_ties_by_rank() -> None:
 
 
 def test_signals_read_like_a_shell_reports_them() -> None:
-    assert [process_exit_code(code) for code in (0, 1, 66, -9, -15)] == [0, 1, 66, 137, 143]
+    assert [exit_codes.from_returncode(code) for code in (0, 1, 66, -9, -15)] == [
+        0,
+        1,
+        66,
+        137,
+        143,
+    ]
     with pytest.raises(ValueError):
         worker_exit_code({})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dsgd_operator.build import build_pods
+from dsgd_operator.builders import build_pods
 from dsgd_operator.local_run import (
     LocalRunError,
     fixed_metrics_ports,
@@ -158,7 +158,7 @@ def test_a_failed_worker_stops_the_gang_with_its_exit_code(tmp_path: Path) -> No
     out = tmp_path / "out"
     proc = start_dsgd_run(write_job(tmp_path, document), out)
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 65, output  # dsgd_trainer.exit_codes.DATA_ERROR
+    assert proc.returncode == 65, output  # dsgd_contract.exit_codes.DATA_ERROR
     assert str(tmp_path / "nowhere") in output
     assert "failed with exit code 65" in output
     assert not processes_of_run(out)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dsgd_contract.config import TrainingConfig
 from dsgd_operator.api import MAX_NAME_LENGTH, DistributedSGDJob
 from dsgd_operator.manifest import ManifestError, load_jobs, parse_job
-from dsgd_trainer.config import TrainingConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from dsgd_trainer.config import Dataset
+from dsgd_contract.config import Dataset
 from dsgd_trainer.data import EpochSampler, load_data
 from dsgd_trainer.models import MODELS, ModelError, build_model
 from dsgd_trainer.models.resnet import ZeroPadShortcut

@@ -10,8 +10,8 @@ import asyncio
 import time
 
 import pytest
+from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL, NODE_RANK_LABEL
 from dsgd_operator import api
-from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL, NODE_RANK_LABEL
 from dsgd_operator.reconcile import metrics
 
 from tests._kmock_cluster import (  # noqa: F401  (fixtures)

@@ -94,7 +94,7 @@ def _pod_meta_labels(pod: dict[str, Any]) -> dict[str, str]:
 
 def _scrape_configs(trainer_port: int, sick_port: int, operator_port: int) -> list[dict]:
     from dsgd_operator.api import DistributedSGDJob
-    from dsgd_operator.build import BuildSettings, build_pods
+    from dsgd_operator.builders import BuildSettings, build_pods
 
     (pod,) = build_pods(DistributedSGDJob.model_validate(JOB_MANIFEST), BuildSettings())
     sick_pod = {

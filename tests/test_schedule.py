@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dsgd_trainer.config import TrainingConfig
+from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.schedule import LearningRateSchedule
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import torch
-from dsgd_trainer import exit_codes
-from dsgd_trainer.config import TrainingConfig
+from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.schedule import LearningRateSchedule
 from prometheus_client.parser import text_string_to_metric_families
 

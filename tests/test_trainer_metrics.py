@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from dsgd_trainer.metrics import EXPORTED_METRICS, Progress, TrainerMetrics
+from dsgd_contract.metrics import EXPORTED_METRICS
+from dsgd_trainer.metrics import RankProgress, TrainerMetrics
 from prometheus_client import CollectorRegistry
 
 
-def progress(steps: int, rounds: int, sent: int, **gauges: float) -> Progress:
-    return Progress(
+def progress(steps: int, rounds: int, sent: int, **gauges: float) -> RankProgress:
+    return RankProgress(
         epoch=steps / 8,
         steps=steps,
         samples=32 * steps,

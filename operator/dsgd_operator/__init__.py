@@ -1,4 +1,4 @@
 """dsgd's operator side: the API models, pure builders, the CLI and kopf handlers.
 
-Nothing here imports torch; the trainer lives in `dsgd_trainer`.
+Nothing here imports torch or the trainer: what both sides share is in `dsgd_contract`.
 """

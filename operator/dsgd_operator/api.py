@@ -1,6 +1,6 @@
 """The `DistributedSGDJob` API (`dsgd.io/v1alpha1`) as pydantic models.
 
-The spec embeds the trainer's torch-free `TrainingConfig` sections
+The spec embeds the contract's `TrainingConfig` sections
 (`topology`, `algorithm`, `optimizer`, `training`) and adds what only the
 cluster side needs: image, run policy, scheduling and pod template overrides.
 The CRD in `crds/` is generated from these models (`dsgd_operator.crd`), so
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from dsgd_trainer.config import (
+from dsgd_contract.config import (
     MAX_NODES,
     Algorithm,
     Optimizer,
@@ -23,12 +23,13 @@ from dsgd_trainer.config import (
     cross_field_errors,
     raise_cross_field_errors,
 )
+from dsgd_contract.job_status import Phase
+from dsgd_contract.pod import GROUP, POD_NAME_INFIX
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from dsgd_operator.pod_layout import pod_layout_errors, template_errors
 
-GROUP = "dsgd.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "DistributedSGDJob"
@@ -42,7 +43,7 @@ DEFAULT_IMAGE = "ghcr.io/dsgd-io/dsgd-trainer:0.1.0"
 #: Pods are named `<job>-node-<i>` and double as DNS labels (hostname), which
 #: Kubernetes caps at 63 characters; the longest suffix is "-node-" + the
 #: digits of MAX_NODES - 1.
-MAX_NAME_LENGTH = 63 - len("-node-") - len(str(MAX_NODES - 1))
+MAX_NAME_LENGTH = 63 - len(POD_NAME_INFIX) - len(str(MAX_NODES - 1))
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 #: Free-form Kubernetes objects: kept as given, checked by the API server when
@@ -233,9 +234,6 @@ class Progress(BaseModel):
     communicated_bytes: int | None = Field(
         None, description="Payload bytes rank 0 passed to collectives, all scopes."
     )
-
-
-Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
 
 class DistributedSGDJobStatus(BaseModel):

@@ -1,6 +1,6 @@
 """The `dsgd` command: validate, render and run DistributedSGDJob manifests; run the operator.
 
-Three front doors, one builder: `render` prints what `dsgd_operator.build`
+Three front doors, one builder: `render` prints what `dsgd_operator.builders`
 returns, `run` executes those pods as local processes, and `operator` has kopf
 create them on a cluster. User mistakes end with one line per problem naming
 the file and field (exit 1), never a traceback.
@@ -71,7 +71,7 @@ _RenderDumper.add_representer(str, _represent_str)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from dsgd_operator.build import BuildSettings, build_children
+    from dsgd_operator.builders import BuildSettings, build_children
 
     jobs, errors = _load_all(args.files)
     if errors:

@@ -1,6 +1,6 @@
 """`dsgd run`: the job's pods executed as local processes.
 
-The pods come from the same builder the operator uses (`dsgd_operator.build`);
+The pods come from the same builder the operator uses (`dsgd_operator.builders`);
 each pod's container command runs here with the env the pod would get, except
 for what only makes sense on a cluster:
 
@@ -30,8 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsgd_contract import exit_codes
+from dsgd_contract.pod import (
+    CONFIG_ENV,
+    MASTER_ADDR_ENV,
+    MASTER_PORT_ENV,
+    METRICS_PORT_ENV,
+    MULTIPROC_DIR_ENV,
+    NODE_RANK_LABEL,
+)
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build import BuildSettings, build_pods
+from dsgd_operator.builders import DEFAULT_SETTINGS, build_pods
 
 #: How long stopped processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0
@@ -90,12 +100,14 @@ def local_process(
         if "value" in var:  # valueFrom (secrets, downward API) has no local meaning
             env[var["name"]] = var["value"]
     env.update(
-        PET_MASTER_ADDR="127.0.0.1",
-        PET_MASTER_PORT=str(master_port),
-        DSGD_CONFIG=str(config_path),
-        DSGD_METRICS_PORT=str(metrics_port),
-        PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir),
-        PYTHONUNBUFFERED="1",
+        {
+            MASTER_ADDR_ENV: "127.0.0.1",
+            MASTER_PORT_ENV: str(master_port),
+            CONFIG_ENV: str(config_path),
+            METRICS_PORT_ENV: str(metrics_port),
+            MULTIPROC_DIR_ENV: str(multiproc_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
     )
     # All ranks share this machine's cores: without a limit each would start
     # a thread per core and they would spend their time preempting each other.
@@ -103,7 +115,7 @@ def local_process(
         env["OMP_NUM_THREADS"] = str(threads)
     if cuda_visible_devices is not None and "CUDA_VISIBLE_DEVICES" not in base:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
-    node_rank = int(pod["metadata"]["labels"]["dsgd.io/node-rank"])
+    node_rank = int(pod["metadata"]["labels"][NODE_RANK_LABEL])
     return LocalProcess(node_rank, argv, env, metrics_port)
 
 
@@ -121,7 +133,7 @@ def plan_local_processes(
     cores = cpu_count or os.cpu_count() or 1
     topology = job.spec.topology
     processes = []
-    for node_rank, pod in enumerate(build_pods(job, BuildSettings())):
+    for node_rank, pod in enumerate(build_pods(job, DEFAULT_SETTINGS)):
         devices = None
         if topology.gpu:  # node i gets GPUs i·P … i·P + P − 1
             first = node_rank * topology.processes_per_node
@@ -175,7 +187,7 @@ class LocalGang:
     def start(self) -> None:
         on_exec = parent_death_signal()
         for proc in self._planned:
-            Path(proc.env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+            Path(proc.env[MULTIPROC_DIR_ENV]).mkdir(parents=True, exist_ok=True)
             popen = subprocess.Popen(
                 proc.argv,
                 env=proc.env,
@@ -202,7 +214,7 @@ class LocalGang:
             if code is None or node_rank in result.exit_codes:
                 continue
             # A process killed by a signal reports -N; a pod would report 128+N.
-            result.exit_codes[node_rank] = 128 - code if code < 0 else code
+            result.exit_codes[node_rank] = exit_codes.from_returncode(code)
             if result.exit_codes[node_rank] != 0 and result.failed_node is None:
                 result.failed_node = node_rank
         return result.failed_node is None

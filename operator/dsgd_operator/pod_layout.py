@@ -1,12 +1,12 @@
-"""The pod contract's fixed layout, and the rules that `spec.template` must keep.
+"""The pod's volumes, and the rules that `spec.template` must keep around the pod contract.
 
 Every pod of a job mounts its ConfigMap read-only at /etc/dsgd, writable
 emptyDirs at /tmp and /dev/shm (the root filesystem is read-only), and gets
-the PET_* / DSGD_* environment that wires torchrun. `dsgd_operator.build` lays
-pods out with these constants; `dsgd_operator.api` checks the template
-overrides against them, so that `dsgd validate` and the operator refuse a
-collision with its field path instead of creating pods that cannot start or
-that silently lose our settings.
+the PET_* / DSGD_* environment that wires torchrun (paths and variables:
+dsgd_contract.pod). `dsgd_operator.builders` lays pods out with these constants;
+`dsgd_operator.api` checks the template overrides against them, so that
+`dsgd validate` and the operator refuse a collision with its field path instead
+of creating pods that cannot start or that silently lose our settings.
 
 This module must not import `dsgd_operator.api` (api imports it); the models
 are only read through their attributes.
@@ -19,16 +19,17 @@ from collections import Counter
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from dsgd_contract.pod import (
+    CONFIG_DIR,
+    GROUP,
+    RESERVED_ENV_NAMES,
+    RESERVED_ENV_PREFIXES,
+    SHM_DIR,
+    TMP_DIR,
+)
+
 if TYPE_CHECKING:
     from dsgd_operator.api import DistributedSGDJobSpec, PodTemplateOverrides
-
-CONFIG_DIR = "/etc/dsgd"
-CONFIG_FILE = "config.json"
-CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
-TMP_DIR = "/tmp"
-SHM_DIR = "/dev/shm"
-#: prometheus-client's multiprocess directory: inside the writable /tmp.
-METRICS_DIR = f"{TMP_DIR}/dsgd-metrics"
 
 CONFIG_VOLUME = "dsgd-config"
 TMP_VOLUME = "dsgd-tmp"
@@ -43,11 +44,7 @@ RESERVED_MOUNT_PATHS = (CONFIG_DIR, TMP_DIR, SHM_DIR)
 #: Nor may anything be mounted below these (a read-only ConfigMap, shared memory).
 RESERVED_MOUNT_TREES = (CONFIG_DIR, SHM_DIR)
 
-#: torchrun reads PET_* as its flags and the trainer reads DSGD_*: a user value
-#: would rewire the gang or point it at another config.
-RESERVED_ENV_PREFIXES = ("PET_", "DSGD_")
-RESERVED_ENV_NAMES = ("PROMETHEUS_MULTIPROC_DIR",)
-RESERVED_LABEL_PREFIX = "dsgd.io/"
+RESERVED_LABEL_PREFIX = f"{GROUP}/"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RESOURCE_SECTIONS = ("limits", "requests", "claims")

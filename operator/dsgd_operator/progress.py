@@ -3,7 +3,7 @@
 Trainer pods get no write access to the Kubernetes API; instead the operator
 (and `dsgd run`, for its progress display) scrape node 0's `/metrics` and turn
 rank 0's series into the job's `status.progress`. The metric names are the
-trainer's (see dsgd_trainer.metrics).
+contract's (dsgd_contract.metrics), which the trainer exports.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import math
 import urllib.error
 import urllib.request
 
+from dsgd_contract import metrics as names
+from dsgd_contract.metrics import GLOBAL, RANK_LABEL, SCOPE_LABEL
 from prometheus_client.parser import text_string_to_metric_families
 
 from dsgd_operator.api import Progress
@@ -34,22 +36,22 @@ def parse_progress(exposition: str) -> Progress:
     seen_bytes = False
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
-            if sample.labels.get("rank") != REPORTING_RANK or not math.isfinite(sample.value):
+            if sample.labels.get(RANK_LABEL) != REPORTING_RANK or not math.isfinite(sample.value):
                 continue
-            if sample.name == "dsgd_sync_rounds_total":
-                rounds[sample.labels.get("scope", "global")] = int(sample.value)
-            elif sample.name == "dsgd_communicated_bytes_total":
+            if sample.name == names.SYNC_ROUNDS:
+                rounds[sample.labels.get(SCOPE_LABEL, GLOBAL)] = int(sample.value)
+            elif sample.name == names.COMMUNICATED_BYTES:
                 communicated += sample.value
                 seen_bytes = True
             else:
                 values[sample.name] = sample.value
-    step = values.get("dsgd_steps_total")
+    step = values.get(names.STEPS)
     return Progress(
-        epoch=values.get("dsgd_epoch"),
+        epoch=values.get(names.EPOCH),
         step=int(step) if step is not None else None,
-        train_loss=values.get("dsgd_train_loss"),
-        test_accuracy=values.get("dsgd_test_accuracy"),
-        samples_per_second=values.get("dsgd_samples_per_second"),
+        train_loss=values.get(names.TRAIN_LOSS),
+        test_accuracy=values.get(names.TEST_ACCURACY),
+        samples_per_second=values.get(names.SAMPLES_PER_SECOND),
         sync_rounds=rounds,
         communicated_bytes=int(communicated) if seen_bytes else None,
     )

@@ -1,5 +1,5 @@
 """dsgd's trainer: torch.distributed SGD algorithms launched by torchrun.
 
-Importing this package (and `dsgd_trainer.config`) needs no torch: the operator
-imports the config models from here.
+It reads the training config, and speaks the pod contract, through
+`dsgd_contract`; it never imports the operator.
 """

@@ -11,9 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from dsgd_trainer import exit_codes
-from dsgd_trainer.config_file import ConfigFileError, read_config
-from dsgd_trainer.exit_codes import exit_without_teardown
+from dsgd_contract import exit_codes
+from dsgd_contract.config_file import ConfigFileError, read_config
+from dsgd_contract.pod import CONFIG_ENV
+
+from dsgd_trainer.stopping import exit_without_teardown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="training config JSON (default: $DSGD_CONFIG)")
     args = parser.parse_args(argv)
     try:
-        config = read_config(args.config or os.environ.get("DSGD_CONFIG"))
+        config = read_config(args.config or os.environ.get(CONFIG_ENV))
     except ConfigFileError as error:
         # Every rank finds the same problem: one copy per pod is enough.
         if os.environ.get("LOCAL_RANK", "0") == "0":

@@ -18,6 +18,7 @@ A rank file holds the model, optimizer and algorithm state, the epoch and step
 (the lr schedule is a function of the step), the RNG states (torch, CUDA, numpy,
 python, augmentation generator), and the last evaluation record. The data order
 needs nothing more: it is seeded by epoch (`rank_batches(..., epoch, seed, ...)`).
+`snapshot` gathers what a rank file holds, `resume` puts it back.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from dsgd_contract import exit_codes
+from torch import nn
+
+from dsgd_trainer.algorithms import Algorithm
+from dsgd_trainer.distributed import LaunchEnv
+from dsgd_trainer.stopping import TrainerExit
 
 LATEST = "latest.json"
 #: How many checkpoints stay on disk (the newest first).
@@ -244,3 +251,87 @@ def _prune(directory: Path, current_epoch: int, rank: int) -> None:
             # Fails only where files of ranks of another run remain: left for the user.
             with contextlib.suppress(OSError):
                 entry.rmdir()
+
+
+@dataclass
+class RunState:
+    """What the loop carries across epochs and checkpoints (besides model/optimizer/algorithm)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # global optimizer steps taken
+    samples: int = 0  # training samples processed by all ranks together
+    train_seconds: float = 0.0  # wall time inside training steps, all attempts
+    wall_seconds: float = 0.0  # wall time of the run up to the last checkpoint, all attempts
+    record: dict[str, Any] | None = None  # the latest evaluation record
+
+
+@dataclass
+class Learner:
+    """What one rank trains, and what its checkpoint file saves besides the RunState."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    algorithm: Algorithm
+    augment_generator: torch.Generator
+    device: torch.device
+
+
+def resume(
+    directory: Path, launch: LaunchEnv, steps_per_epoch: int, learner: Learner, run: RunState
+) -> bool:
+    """Load the latest checkpoint into `learner` and `run` if there is one (collective).
+
+    Returns whether it resumed; TrainerExit(64) when the checkpoint cannot be used.
+    """
+    try:
+        latest = find_resume_point(directory, launch.rank, launch.world_size, learner.device)
+        if latest is None:
+            return False
+        state = load(directory, latest, launch.rank)
+        if state["steps_per_epoch"] != steps_per_epoch:
+            raise CheckpointError(
+                f"{directory} holds a run with {state['steps_per_epoch']} steps per epoch, this "
+                f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
+                "training.checkpointDir"
+            )
+        try:
+            learner.model.load_state_dict(state["model"])
+            learner.optimizer.load_state_dict(state["optimizer"])
+            algorithm_state = to_device(state["algorithm"], learner.device)
+            learner.algorithm.load_state_dict(algorithm_state)
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"the checkpoint in {directory / latest.checkpoint} does not fit this run's "
+                f"model, optimizer or algorithm: {error}"
+            ) from error
+        restore_rng(state["rng"], learner.augment_generator, learner.device)
+    except CheckpointError as error:
+        raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
+    run.epoch, run.step = state["epoch"], state["step"]
+    run.samples = state["samples"]
+    run.train_seconds = state["train_seconds"]
+    run.wall_seconds = state["wall_seconds"]
+    run.record = state["record"]
+    return True
+
+
+def snapshot(
+    run: RunState, launch: LaunchEnv, steps_per_epoch: int, learner: Learner
+) -> dict[str, Any]:
+    """This rank's checkpoint contents (see dsgd_trainer.checkpoint)."""
+    return {
+        "format": FORMAT_VERSION,
+        "rank": launch.rank,
+        "world_size": launch.world_size,
+        "epoch": run.epoch,
+        "step": run.step,  # also the lr schedule's position: lr is a function of the step
+        "steps_per_epoch": steps_per_epoch,
+        "samples": run.samples,
+        "train_seconds": run.train_seconds,
+        "wall_seconds": run.wall_seconds,
+        "record": run.record,
+        "model": learner.model.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "algorithm": learner.algorithm.state_dict(),
+        "rng": capture_rng(learner.augment_generator, learner.device),
+    }

@@ -1,4 +1,5 @@
-"""Process-group lifecycle: torchrun's environment, the device, init and teardown.
+"""Process-group lifecycle: torchrun's environment (checked against the config), the device,
+init and teardown.
 
 gloo on CPU; NCCL with one GPU per rank (`cuda:LOCAL_RANK`) when topology.gpu.
 Without torchrun's variables (`python -m dsgd_trainer` by hand) the trainer
@@ -9,11 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
+
+from dsgd_trainer.stopping import TrainerExit
 
 #: How long a collective may wait for its peers before the run fails. Long enough for
 #: a slow checkpoint or evaluation on one rank; a dead peer is usually noticed much
@@ -71,8 +78,13 @@ def select_device(gpu: bool, local_rank: int) -> torch.device:
     return device
 
 
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[None]:
+    """bfloat16 autocast of the forward pass on GPUs when enabled (the loss stays fp32)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
-    seconds = env.get("DSGD_COLLECTIVE_TIMEOUT_SECONDS")
+    seconds = env.get(COLLECTIVE_TIMEOUT_ENV)
     return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT
 
 
@@ -100,3 +112,27 @@ def destroy_process_group() -> None:
     """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_topology(config: TrainingConfig, launch: LaunchEnv) -> None:
+    """The gang torchrun started must be the one the config describes (algorithms depend on it)."""
+    topology = config.topology
+    if not launch.under_torchrun:
+        if topology.world_size != 1:
+            raise TrainerExit(
+                exit_codes.INVALID_CONFIG,
+                f"error: topology asks for {topology.world_size} ranks; start them with "
+                "`python -m dsgd_trainer.launch` (torchrun), or set nodes and "
+                "processesPerNode to 1",
+            )
+        return
+    if (launch.world_size, launch.local_world_size) != (
+        topology.world_size,
+        topology.processes_per_node,
+    ):
+        raise TrainerExit(
+            exit_codes.INVALID_CONFIG,
+            f"error: topology says {topology.nodes} node(s) × {topology.processes_per_node} "
+            f"process(es), but torchrun started {launch.world_size} rank(s), "
+            f"{launch.local_world_size} per node (PET_NNODES / PET_NPROC_PER_NODE must match)",
+        )

@@ -31,12 +31,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 
+from dsgd_contract import exit_codes
+from dsgd_contract.config_file import ConfigFileError, read_config
+from dsgd_contract.pod import CONFIG_ENV, METRICS_PORT_ENV, MULTIPROC_DIR_ENV
 from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
-
-from dsgd_trainer import exit_codes
-from dsgd_trainer.config_file import ConfigFileError, read_config
 
 
 def worker_exit_code(failures: Mapping[int, ProcessFailure]) -> int:
@@ -49,20 +49,15 @@ def worker_exit_code(failures: Mapping[int, ProcessFailure]) -> int:
     if not failures:
         raise ValueError("no failures to report")
     ordered = sorted(failures.items(), key=lambda item: (item[1].timestamp, item[0]))
-    codes = [process_exit_code(failure.exitcode) for _, failure in ordered]
+    codes = [exit_codes.from_returncode(failure.exitcode) for _, failure in ordered]
     non_retryable = [code for code in codes if not exit_codes.is_retryable(code)]
     return (non_retryable or codes)[0]
-
-
-def process_exit_code(exitcode: int) -> int:
-    """A subprocess return code as a shell reports it: -N (signal N) → 128 + N."""
-    return 128 - exitcode if exitcode < 0 else exitcode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run torchrun with `argv` (default: sys.argv[1:]); return the pod's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    config_path = os.environ.get("DSGD_CONFIG")
+    config_path = os.environ.get(CONFIG_ENV)
     if config_path:
         try:
             read_config(config_path)
@@ -70,12 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(error, file=sys.stderr, flush=True)
             return exit_codes.INVALID_CONFIG
     with ExitStack() as stack:
-        if os.environ.get("DSGD_METRICS_PORT", "0") not in ("", "0") and not os.environ.get(
-            "PROMETHEUS_MULTIPROC_DIR"
+        if os.environ.get(METRICS_PORT_ENV, "0") not in ("", "0") and not os.environ.get(
+            MULTIPROC_DIR_ENV
         ):
             # Set before torchrun starts the workers, which inherit our environment.
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="dsgd-metrics-"))
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            os.environ[MULTIPROC_DIR_ENV] = directory
         try:
             torchrun.main(args)
         except ChildFailedError as error:

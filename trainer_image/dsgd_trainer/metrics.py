@@ -2,7 +2,8 @@
 
 prometheus-client's multiprocess mode: each rank writes its values to files in
 PROMETHEUS_MULTIPROC_DIR, and local rank 0 serves all of them (a
-MultiProcessCollector) on DSGD_METRICS_PORT at /metrics. Every series carries a
+MultiProcessCollector) on DSGD_METRICS_PORT at /metrics. The names are the
+contract's (dsgd_contract.metrics): the operator reads them back. Every series carries a
 `rank` label (the global rank), so one pod's page shows each of its ranks.
 Without PROMETHEUS_MULTIPROC_DIR, rank 0 of the pod serves only its own values.
 
@@ -25,6 +26,9 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import torch.distributed as dist
+from dsgd_contract import metrics as names
+from dsgd_contract.metrics import RANK_LABEL, SCOPE_LABEL, SCOPES
+from dsgd_contract.pod import METRICS_ADDR_ENV, METRICS_PORT_ENV, MULTIPROC_DIR_ENV
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -36,28 +40,10 @@ PUBLISH_INTERVAL = 2.0
 STEP_DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
-SCOPES = ("global", "intra_node")
-#: Every metric name the trainer exports, as Prometheus shows it.
-EXPORTED_METRICS = (
-    "dsgd_train_loss",
-    "dsgd_train_accuracy",
-    "dsgd_test_loss",
-    "dsgd_test_accuracy",
-    "dsgd_learning_rate",
-    "dsgd_epoch",
-    "dsgd_steps_total",
-    "dsgd_samples_total",
-    "dsgd_sync_rounds_total",
-    "dsgd_communicated_bytes_total",
-    "dsgd_communication_seconds_total",
-    "dsgd_compute_seconds_total",
-    "dsgd_step_duration_seconds",
-    "dsgd_samples_per_second",
-)
 
 
 @dataclass
-class Progress:
+class RankProgress:
     """Where this rank's training stands: what `TrainerMetrics.publish` exports."""
 
     epoch: float = 0.0
@@ -82,64 +68,62 @@ class TrainerMetrics:
             return Gauge(
                 name,
                 documentation,
-                ["rank"],
+                [RANK_LABEL],
                 registry=registry,
                 multiprocess_mode="livemostrecent",
             )
 
         label = str(rank)
         self._rank = label
-        self.train_loss = gauge("dsgd_train_loss", "Mean training loss of recent batches.")
+        self.train_loss = gauge(names.TRAIN_LOSS, "Mean training loss of recent batches.")
         self.train_accuracy = gauge(
-            "dsgd_train_accuracy", "Training accuracy of recent batches (0-1)."
+            names.TRAIN_ACCURACY, "Training accuracy of recent batches (0-1)."
         )
-        self.test_loss = gauge("dsgd_test_loss", "Test loss of the synchronized model.")
+        self.test_loss = gauge(names.TEST_LOSS, "Test loss of the synchronized model.")
         self.test_accuracy = gauge(
-            "dsgd_test_accuracy", "Test accuracy of the synchronized model (0-1)."
+            names.TEST_ACCURACY, "Test accuracy of the synchronized model (0-1)."
         )
-        self.learning_rate = gauge("dsgd_learning_rate", "Learning rate of the latest step.")
-        self.epoch = gauge("dsgd_epoch", "Epochs done, fractional (steps / steps per epoch).")
+        self.learning_rate = gauge(names.LEARNING_RATE, "Learning rate of the latest step.")
+        self.epoch = gauge(names.EPOCH, "Epochs done, fractional (steps / steps per epoch).")
         self.samples_per_second = gauge(
-            "dsgd_samples_per_second", "Training samples per second of this rank, recently."
+            names.SAMPLES_PER_SECOND, "Training samples per second of this rank, recently."
         )
-        self.steps = Counter(
-            "dsgd_steps_total", "Optimizer steps taken.", ["rank"], registry=registry
-        )
+        self.steps = Counter(names.STEPS, "Optimizer steps taken.", [RANK_LABEL], registry=registry)
         self.samples = Counter(
-            "dsgd_samples_total", "Training samples processed.", ["rank"], registry=registry
+            names.SAMPLES, "Training samples processed.", [RANK_LABEL], registry=registry
         )
         self.sync_rounds = Counter(
-            "dsgd_sync_rounds_total",
+            names.SYNC_ROUNDS,
             "Synchronization rounds (collectives of the algorithm) by scope.",
-            ["rank", "scope"],
+            [RANK_LABEL, SCOPE_LABEL],
             registry=registry,
         )
         self.communicated_bytes = Counter(
-            "dsgd_communicated_bytes_total",
+            names.COMMUNICATED_BYTES,
             "Payload bytes this rank passed to collectives, by scope.",
-            ["rank", "scope"],
+            [RANK_LABEL, SCOPE_LABEL],
             registry=registry,
         )
         self.communication_seconds = Counter(
-            "dsgd_communication_seconds_total",
+            names.COMMUNICATION_SECONDS,
             "Wall time spent in the algorithm's collectives.",
-            ["rank"],
+            [RANK_LABEL],
             registry=registry,
         )
         self.compute_seconds = Counter(
-            "dsgd_compute_seconds_total",
+            names.COMPUTE_SECONDS,
             "Wall time of training steps outside the algorithm's collectives.",
-            ["rank"],
+            [RANK_LABEL],
             registry=registry,
         )
         self.step_duration = Histogram(
-            "dsgd_step_duration_seconds",
+            names.STEP_DURATION,
             "Wall time between the ends of consecutive training steps.",
-            ["rank"],
+            [RANK_LABEL],
             registry=registry,
             buckets=STEP_DURATION_BUCKETS,
         ).labels(label)
-        self._published = Progress()
+        self._published = RankProgress()
         for scope in SCOPES:
             # Make both scopes visible from the start, at 0, so that queries find them.
             self.sync_rounds.labels(label, scope)
@@ -148,7 +132,7 @@ class TrainerMetrics:
     def observe_step(self, seconds: float) -> None:
         self.step_duration.observe(seconds)
 
-    def publish(self, progress: Progress) -> None:
+    def publish(self, progress: RankProgress) -> None:
         """Export `progress`: gauges are set, counters advance by what is new since last time."""
         label, last = self._rank, self._published
         self.epoch.labels(label).set(progress.epoch)
@@ -173,7 +157,7 @@ class TrainerMetrics:
         self.compute_seconds.labels(label).inc(
             max(0.0, progress.compute_seconds - last.compute_seconds)
         )
-        self._published = Progress(
+        self._published = RankProgress(
             steps=progress.steps,
             samples=progress.samples,
             sync_rounds=dict(progress.sync_rounds),
@@ -194,10 +178,10 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     attempt in the same container would add up with ours), and a barrier keeps
     the other ranks from writing before that. The server listens on
     DSGD_METRICS_PORT (unset or 0: none), on the address DSGD_METRICS_ADDR
-    (unset: every interface; a pod IP keeps pods that share a host apart). Returns the metrics and the server
-    (call its `shutdown()` at exit) or None.
+    (unset: every interface; a pod IP keeps pods that share a host apart).
+    Returns the metrics and the server (call its `shutdown()` at exit) or None.
     """
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = os.environ.get(MULTIPROC_DIR_ENV)
     if directory and launch.local_rank == 0:
         Path(directory).mkdir(parents=True, exist_ok=True)
         for stale in Path(directory).glob("*.db"):
@@ -207,11 +191,11 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     if directory:
         MultiProcessCollector(serving, path=directory)
     metrics = TrainerMetrics(launch.rank, registry=None if directory else serving)
-    port = int(os.environ.get("DSGD_METRICS_PORT") or 0)
+    port = int(os.environ.get(METRICS_PORT_ENV) or 0)
     server = None
     if port and launch.local_rank == 0:
         try:
-            address = os.environ.get("DSGD_METRICS_ADDR") or "0.0.0.0"
+            address = os.environ.get(METRICS_ADDR_ENV) or "0.0.0.0"
             server, _thread = start_http_server(port, addr=address, registry=serving)
         except OSError as error:
             # Metrics are worth a warning, not a failed training run.

@@ -7,9 +7,9 @@ it from `dsgd_trainer.schedule` before every step.
 from __future__ import annotations
 
 import torch
+from dsgd_contract.config import Optimizer as OptimizerConfig
 from torch import nn
 
-from dsgd_trainer.config import Optimizer as OptimizerConfig
 from dsgd_trainer.lars import LARS
 
 #: Modules whose parameters are normalisation scales and shifts (excluded from LARS).

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from dsgd_trainer.config import PLUGIN_PATTERN
+from dsgd_contract.config import PLUGIN_PATTERN
 
 
 class PluginError(ValueError):

@@ -4,7 +4,10 @@
   run goes. A resumed run first drops the records of epochs after its
   checkpoint, so the file never holds an epoch twice.
 - `summary.json`: written once at the end (atomically): the fields of the pod
-  contract and a few more (see `dsgd_trainer.train.summarize`).
+  contract and a few more (see `summarize`).
+
+Also the loop's words about a run: its start line (`describe`), one line per
+epoch (`epoch_line`), and the directories it writes to (`prepare_directories`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
+
+from dsgd_trainer.stopping import TrainerExit
+
+if TYPE_CHECKING:  # annotations only: reading and writing results needs no torch
+    import torch
+
+    from dsgd_trainer.algorithms import Algorithm
+    from dsgd_trainer.checkpoint import RunState
+    from dsgd_trainer.distributed import LaunchEnv
+    from dsgd_trainer.schedule import LearningRateSchedule
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -57,3 +73,97 @@ def write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
     os.replace(temporary, path)
+
+
+def prepare_directories(config: TrainingConfig, launch: LaunchEnv) -> tuple[Path, Path]:
+    """(checkpointDir, outputDir), created and checked writable now rather than after epoch 1.
+
+    On a cluster a missing volume mount is the usual cause: say so (exit code 64).
+    """
+    checkpoint_dir = Path(config.training.checkpoint_dir)
+    output_dir = Path(config.training.resolved_output_dir)
+    fields = [("training.checkpointDir", checkpoint_dir)]
+    if launch.rank == 0:  # only rank 0 writes metrics.jsonl and summary.json
+        fields.append(("training.outputDir", output_dir))
+    for field, directory in fields:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            writable = os.access(directory, os.W_OK | os.X_OK)
+            problem = "" if writable else "permission denied"
+        except OSError as error:
+            problem = error.strerror or str(error)
+        if problem:
+            raise TrainerExit(
+                exit_codes.INVALID_CONFIG,
+                f"error: {field} {directory} is not a writable directory ({problem}); mount a "
+                "volume there (template.volumes/volumeMounts) or point the field elsewhere",
+            )
+    return checkpoint_dir, output_dir
+
+
+def communication(algorithm: Algorithm) -> dict[str, Any]:
+    """This rank's communication so far, as recorded in metrics.jsonl and summary.json."""
+    counters = algorithm.counters
+    return {
+        "sync_rounds": dict(counters.rounds),
+        "communicated_bytes": sum(counters.bytes.values()),
+        "communicated_bytes_by_scope": dict(counters.bytes),
+        "communication_seconds": counters.communication_seconds,
+    }
+
+
+def summarize(
+    config: TrainingConfig, launch: LaunchEnv, run: RunState, algorithm: Algorithm
+) -> dict[str, Any]:
+    """summary.json: the pod contract's fields (communication is rank 0's) and a few more."""
+    record = run.record or {}
+    return {
+        "algorithm": algorithm.name,
+        "model": config.training.model,
+        "dataset": config.training.dataset.name,
+        "world_size": launch.world_size,
+        "nodes": config.topology.nodes,
+        "processes_per_node": config.topology.processes_per_node,
+        "epochs": run.epoch,
+        "steps": run.step,
+        "samples": run.samples,
+        "final_train_loss": record.get("train_loss"),
+        "final_train_accuracy": record.get("train_accuracy"),
+        "final_test_loss": record.get("test_loss"),
+        "final_test_accuracy": record.get("test_accuracy"),
+        **communication(algorithm),
+        "samples_per_second": run.samples / run.train_seconds if run.train_seconds else None,
+        "wall_seconds": run.wall_seconds,
+    }
+
+
+def describe(
+    config: TrainingConfig,
+    launch: LaunchEnv,
+    device: torch.device,
+    steps_per_epoch: int,
+    schedule: LearningRateSchedule,
+) -> str:
+    return (
+        f"{config.algorithm.name}: {config.training.model} on {config.training.dataset.name}, "
+        f"{launch.world_size} rank(s) on {device.type}, global batch "
+        f"{config.training.batch_size_per_process * launch.world_size}, "
+        f"{steps_per_epoch} steps/epoch × {config.training.epochs} epochs, "
+        f"lr {schedule.base_lr:g} → {schedule.peak_lr:g} over {schedule.warmup_steps} steps"
+    )
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    rounds = record["sync_rounds"]
+    return (
+        f"epoch {record['epoch']}/{epochs} step {record['step']} lr {record['learning_rate']:.4g} "
+        f"| train loss {record['train_loss']:.4f} acc {fmt(record['train_accuracy'])} "
+        f"| test loss {record['test_loss']:.4f} acc {fmt(record['test_accuracy'])} "
+        f"| {record['samples_per_second']:,.0f} samples/s "
+        f"| sync rounds global {rounds.get('global', 0)} intra-node {rounds.get('intra_node', 0)} "
+        f"| {record['communicated_bytes'] / 1e6:,.2f} MB sent"
+    )
+
+
+def fmt(accuracy: float | None) -> str:
+    return "n/a" if accuracy is None else f"{100 * accuracy:.2f}%"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from dsgd_trainer.config import TrainingConfig
+from dsgd_contract.config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ trainer then finishes the step it is in and exits with 128 + the signal,
 without writing a checkpoint: a save is collective, and the peers in other pods
 may already be gone, so the last complete checkpoint stands (writes are atomic,
 so it is always complete). A second signal exits at once.
+
+Also how a rank ends on purpose: `TrainerExit` carries the exit code (the
+contract's, dsgd_contract.exit_codes) up to `dsgd_trainer.train.main`, and
+`exit_without_teardown` leaves the process once everything is written.
 """
 
 from __future__ import annotations
@@ -69,3 +73,28 @@ def stop_when_parent_dies() -> None:
         # The parent died before prctl took effect (we were re-parented): nobody will signal us.
         # (Comparing with 1 would be wrong: in a container the agent itself is often PID 1.)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Exit now with `code`, skipping interpreter teardown, once everything is written.
+
+    torch 2.13 with gloo and DDP sometimes aborts (SIGABRT, "terminate called
+    without an active exception") while the interpreter finalizes, after the
+    process group was destroyed and every result written: seen in about 1 of 12
+    runs of a plain DDP + gloo script. A pod would then report 134, a retryable
+    failure, for a finished run. Every process that used a process group ends
+    through here (the trainer, the test harness's ranks, the benchmarks' ranks).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class TrainerExit(Exception):
+    """End the run with `code`, printing `message` (on local rank 0 unless `every_rank`)."""
+
+    def __init__(self, code: int, message: str, every_rank: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.every_rank = every_rank

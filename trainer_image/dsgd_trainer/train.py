@@ -14,7 +14,7 @@ Read top to bottom, `train()` is the whole run:
    a metrics.jsonl record, a checkpoint when due;
 7. summary.json, process group destroyed, exit 0.
 
-Exit codes (dsgd_trainer.exit_codes): 64 bad config/model/checkpoint, 65 bad data,
+Exit codes (dsgd_contract.exit_codes): 64 bad config/model/checkpoint, 65 bad data,
 66 diverged, 128+N after signal N (SIGTERM: stop after the current step, keep the
 last checkpoint). Anything unexpected propagates (a traceback, exit 1: retryable).
 
@@ -29,51 +29,38 @@ divergence, in exchange for no extra collective or GPU sync per step.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dsgd_trainer import checkpoint, exit_codes, results
+from dsgd_trainer import checkpoint, results
 from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
-from dsgd_trainer.config import TrainingConfig
-from dsgd_trainer.data import DataLoadError, EpochSampler, TensorDataset, load_data
+from dsgd_trainer.checkpoint import Learner, RunState, resume, snapshot
+from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
     LaunchEnv,
+    autocast,
+    check_topology,
     destroy_process_group,
     init_process_group,
     select_device,
 )
-from dsgd_trainer.metrics import PUBLISH_INTERVAL, Progress, start_metrics
+from dsgd_trainer.evaluation import RunningStats, evaluate
+from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
+from dsgd_trainer.results import communication, describe, epoch_line, fmt, prepare_directories
 from dsgd_trainer.schedule import LearningRateSchedule
-from dsgd_trainer.stopping import StopRequest, stop_when_parent_dies
-
-#: Test-set batch size: large, since evaluation keeps no activations for backward.
-EVAL_BATCH_SIZE = 1024
-
-
-class TrainerExit(Exception):
-    """End the run with `code`, printing `message` (on local rank 0 unless `every_rank`)."""
-
-    def __init__(self, code: int, message: str, every_rank: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.every_rank = every_rank
+from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
 
 
 @record  # torchrun's error file gets the traceback of anything unexpected
@@ -250,7 +237,7 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
 
     run.wall_seconds = wall_before + time.perf_counter() - started
     if launch.rank == 0:
-        summary = summarize(config, launch, run, algorithm)
+        summary = results.summarize(config, launch, run, algorithm)
         results.write_summary(output_dir, summary)
         log(
             f"done: {summary['epochs']} epochs, {summary['steps']} steps, "
@@ -262,216 +249,20 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
     return exit_codes.OK
 
 
-@dataclass
-class RunState:
-    """What the loop carries across epochs and checkpoints (besides model/optimizer/algorithm)."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # global optimizer steps taken
-    samples: int = 0  # training samples processed by all ranks together
-    train_seconds: float = 0.0  # wall time inside training steps, all attempts
-    wall_seconds: float = 0.0  # wall time of the run up to the last checkpoint, all attempts
-    record: dict[str, Any] | None = None  # the latest evaluation record
-
-
-@dataclass
-class Learner:
-    """What one rank trains, and what its checkpoint file saves besides the RunState."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    algorithm: Algorithm
-    augment_generator: torch.Generator
-    device: torch.device
-
-
-class RunningStats:
-    """Σ loss·n and Σ correct on the device (no step waits for the GPU), n on the host."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(2, dtype=torch.float64, device=device)
-        self.count = 0
-        self.since = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        correct = (outputs.argmax(dim=1) == targets).sum()
-        self.sums += torch.stack([loss.double() * len(targets), correct.double()])
-        self.count += len(targets)
-
-    def totals(self) -> torch.Tensor:
-        """[Σ loss·n, Σ correct, n] as one float64 tensor (for an all-reduce)."""
-        return torch.cat([self.sums, self.sums.new_tensor([self.count])])
-
-
-def check_topology(config: TrainingConfig, launch: LaunchEnv) -> None:
-    """The gang torchrun started must be the one the config describes (algorithms depend on it)."""
-    topology = config.topology
-    if not launch.under_torchrun:
-        if topology.world_size != 1:
-            raise TrainerExit(
-                exit_codes.INVALID_CONFIG,
-                f"error: topology asks for {topology.world_size} ranks; start them with "
-                "`python -m dsgd_trainer.launch` (torchrun), or set nodes and "
-                "processesPerNode to 1",
-            )
-        return
-    if (launch.world_size, launch.local_world_size) != (
-        topology.world_size,
-        topology.processes_per_node,
-    ):
-        raise TrainerExit(
-            exit_codes.INVALID_CONFIG,
-            f"error: topology says {topology.nodes} node(s) × {topology.processes_per_node} "
-            f"process(es), but torchrun started {launch.world_size} rank(s), "
-            f"{launch.local_world_size} per node (PET_NNODES / PET_NPROC_PER_NODE must match)",
-        )
-
-
-def prepare_directories(config: TrainingConfig, launch: LaunchEnv) -> tuple[Path, Path]:
-    """(checkpointDir, outputDir), created and checked writable now rather than after epoch 1.
-
-    On a cluster a missing volume mount is the usual cause: say so (exit code 64).
-    """
-    checkpoint_dir = Path(config.training.checkpoint_dir)
-    output_dir = Path(config.training.resolved_output_dir)
-    fields = [("training.checkpointDir", checkpoint_dir)]
-    if launch.rank == 0:  # only rank 0 writes metrics.jsonl and summary.json
-        fields.append(("training.outputDir", output_dir))
-    for field, directory in fields:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            writable = os.access(directory, os.W_OK | os.X_OK)
-            problem = "" if writable else "permission denied"
-        except OSError as error:
-            problem = error.strerror or str(error)
-        if problem:
-            raise TrainerExit(
-                exit_codes.INVALID_CONFIG,
-                f"error: {field} {directory} is not a writable directory ({problem}); mount a "
-                "volume there (template.volumes/volumeMounts) or point the field elsewhere",
-            )
-    return checkpoint_dir, output_dir
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[None]:
-    """bfloat16 autocast of the forward pass on GPUs when enabled (the loss stays fp32)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def resume(
-    directory: Path, launch: LaunchEnv, steps_per_epoch: int, learner: Learner, run: RunState
-) -> bool:
-    """Load the latest checkpoint into `learner` and `run` if there is one (collective).
-
-    Returns whether it resumed; TrainerExit(64) when the checkpoint cannot be used.
-    """
-    try:
-        latest = checkpoint.find_resume_point(
-            directory, launch.rank, launch.world_size, learner.device
-        )
-        if latest is None:
-            return False
-        state = checkpoint.load(directory, latest, launch.rank)
-        if state["steps_per_epoch"] != steps_per_epoch:
-            raise checkpoint.CheckpointError(
-                f"{directory} holds a run with {state['steps_per_epoch']} steps per epoch, this "
-                f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
-                "training.checkpointDir"
-            )
-        try:
-            learner.model.load_state_dict(state["model"])
-            learner.optimizer.load_state_dict(state["optimizer"])
-            algorithm_state = checkpoint.to_device(state["algorithm"], learner.device)
-            learner.algorithm.load_state_dict(algorithm_state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise checkpoint.CheckpointError(
-                f"the checkpoint in {directory / latest.checkpoint} does not fit this run's "
-                f"model, optimizer or algorithm: {error}"
-            ) from error
-        checkpoint.restore_rng(state["rng"], learner.augment_generator, learner.device)
-    except checkpoint.CheckpointError as error:
-        raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
-    run.epoch, run.step = state["epoch"], state["step"]
-    run.samples = state["samples"]
-    run.train_seconds = state["train_seconds"]
-    run.wall_seconds = state["wall_seconds"]
-    run.record = state["record"]
-    return True
-
-
-def snapshot(
-    run: RunState, launch: LaunchEnv, steps_per_epoch: int, learner: Learner
-) -> dict[str, Any]:
-    """This rank's checkpoint contents (see dsgd_trainer.checkpoint)."""
-    return {
-        "format": checkpoint.FORMAT_VERSION,
-        "rank": launch.rank,
-        "world_size": launch.world_size,
-        "epoch": run.epoch,
-        "step": run.step,  # also the lr schedule's position: lr is a function of the step
-        "steps_per_epoch": steps_per_epoch,
-        "samples": run.samples,
-        "train_seconds": run.train_seconds,
-        "wall_seconds": run.wall_seconds,
-        "record": run.record,
-        "model": learner.model.state_dict(),
-        "optimizer": learner.optimizer.state_dict(),
-        "algorithm": learner.algorithm.state_dict(),
-        "rng": checkpoint.capture_rng(learner.augment_generator, learner.device),
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, test: TensorDataset, launch: LaunchEnv, use_bf16: bool
-) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` on the whole test set, identical on every rank.
-
-    Each rank evaluates a contiguous 1/K of the test set and one all-reduce adds
-    the sums up: K times faster than every rank doing all of it, same numbers.
-    """
-    model.eval()
-    device = test.inputs.device
-    shard = torch.tensor_split(torch.arange(len(test)), launch.world_size)[launch.rank]
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # Σ loss, Σ correct, n
-    for indices in shard.split(EVAL_BATCH_SIZE):
-        indices = indices.to(device)
-        inputs, targets = test.inputs[indices], test.targets[indices]
-        with autocast(device, use_bf16):
-            outputs = model(inputs)
-        sums[0] += F.cross_entropy(outputs.float(), targets, reduction="sum")
-        sums[1] += (outputs.argmax(dim=1) == targets).sum()
-        sums[2] += len(targets)
-    dist.all_reduce(sums)
-    loss_sum, correct_sum, count = sums.tolist()
-    return loss_sum / count, correct_sum / count
-
-
-def communication(algorithm: Algorithm) -> dict[str, Any]:
-    """This rank's communication so far, as recorded in metrics.jsonl and summary.json."""
-    counters = algorithm.counters
-    return {
-        "sync_rounds": dict(counters.rounds),
-        "communicated_bytes": sum(counters.bytes.values()),
-        "communicated_bytes_by_scope": dict(counters.bytes),
-        "communication_seconds": counters.communication_seconds,
-    }
-
-
 def progress(
     run: RunState, algorithm: Algorithm, lr: float, window: RunningStats, steps_per_epoch: int
-) -> Progress:
+) -> RankProgress:
     """This rank's progress for the metrics; `window` holds the batches since the last update."""
     loss_sum, correct_sum, count = window.totals().tolist()  # the one host sync per update
     seconds = time.perf_counter() - window.since
     counters = algorithm.counters
-    return Progress(
+    return RankProgress(
         epoch=run.step / steps_per_epoch,
         steps=run.step,
         samples=run.samples // dist.get_world_size(),  # this rank's share
@@ -484,63 +275,6 @@ def progress(
         communication_seconds=counters.communication_seconds,
         compute_seconds=max(0.0, run.train_seconds - counters.communication_seconds),
     )
-
-
-def summarize(
-    config: TrainingConfig, launch: LaunchEnv, run: RunState, algorithm: Algorithm
-) -> dict[str, Any]:
-    """summary.json: the pod contract's fields (communication is rank 0's) and a few more."""
-    record = run.record or {}
-    return {
-        "algorithm": algorithm.name,
-        "model": config.training.model,
-        "dataset": config.training.dataset.name,
-        "world_size": launch.world_size,
-        "nodes": config.topology.nodes,
-        "processes_per_node": config.topology.processes_per_node,
-        "epochs": run.epoch,
-        "steps": run.step,
-        "samples": run.samples,
-        "final_train_loss": record.get("train_loss"),
-        "final_train_accuracy": record.get("train_accuracy"),
-        "final_test_loss": record.get("test_loss"),
-        "final_test_accuracy": record.get("test_accuracy"),
-        **communication(algorithm),
-        "samples_per_second": run.samples / run.train_seconds if run.train_seconds else None,
-        "wall_seconds": run.wall_seconds,
-    }
-
-
-def describe(
-    config: TrainingConfig,
-    launch: LaunchEnv,
-    device: torch.device,
-    steps_per_epoch: int,
-    schedule: LearningRateSchedule,
-) -> str:
-    return (
-        f"{config.algorithm.name}: {config.training.model} on {config.training.dataset.name}, "
-        f"{launch.world_size} rank(s) on {device.type}, global batch "
-        f"{config.training.batch_size_per_process * launch.world_size}, "
-        f"{steps_per_epoch} steps/epoch × {config.training.epochs} epochs, "
-        f"lr {schedule.base_lr:g} → {schedule.peak_lr:g} over {schedule.warmup_steps} steps"
-    )
-
-
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    rounds = record["sync_rounds"]
-    return (
-        f"epoch {record['epoch']}/{epochs} step {record['step']} lr {record['learning_rate']:.4g} "
-        f"| train loss {record['train_loss']:.4f} acc {fmt(record['train_accuracy'])} "
-        f"| test loss {record['test_loss']:.4f} acc {fmt(record['test_accuracy'])} "
-        f"| {record['samples_per_second']:,.0f} samples/s "
-        f"| sync rounds global {rounds.get('global', 0)} intra-node {rounds.get('intra_node', 0)} "
-        f"| {record['communicated_bytes'] / 1e6:,.2f} MB sent"
-    )
-
-
-def fmt(accuracy: float | None) -> str:
-    return "n/a" if accuracy is None else f"{100 * accuracy:.2f}%"
 
 
 def log(message: str) -> None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsgd_operator.build import ATTEMPT_LABEL, JOB_NAME_LABEL
+from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL
 from kubernetes import client, watch
 
 from dsgd_cluster.node_agent import nodes

@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsgd_contract.pod import CONFIG_ENV, METRICS_ADDR_ENV, METRICS_PORT_ENV
 from dsgd_operator.local_run import local_process
 from kubernetes import client
 
@@ -323,7 +324,7 @@ def prepare(
         },
     }
 
-    if "DSGD_CONFIG" in env:
+    if CONFIG_ENV in env:
         launch = _trainer_launch(resolved, env, base, table, pod_dir, pod_ip, master_port, threads)
     else:
         argv = [*container.get("command", []), *container.get("args", [])]
@@ -358,7 +359,7 @@ def _trainer_launch(
     master_port: int,
     threads: int,
 ) -> Launch:
-    config_file = Path(env["DSGD_CONFIG"])
+    config_file = Path(env[CONFIG_ENV])
     if not config_file.is_file():
         raise PodSetupError(
             "CreateContainerConfigError", f"DSGD_CONFIG {config_file} is not mounted", False
@@ -377,7 +378,7 @@ def _trainer_launch(
             )
     local_config = pod_dir / "config.json"
     local_config.write_text(json.dumps(config))
-    metrics_port = int(env.get("DSGD_METRICS_PORT", "0"))
+    metrics_port = int(env.get(METRICS_PORT_ENV, "0"))
     planned = local_process(
         pod,
         config_path=local_config,
@@ -388,4 +389,4 @@ def _trainer_launch(
         base_env=base,
     )
     (pod_dir / "prometheus").mkdir(exist_ok=True)
-    return Launch(planned.argv, {**planned.env, "DSGD_METRICS_ADDR": pod_ip}, pod_dir)
+    return Launch(planned.argv, {**planned.env, METRICS_ADDR_ENV: pod_ip}, pod_dir)

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 import kopf
+from dsgd_contract.pod import JOB_NAME_LABEL
 
 from dsgd_operator import api
-from dsgd_operator.build import JOB_NAME_LABEL
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.kube import KubeApi, load_configuration
 from dsgd_operator.reconcile.reconciler import delete_children, reconcile_once

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dsgd_contract.job_status import KNOWN_FAILURE_REASONS, PHASES
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from dsgd_operator.api import Phase
-
 REGISTRY = CollectorRegistry(auto_describe=True)
-
-PHASES: tuple[Phase, ...] = ("Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
 
 JOBS = Gauge(
     "dsgd_jobs", "DistributedSGDJobs known to the operator, by phase.", ["phase"], registry=REGISTRY
@@ -37,13 +34,7 @@ JOB_FAILURES = Counter(
 
 
 # Known failure reasons start at zero, so that rates and alerts see the series at once.
-for _reason in (
-    "BackoffLimitExceeded",
-    "DeadlineExceeded",
-    "InvalidConfig",
-    "DataError",
-    "Diverged",
-):
+for _reason in KNOWN_FAILURE_REASONS:
     JOB_FAILURES.labels(reason=_reason)
 
 

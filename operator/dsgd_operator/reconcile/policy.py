@@ -21,12 +21,14 @@ The rules (after Kubeflow's PyTorchJob and JobSet, and what their users miss):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsgd_trainer import exit_codes
+from dsgd_contract import exit_codes
+from dsgd_contract.job_status import TERMINAL_PHASES
+from dsgd_contract.pod import pod_name
 
-from dsgd_operator.api import Algorithm, DistributedSGDJob, Optimizer, Topology, Training
+from dsgd_operator.reconcile.applied_spec import applied_spec
+from dsgd_operator.reconcile.plan import Event, Plan, Snapshot
 from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
 from dsgd_operator.reconcile.status import (
     PodState,
@@ -38,93 +40,8 @@ from dsgd_operator.reconcile.status import (
     worker_counts,
 )
 
-TERMINAL_PHASES = ("Succeeded", "Failed")
 #: While old pods are still terminating, look again this soon even without events.
 TERMINATION_POLL_SECONDS = 2.0
-#: Sections that shape the gang; changing them would need new pods.
-IMMUTABLE_SECTIONS = ("topology", "algorithm", "optimizer", "training")
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post on the job; `key` (when set) is posted only once."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What one reconcile pass knows about a job."""
-
-    job: DistributedSGDJob | None  # the spec to act on; None when it is refused
-    problems: tuple[str, ...]  # why the spec (or a change of it) is refused
-    status: dict  # as last written by the operator
-    pods: tuple[PodState, ...]  # the job's pods, every attempt
-    now: datetime
-    generation: int | None = None
-
-
-@dataclass
-class Plan:
-    """What a reconcile pass does, in order: create, delete, patch status, post events."""
-
-    status: dict
-    create_ranks: tuple[int, ...] = ()  # pods of attempt status.restarts (after Service etc.)
-    delete_pods: tuple[str, ...] = ()
-    delete_job: bool = False
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None  # seconds until the next pass is due
-    gang_restarted: bool = False
-    failure_reason: str | None = None  # set on the pass that fails the job
-
-    def requeue(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)
-        self.requeue_after = (
-            seconds if self.requeue_after is None else min(self.requeue_after, seconds)
-        )
-
-
-def effective_job(
-    job: DistributedSGDJob, status: dict
-) -> tuple[DistributedSGDJob, tuple[str, ...]]:
-    """The job to act on, and the problems of a refused change of an immutable section.
-
-    Once a gang was created (status.appliedSpec) and until the job ends, the sections
-    the trainer reads (topology, algorithm, optimizer, training) stay as applied: its
-    checkpoints were made under them. A changed spec is reported and the gang kept.
-    """
-    applied = status.get("appliedSpec")
-    if not applied or status.get("phase") in TERMINAL_PHASES:
-        return job, ()
-    problems = []
-    for section in IMMUTABLE_SECTIONS:
-        wanted = getattr(job.spec, section).to_wire()
-        running = applied.get(section)
-        if running is not None and wanted != running:
-            problems.append(
-                f"spec.{section} is immutable while the job runs: the gang runs {running}, "
-                f"the spec now asks for {wanted}; the change is ignored (delete and recreate "
-                "the job to change it)"
-            )
-    if not problems:
-        return job, ()
-    section_models = {
-        "topology": Topology,
-        "algorithm": Algorithm,
-        "optimizer": Optimizer,
-        "training": Training,
-    }
-    spec = job.spec.model_copy(
-        update={
-            section: section_models[section].model_validate(applied[section])
-            for section in IMMUTABLE_SECTIONS
-            if section in applied
-        }
-    )
-    return job.model_copy(update={"spec": spec}), tuple(problems)
 
 
 class _Pass:
@@ -328,9 +245,7 @@ class _Pass:
                 return
             missing = tuple(rank for rank in range(nodes) if rank not in current)
             self.plan.create_ranks = missing
-            self.status["appliedSpec"] = {
-                section: getattr(job.spec, section).to_wire() for section in IMMUTABLE_SECTIONS
-            }
+            self.status["appliedSpec"] = applied_spec(job)
             message = f"{nodes} pods of gang attempt {attempt}"
             if self.condition("Created", True, "GangCreated", message):
                 self.event("Normal", "Created", f"created {message}")
@@ -357,7 +272,7 @@ class _Pass:
             if pod is None:
                 failures.append(
                     PodState(
-                        name=f"{job.name}-node-{rank}",
+                        name=pod_name(job.name, rank),
                         rank=rank,
                         attempt=attempt,
                         phase="Failed",

@@ -8,8 +8,8 @@ port named `metrics`) and copies them into the job's status.
 from __future__ import annotations
 
 import aiohttp
+from dsgd_contract.pod import METRICS_PORT
 
-from dsgd_operator.build.settings import DEFAULT_SETTINGS
 from dsgd_operator.progress import parse_progress
 from dsgd_operator.reconcile.status import PodState
 
@@ -18,7 +18,7 @@ def metrics_url(pod: PodState) -> str | None:
     """Node 0's metrics URL, or None while the pod has no IP."""
     if not pod.pod_ip:
         return None
-    port = pod.metrics_port or DEFAULT_SETTINGS.metrics_port
+    port = pod.metrics_port or METRICS_PORT
     host = f"[{pod.pod_ip}]" if ":" in pod.pod_ip else pod.pod_ip
     return f"http://{host}:{port}/metrics"
 

@@ -15,24 +15,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from dsgd_contract.pod import config_map_name, job_labels, pod_group_name, service_name
 
 from dsgd_operator import api
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build import (
-    BuildSettings,
+from dsgd_operator.builders import (
     build_config_map,
     build_pod,
     build_pod_group,
     build_service,
-    job_labels,
-    pod_group_name,
 )
-from dsgd_operator.build.names import config_map_name, service_name
-from dsgd_operator.build.pod_group import GANG_SCHEDULERS
+from dsgd_operator.builders.pod_group import GANG_SCHEDULERS
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
+from dsgd_operator.reconcile.applied_spec import effective_job
 from dsgd_operator.reconcile.kube import ApiError
-from dsgd_operator.reconcile.policy import Plan, Snapshot, effective_job, plan
+from dsgd_operator.reconcile.plan import Plan, Snapshot
+from dsgd_operator.reconcile.policy import plan
 from dsgd_operator.reconcile.progress import metrics_url, scrape
 from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
 from dsgd_operator.reconcile.status import PodState, clean_status, observe_pod
@@ -76,8 +75,7 @@ async def create_gang(
                     ) from None
                 raise
         runtime.children_created = True
-    settings = BuildSettings(default_image=ctx.options.trainer_image)
-    pods = [build_pod(job, rank, settings, attempt) for rank in ranks]
+    pods = [build_pod(job, rank, ctx.options.build_settings, attempt) for rank in ranks]
     created = await asyncio.gather(*(ctx.kube.create(pod, namespace) for pod in pods))
     metrics.PODS_CREATED.inc(sum(created))
 

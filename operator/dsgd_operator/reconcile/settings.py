@@ -7,8 +7,10 @@ import os
 from dataclasses import dataclass, fields
 
 import kopf
+from dsgd_contract.pod import JOB_NAME_LABEL
 
 from dsgd_operator import api
+from dsgd_operator.builders.settings import BuildSettings
 
 #: kopf's finalizer and the prefix of its bookkeeping annotations: in our group,
 #: and in metadata rather than status, which a structural schema could prune.
@@ -49,6 +51,11 @@ class OperatorOptions:
                 raise ValueError(f"{port_field} {getattr(self, port_field)} is not a TCP port")
         if not self.trainer_image:
             raise ValueError("trainer_image must not be empty")
+
+    @property
+    def build_settings(self) -> BuildSettings:
+        """What the builders need from these options (every object of a job is built with it)."""
+        return BuildSettings(default_image=self.trainer_image)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:
@@ -101,4 +108,4 @@ def configure_kopf(settings: kopf.OperatorSettings, options: OperatorOptions) ->
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     # Only the job's pods are watched, filtered by the API server.
-    settings.watching.label_selectors["v1", "pods"] = f"{api.GROUP}/job-name"
+    settings.watching.label_selectors["v1", "pods"] = JOB_NAME_LABEL

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from dsgd_trainer import exit_codes
-
-from dsgd_operator.build import ATTEMPT_LABEL, CONTAINER_NAME, NODE_RANK_LABEL
-from dsgd_operator.build.service import METRICS_PORT_NAME
+from dsgd_contract import exit_codes
+from dsgd_contract.pod import ATTEMPT_LABEL, CONTAINER_NAME, METRICS_PORT_NAME, NODE_RANK_LABEL
 
 #: Container waiting reasons that mean a pod will not start on its own: worth an event.
 ABNORMAL_WAITING_REASONS = frozenset(

@@ -2,20 +2,17 @@
 
 mini-batch-sgd (DDP gradient averaging), local-sgd, post-local-sgd and
 hierarchical-local-sgd, with sign / ef-sign compression for the first two local
-variants. The semantics follow the design contract's ALGORITHMS.md; each module's
+variants. The semantics follow docs/algorithms.md; each module's
 docstring states the choices made where the contract leaves one open.
 """
 
 from .base import Algorithm
 from .build import ALGORITHMS, build_algorithm
 from .context import DistContext, make_dist_context
-from .counters import GLOBAL, INTRA_NODE, SCOPES, SyncCounters
+from .counters import SyncCounters
 
 __all__ = [
     "ALGORITHMS",
-    "GLOBAL",
-    "INTRA_NODE",
-    "SCOPES",
     "Algorithm",
     "DistContext",
     "SyncCounters",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 
+from dsgd_contract.config import TrainingConfig
 from torch import nn
 
-from ..config import TrainingConfig
 from .context import DistContext
 from .counters import SyncCounters
 
@@ -35,12 +35,11 @@ class Algorithm(ABC):
     def __init__(
         self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int
     ) -> None:
+        """`config` is validated (dsgd_contract.config); subclasses read their settings from it."""
         if steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
         self.model = model
-        self.config = config
         self.ctx = ctx
-        self.steps_per_epoch = steps_per_epoch
         self.counters = SyncCounters()
 
     @abstractmethod

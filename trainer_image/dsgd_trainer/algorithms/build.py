@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dsgd_contract.config import TrainingConfig
 from torch import nn
 
-from ..config import COMPRESSIBLE_ALGORITHMS, TrainingConfig
 from .base import Algorithm
 from .context import DistContext
 from .hierarchical import HierarchicalLocalSGD
@@ -24,11 +24,11 @@ def build_algorithm(
 
     Call after `dist.init_process_group` and `make_dist_context`, with the model
     already on `ctx.device`. Mini-batch SGD wraps the model in DDP here (which
-    broadcasts rank 0's parameters and buffers).
+    broadcasts rank 0's parameters and buffers). `config` is a validated
+    TrainingConfig, so its compression fits its algorithm
+    (dsgd_contract.config.COMPRESSIBLE_ALGORITHMS).
     """
-    name, compression = config.algorithm.name, config.algorithm.compression
+    name = config.algorithm.name
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm.name {name!r}; expected one of {sorted(ALGORITHMS)}")
-    if compression != "none" and name not in COMPRESSIBLE_ALGORITHMS:
-        raise ValueError(f"algorithm.compression {compression!r} does not apply to {name}")
     return ALGORITHMS[name](model, config, ctx, steps_per_epoch)

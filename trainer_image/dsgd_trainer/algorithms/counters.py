@@ -1,6 +1,7 @@
 """Communication counters: sync rounds and payload bytes by scope, and time in collectives.
 
-Scopes are "global" (all ranks) and "intra_node" (the ranks of one node/pod).
+Scopes (dsgd_contract.metrics.SCOPES) are "global" (all ranks) and "intra_node"
+(the ranks of one node/pod).
 Counters record training-time synchronization only: the one-time broadcast that
 makes replicas identical at step 0 and the averaging done for evaluation are
 not counted (both are documented where they happen).
@@ -14,10 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-
-GLOBAL = "global"
-INTRA_NODE = "intra_node"
-SCOPES = (GLOBAL, INTRA_NODE)
+from dsgd_contract.metrics import SCOPES
 
 
 def _zero_per_scope() -> dict[str, int]:

@@ -11,12 +11,12 @@ intra-node round on top would move nothing. For S steps this makes
 
 from __future__ import annotations
 
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import INTRA_NODE
 from torch import nn
 
-from ..config import TrainingConfig
 from .averaging import average_, averaged_tensors
 from .context import DistContext
-from .counters import INTRA_NODE
 from .local_sgd import LocalSGD
 
 
@@ -29,8 +29,6 @@ class HierarchicalLocalSGD(LocalSGD):
         self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int
     ) -> None:
         super().__init__(model, config, ctx, steps_per_epoch)
-        if config.algorithm.compression != "none":
-            raise ValueError(f"{self.name} does not support algorithm.compression")
         if ctx.intra_node_group is None or ctx.nodes < 2:
             raise ValueError(
                 f"{self.name} needs several nodes with several processes each, got "

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import GLOBAL
 from torch import nn
 
-from ..config import TrainingConfig
 from .averaging import averaged_copy, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
-from .counters import GLOBAL
 from .model_sync import make_global_sync
 
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import GLOBAL
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import TrainingConfig
 from .averaging import broadcast_, payload_bytes, trainable_parameters
 from .base import Algorithm
 from .context import DistContext
-from .counters import GLOBAL
 
 
 def wrap_in_ddp(model: nn.Module, ctx: DistContext) -> DistributedDataParallel:

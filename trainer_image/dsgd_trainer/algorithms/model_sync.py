@@ -78,13 +78,14 @@ class SignSync(GlobalSync):
         self.reference = [r.to(p.device) for r, p in zip(self.reference, params, strict=True)]
         to_send = [p - r for p, r in zip(params, self.reference, strict=True)]
         if self.error is not None:
-            self.error = [e.to(p.device) for e, p in zip(self.error, params, strict=True)]
-            to_send = [d + e for d, e in zip(to_send, self.error, strict=True)]
+            # p = Δ + e is sent; e ← p − C(p), and C(p) is exactly what the others decode.
+            steps = [
+                compression.error_feedback_step(delta, error.to(delta.device))
+                for delta, error in zip(to_send, self.error, strict=True)
+            ]
+            to_send = [corrected for corrected, _, _ in steps]
+            self.error = [new_error for _, _, new_error in steps]
         payload = compression.encode(to_send)
-        if self.error is not None:
-            # e ← p − c with c decoded from the very bytes the other ranks receive.
-            sent = compression.decode(payload, to_send)
-            self.error = [p - c for p, c in zip(to_send, sent, strict=True)]
 
         gathered = [torch.empty_like(payload) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, payload)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import GLOBAL
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import TrainingConfig
 from .averaging import broadcast_
 from .context import DistContext
-from .counters import GLOBAL
 from .local_sgd import LocalSGD
 from .mini_batch import ddp_step_bytes, rank0_buffers_, wrap_in_ddp
 

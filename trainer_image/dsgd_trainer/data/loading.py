@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
+from dsgd_contract.config import Dataset
 
-from dsgd_trainer.config import Dataset
 from dsgd_trainer.data.bundle import DataBundle, first_after_permutation
 from dsgd_trainer.data.cifar import load_cifar
 from dsgd_trainer.data.digits import load_sklearn_digits

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import copy
 
+from dsgd_contract.pod import (
+    ARGS,
+    COMMAND,
+    CONTAINER_NAME,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    RENDEZVOUS_PORT,
+    RENDEZVOUS_PORT_NAME,
+    pod_labels,
+    pod_name,
+    service_name,
+)
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.env import container_env
-from dsgd_operator.build.labels import pod_labels
-from dsgd_operator.build.metadata import object_meta
-from dsgd_operator.build.names import pod_name, service_name
-from dsgd_operator.build.pod_group import (
+from dsgd_operator.builders.env import container_env
+from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
     gang_pod_labels,
     pod_scheduler_name,
 )
-from dsgd_operator.build.resources import container_resources
-from dsgd_operator.build.security import container_security_context, pod_security_context
-from dsgd_operator.build.service import METRICS_PORT_NAME, RENDEZVOUS_PORT_NAME
-from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
-from dsgd_operator.build.volumes import container_mounts, pod_volumes
+from dsgd_operator.builders.resources import container_resources
+from dsgd_operator.builders.security import container_security_context, pod_security_context
+from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.builders.volumes import container_mounts, pod_volumes
 from dsgd_operator.pod_layout import GPU_RESOURCE
 
-CONTAINER_NAME = "trainer"
-#: torchrun, except that the pod exits with the failing worker's exit code.
-COMMAND = ["python", "-m", "dsgd_trainer.launch"]
-#: The operator restarts whole gangs; torchrun restarting workers in place
-#: would hide failures from it. Everything else comes from the PET_* env.
-ARGS = ["--max-restarts=0", "--module", "dsgd_trainer"]
+#: Tagged images are pulled once per node; a moved tag needs a new tag (or a digest).
+IMAGE_PULL_POLICY = "IfNotPresent"
 #: GPU nodes are commonly tainted so that only GPU work lands there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -46,14 +52,14 @@ def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) 
     container: dict = {
         "name": CONTAINER_NAME,
         "image": job.spec.image or settings.default_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "imagePullPolicy": IMAGE_PULL_POLICY,
         "command": list(COMMAND),
         "args": list(ARGS),
-        "env": container_env(job, node_rank, settings),
+        "env": container_env(job, node_rank),
         # On every node, although only node 0 listens on it: the pods stay alike.
         "ports": [
-            _port(RENDEZVOUS_PORT_NAME, settings.master_port),
-            _port(METRICS_PORT_NAME, settings.metrics_port),
+            _port(RENDEZVOUS_PORT_NAME, RENDEZVOUS_PORT),
+            _port(METRICS_PORT_NAME, METRICS_PORT),
         ],
     }
     resources = container_resources(job)

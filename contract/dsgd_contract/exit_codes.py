@@ -1,7 +1,7 @@
 """Exit codes of the trainer, and so of a pod: the contract between trainer and operator.
 
-torch-free: the operator imports this to decide whether a failed pod is worth a
-gang restart. The launcher (`dsgd_trainer.launch`) makes the pod exit with the
+The operator reads them to decide whether a failed pod is worth a gang
+restart. The launcher (`dsgd_trainer.launch`) makes the pod exit with the
 worker's code instead of torchrun's generic 1.
 
 Codes follow sysexits.h where one fits. Anything not listed below (a crash, a
@@ -9,9 +9,6 @@ signal, OOM, a lost peer) is treated as retryable.
 """
 
 from __future__ import annotations
-
-import os
-import sys
 
 OK = 0
 #: The configuration cannot work (bad values, unknown plug-in): retrying is pointless.
@@ -33,6 +30,11 @@ def is_retryable(exit_code: int) -> bool:
     return exit_code != OK and exit_code not in NON_RETRYABLE
 
 
+def from_returncode(returncode: int) -> int:
+    """A subprocess return code as a container (or a shell) reports it: -N (signal N) → 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def reason(exit_code: int) -> str:
     """A CamelCase reason for conditions, events and metrics labels."""
     if exit_code == OK:
@@ -42,18 +44,3 @@ def reason(exit_code: int) -> str:
     if exit_code > 128:
         return f"Signal{exit_code - 128}"
     return f"ExitCode{exit_code}"
-
-
-def exit_without_teardown(code: int) -> None:
-    """Exit now with `code`, skipping interpreter teardown, once everything is written.
-
-    torch 2.13 with gloo and DDP sometimes aborts (SIGABRT, "terminate called
-    without an active exception") while the interpreter finalizes, after the
-    process group was destroyed and every result written: seen in about 1 of 12
-    runs of a plain DDP + gloo script. A pod would then report 134, a retryable
-    failure, for a finished run. Every process that used a process group ends
-    through here (the trainer, the test harness's ranks, the benchmarks' ranks).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

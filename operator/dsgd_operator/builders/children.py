@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.config_map import build_config_map
-from dsgd_operator.build.pod import build_pods
-from dsgd_operator.build.pod_group import build_pod_group
-from dsgd_operator.build.service import build_service
-from dsgd_operator.build.settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.builders.config_map import build_config_map
+from dsgd_operator.builders.pod import build_pods
+from dsgd_operator.builders.pod_group import build_pod_group
+from dsgd_operator.builders.service import build_service
+from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 
 
 def build_children(
@@ -20,7 +20,7 @@ def build_children(
     """
     pod_group = build_pod_group(job)
     return [
-        build_service(job, settings),
+        build_service(job),
         build_config_map(job),
         *([pod_group] if pod_group else []),
         *build_pods(job, settings, attempt),

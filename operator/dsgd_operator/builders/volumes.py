@@ -11,17 +11,15 @@ from __future__ import annotations
 import copy
 from decimal import Decimal
 
+from dsgd_contract.pod import CONFIG_DIR, SHM_DIR, TMP_DIR, config_map_name
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.names import config_map_name
-from dsgd_operator.build.resources import format_quantity
+from dsgd_operator.builders.resources import format_quantity
 from dsgd_operator.pod_layout import (
     CHECKPOINT_VOLUME,
-    CONFIG_DIR,
     CONFIG_VOLUME,
     OUTPUT_VOLUME,
-    SHM_DIR,
     SHM_VOLUME,
-    TMP_DIR,
     TMP_VOLUME,
     is_within,
 )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dsgd_contract.pod import pod_group_name
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.metadata import object_meta
-from dsgd_operator.build.names import pod_group_name
-from dsgd_operator.build.resources import format_quantity, pod_requests
+from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.resources import format_quantity, pod_requests
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydantic
 
-from dsgd_trainer.config import TrainingConfig
+from dsgd_contract.config import TrainingConfig
 
 
 class ConfigFileError(ValueError):

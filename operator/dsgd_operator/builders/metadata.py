@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dsgd_contract.pod import job_labels
+
 from dsgd_operator import api
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.labels import job_labels
 
 
 def owner_references(job: DistributedSGDJob) -> list[dict]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from dsgd_contract.pod import CONFIG_FILE, config_map_name
+
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.build.metadata import object_meta
-from dsgd_operator.build.names import config_map_name
-from dsgd_operator.pod_layout import CONFIG_FILE
+from dsgd_operator.builders.metadata import object_meta
 
 
 def config_json(job: DistributedSGDJob) -> str:

@@ -1,0 +1,27 @@
+"""Pure builders: a DistributedSGDJob in, the Kubernetes objects it becomes out.
+
+Plain dicts in wire form (camelCase), no API calls: `dsgd render` prints
+them, `dsgd run` executes the pods locally, the operator creates them. The
+pods follow the pod contract (dsgd_contract.pod; docs/design.md), and their
+volumes the layout of dsgd_operator.pod_layout.
+"""
+
+from dsgd_operator.builders.children import build_children
+from dsgd_operator.builders.config_map import build_config_map, config_json
+from dsgd_operator.builders.pod import build_pod, build_pods
+from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
+from dsgd_operator.builders.service import build_service
+from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "GANG_SCHEDULERS",
+    "BuildSettings",
+    "build_children",
+    "build_config_map",
+    "build_pod",
+    "build_pod_group",
+    "build_pods",
+    "build_service",
+    "config_json",
+]
