@@ -15,6 +15,7 @@ the kubernetes client is imported only here, so `dsgd validate` without
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,9 +133,31 @@ def dry_run_create(api_client: Any, obj: dict[str, Any], namespace: str) -> Refu
         raise ServerUnavailable(f"the API server refused our credentials ({code}): {message}")
     if code == 404 and _api_missing(status, namespace):
         return Refusal(kind, name, _missing_api_message(obj))
-    causes = (status.get("details") or {}).get("causes") or []
-    fields = tuple(cause["field"] for cause in causes if cause.get("field"))
-    return Refusal(kind, name, message, fields)
+    return Refusal(kind, name, message, field_paths(status, message))
+
+
+def field_paths(status: dict[str, Any], message: str) -> tuple[str, ...]:
+    """The field paths a refusal names, in the manifest's notation (`spec.topology.nodes`).
+
+    From the Status causes; a CEL rule without fieldPath (the root's, about
+    metadata.name) has field `<nil>` and names the path at the start of its
+    message; strict decoding names unknown fields only in the message.
+    """
+    paths: list[str] = []
+    for cause in (status.get("details") or {}).get("causes") or []:
+        field = cause.get("field") or "<nil>"
+        if field == "<nil>":
+            named = _NAMED_PATH.match(cause.get("message") or "")
+            if named and named.group(1) != "null":
+                paths.append(named.group(1))
+        else:
+            paths.append(field)
+    paths += _UNKNOWN_FIELD.findall(message)
+    return tuple(dict.fromkeys(paths))
+
+
+_NAMED_PATH = re.compile(r"Invalid value: ([A-Za-z][\w.\[\]/-]*): ")
+_UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
 
 
 def _status(body: Any) -> dict[str, Any]:
