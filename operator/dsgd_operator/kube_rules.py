@@ -27,7 +27,7 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 #: Printable ASCII but '=' (RelaxedEnvironmentVariableValidation, GA in 1.34).
 _ENV_NAME = re.compile(r"[ -<>-~]+")
 _NATIVE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
-#: Every field of a core/v1 Volume but `name` is a source; a volume has exactly one.
+_GPU = "nvidia.com/gpu"
 _TOLERATION_OPERATORS = ("Exists", "Equal")
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 #: The API server's cap on all annotations of an object together.
@@ -117,6 +117,7 @@ def volume_errors(volumes: list[dict[str, Any]]) -> Errors:
                     "'-', starting and ending with a letter or digit",
                 )
             )
+        # Every field of a core/v1 Volume but `name` is a source; a volume has exactly one.
         sources = sorted(key for key in volume if key != "name")
         if len(sources) != 1:
             found = f"it has {', '.join(sources)}" if sources else "it has none"
@@ -183,7 +184,8 @@ def resource_amount_errors(resources: dict[str, Any], quantities: dict[Loc, Any]
         elif name.startswith("hugepages-") and (page := _page_size(name)) and amount % page:
             errors.append((loc, f"{given!r} is not a whole number of {name[10:]} pages"))
     for (section, name), request in quantities.items():
-        if section != "requests" or _overcommittable(str(name)):
+        # The GPU count is the topology's: the builder sets its limit (dsgd_operator.pod_layout).
+        if section != "requests" or _overcommittable(str(name)) or name == _GPU:
             continue
         limit = quantities.get(("limits", name))
         if limit is None:
