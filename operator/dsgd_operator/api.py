@@ -45,6 +45,8 @@ DEFAULT_IMAGE = "ghcr.io/dsgd-io/dsgd-trainer:0.1.0"
 #: digits of MAX_NODES - 1.
 MAX_NAME_LENGTH = 63 - len(POD_NAME_INFIX) - len(str(MAX_NODES - 1))
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: Names of other Kubernetes objects (scheduler, PriorityClass, ServiceAccount).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 #: Free-form Kubernetes objects: kept as given, checked by the API server when
 #: the pods are created (and by kubernetes-validate in our tests).
@@ -80,6 +82,7 @@ class Scheduling(SpecModel):
     scheduler_name: str | None = Field(
         None,
         max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description=(
             "Pod scheduler. volcano or scheduler-plugins also create the matching PodGroup "
             "so that the gang is scheduled all-or-nothing."
@@ -87,7 +90,10 @@ class Scheduling(SpecModel):
     )
     queue: str | None = Field(None, max_length=253, description="Volcano queue of the PodGroup.")
     priority_class_name: str | None = Field(
-        None, max_length=253, description="PriorityClass of the pods."
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="PriorityClass of the pods.",
     )
 
 
@@ -122,7 +128,10 @@ class PodTemplateOverrides(SpecModel):
         default_factory=list, description="Secrets to pull the trainer image."
     )
     service_account_name: str | None = Field(
-        None, max_length=253, description="Service account of the pods."
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="Service account of the pods.",
     )
 
     @model_validator(mode="after")
@@ -137,6 +146,7 @@ class DistributedSGDJobSpec(TrainingConfig):
     image: str | None = Field(
         None,
         min_length=1,
+        pattern=r"^\S+$",
         description="Trainer image. Default: the operator's setting (Helm value trainerImage).",
     )
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Failure and cleanup.")
@@ -180,7 +190,7 @@ class ObjectMeta(BaseModel):
                 f"{name!r} is {len(name)} characters; at most {MAX_NAME_LENGTH} so that pod "
                 f"hostnames <name>-node-<i> stay within 63"
             )
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):  # match's $ would allow a trailing newline
             raise ValueError(
                 f"{name!r} is not a DNS label: lower-case letters, digits and '-', "
                 "starting with a letter and ending with a letter or digit"

@@ -46,6 +46,7 @@ def _report(errors: list[ManifestError]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
+    valid: list[tuple[str, list[DistributedSGDJob]]] = []
     for path in args.files:
         try:
             jobs = load_jobs(path)
@@ -53,9 +54,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _report([error])
             status = EXIT_INVALID
             continue
-        names = ", ".join(job.name for job in jobs)
-        print(f"{path}: valid ({names})")
+        valid.append((path, jobs))
+        if not args.server:
+            names = ", ".join(job.name for job in jobs)
+            print(f"{path}: valid ({names})")
+    if args.server and valid:
+        return max(status, _validate_on_server(valid, args.namespace))
     return status
+
+
+def _validate_on_server(
+    valid: list[tuple[str, list[DistributedSGDJob]]], namespace: str | None
+) -> int:
+    """Dry-run create every object of every job on the current context's API server."""
+    from dsgd_operator.server_validation import ServerUnavailable, connect, server_refusals
+
+    try:
+        api_client, namespace = connect(namespace)
+        status = 0
+        for path, jobs in valid:
+            # load_jobs already parsed these documents: the file is readable, valid YAML.
+            documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+            refusals = [
+                refusal
+                for job, document in zip(jobs, documents, strict=True)
+                for refusal in server_refusals(api_client, job, document, namespace)
+            ]
+            for refusal in refusals:
+                print(f"{path}: {refusal}", file=sys.stderr)
+            if refusals:
+                status = EXIT_INVALID
+            else:
+                names = ", ".join(job.name for job in jobs)
+                print(f"{path}: valid, the API server accepts every object ({names})")
+        return status
+    except ServerUnavailable as error:
+        print(f"dsgd validate --server: {error}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 class _RenderDumper(yaml.SafeDumper):
@@ -168,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check manifests; name every bad field")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--server",
+        action="store_true",
+        help="also dry-run create the job and every rendered object on the current "
+        "kube context's API server",
+    )
+    validate.add_argument(
+        "--namespace",
+        help="with --server: namespace for jobs that name none (default: the context's)",
+    )
     validate.set_defaults(func=cmd_validate)
 
     render = sub.add_parser("render", help="print the Kubernetes objects the operator would create")

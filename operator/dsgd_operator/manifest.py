@@ -66,7 +66,8 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
             source, (f"kind: expected DistributedSGDJob, got {document.get('kind')!r}",)
         )
     try:
-        return DistributedSGDJob.model_validate(document)
+        # strict: no "2" for 2 or "true" for true; the API server would refuse them.
+        return DistributedSGDJob.model_validate(document, strict=True)
     except ValidationError as error:
         raise ManifestError(source, describe_validation_error(error)) from None
 

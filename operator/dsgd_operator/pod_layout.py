@@ -28,6 +28,8 @@ from dsgd_contract.pod import (
     TMP_DIR,
 )
 
+from dsgd_operator import kube_rules
+
 if TYPE_CHECKING:
     from dsgd_operator.api import DistributedSGDJobSpec, PodTemplateOverrides
 
@@ -75,10 +77,17 @@ def template_errors(template: PodTemplateOverrides) -> Errors:
     volume_names = {_name(volume) for volume in template.volumes} - {None}
     return [
         *_label_errors(template.labels),
+        *kube_rules.label_errors("labels", template.labels),
+        *kube_rules.annotation_errors(template.annotations),
+        *kube_rules.label_errors("nodeSelector", template.node_selector),
         *_env_errors(template.env),
+        *kube_rules.env_errors(template.env),
         *_volume_errors(template.volumes),
+        *kube_rules.volume_errors(template.volumes),
         *_mount_errors(template.volume_mounts, volume_names),
+        *kube_rules.mount_errors(template.volume_mounts),
         *_resources_errors(template.resources),
+        *kube_rules.toleration_errors(template.tolerations),
     ]
 
 
@@ -242,6 +251,7 @@ def _mount_errors(mounts: list[dict[str, Any]], volume_names: set[str]) -> Error
 
 def _resources_errors(resources: dict[str, Any] | None) -> Errors:
     errors: Errors = []
+    quantities: dict[Loc, Decimal] = {}
     for section, amounts in (resources or {}).items():
         if section not in RESOURCE_SECTIONS:
             errors.append(
@@ -253,7 +263,7 @@ def _resources_errors(resources: dict[str, Any] | None) -> Errors:
                 continue
             for resource, amount in amounts.items():
                 try:
-                    parse_quantity(amount)
+                    quantities[section, resource] = parse_quantity(amount)
                 except ValueError:
                     errors.append(
                         (
@@ -261,4 +271,4 @@ def _resources_errors(resources: dict[str, Any] | None) -> Errors:
                             f"{amount!r} is not a Kubernetes quantity (e.g. 2, 500m, 4Gi)",
                         )
                     )
-    return errors
+    return errors + kube_rules.resource_amount_errors(resources or {}, quantities)
