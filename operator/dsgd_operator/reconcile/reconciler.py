@@ -25,10 +25,7 @@ from dsgd_operator.build import (
     build_pod_group,
     build_service,
     job_labels,
-    pod_group_name,
 )
-from dsgd_operator.build.names import config_map_name, service_name
-from dsgd_operator.build.pod_group import GANG_SCHEDULERS
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.kube import ApiError
@@ -84,21 +81,6 @@ async def create_gang(
 
 async def delete_pods(ctx: OperatorContext, namespace: str, names: tuple[str, ...]) -> None:
     await asyncio.gather(*(ctx.kube.delete("v1", "Pod", namespace, name) for name in names))
-
-
-async def delete_children(ctx: OperatorContext, namespace: str, name: str) -> None:
-    """Everything a job created: what owner references would garbage-collect, done at once."""
-    pods = await ctx.kube.list_pods(namespace, job_labels(name))
-    await delete_pods(ctx, namespace, tuple(pod["metadata"]["name"] for pod in pods))
-    await ctx.kube.delete("v1", "Service", namespace, service_name(name))
-    await ctx.kube.delete("v1", "ConfigMap", namespace, config_map_name(name))
-    for scheduler in GANG_SCHEDULERS.values():
-        try:
-            await ctx.kube.delete(
-                scheduler.pod_group_api_version, "PodGroup", namespace, pod_group_name(name)
-            )
-        except ApiError as error:  # that scheduler's API is not installed
-            logging.getLogger(__name__).debug("PodGroup cleanup skipped: %s", error)
 
 
 async def refresh_progress(
