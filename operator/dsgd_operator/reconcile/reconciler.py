@@ -8,6 +8,7 @@ API error) and simply run again: objects have fixed names and a 409 means
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -32,7 +33,16 @@ from dsgd_operator.reconcile.kube import ApiError
 from dsgd_operator.reconcile.policy import Plan, Snapshot, effective_job, plan
 from dsgd_operator.reconcile.progress import metrics_url, scrape
 from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
-from dsgd_operator.reconcile.status import PodState, clean_status, observe_pod
+from dsgd_operator.reconcile.status import (
+    PodState,
+    clean_status,
+    condition_is_true,
+    observe_pod,
+    set_condition,
+)
+
+#: The condition that says the API server refused what the last reconcile pass asked for.
+RECONCILE_ERROR = "ReconcileError"
 
 
 def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
@@ -63,14 +73,13 @@ async def create_gang(
                 await ctx.kube.create(obj, namespace)
             except ApiError as error:
                 if obj is pod_group and error.status == 404:
-                    raise ApiError(
-                        "POST",
-                        obj["apiVersion"],
-                        404,
+                    message = (
                         f"the PodGroup API {obj['apiVersion']} is not installed: "
                         f"install {job.spec.scheduling.scheduler_name} or drop "
-                        "spec.scheduling.schedulerName",
-                    ) from None
+                        "spec.scheduling.schedulerName"
+                    )
+                    status = {"reason": "NotFound", "message": message}
+                    raise ApiError("POST", obj["apiVersion"], 404, json.dumps(status)) from None
                 raise
         runtime.children_created = True
     settings = BuildSettings(default_image=ctx.options.trainer_image)
@@ -104,6 +113,37 @@ async def refresh_progress(
         result.status["progress"] = {**(result.status.get("progress") or {}), **progress}
 
 
+async def report_refusal(
+    ctx: OperatorContext,
+    runtime: JobRuntime,
+    body: Mapping[str, Any],
+    error: ApiError,
+    snapshot: Snapshot,
+) -> None:
+    """An API refusal met while acting (PodSecurity or quota 403, missing API 404, invalid
+    object 422, ...) reaches the user: condition ReconcileError with the server's reason and
+    message on the status as it was (the refused actions did not happen), and a Warning
+    Event ApiRefused, once per distinct message."""
+    status = clean_status(runtime.status)
+    message = f"{error.status} {error.reason}: {error.message}"
+    set_condition(
+        status["conditions"],
+        RECONCILE_ERROR,
+        True,
+        error.reason,
+        message,
+        snapshot.now,
+        snapshot.generation,
+    )
+    if status != runtime.status:
+        await ctx.kube.patch_job_status(runtime.namespace, runtime.name, status)
+        runtime.status = status
+    key = f"refused/{message}"
+    if key not in runtime.posted:
+        kopf.event(body, type="Warning", reason="ApiRefused", message=message)
+        runtime.posted.add(key)
+
+
 async def reconcile_once(
     ctx: OperatorContext,
     runtime: JobRuntime,
@@ -130,10 +170,25 @@ async def reconcile_once(
         generation=(body.get("metadata") or {}).get("generation"),
     )
     result = plan(snapshot, ctx.options)
-    if result.create_ranks:
-        await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
-    if result.delete_pods:
-        await delete_pods(ctx, namespace, result.delete_pods)
+    try:
+        if result.create_ranks:
+            await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
+        if result.delete_pods:
+            await delete_pods(ctx, namespace, result.delete_pods)
+    except ApiError as error:
+        if error.refused:
+            await report_refusal(ctx, runtime, body, error, snapshot)
+        raise  # the loop retries with a backoff: the user may fix the cause meanwhile
+    if condition_is_true(result.status["conditions"], RECONCILE_ERROR):
+        set_condition(
+            result.status["conditions"],
+            RECONCILE_ERROR,
+            False,
+            "Reconciled",
+            "the API server accepted every request of the last pass",
+            snapshot.now,
+            snapshot.generation,
+        )
     await refresh_progress(ctx, runtime, result, pods)
     if result.status != runtime.status:
         await ctx.kube.patch_job_status(namespace, name, result.status)
