@@ -7,6 +7,7 @@ pods follow the pod contract (see DESIGN.md and dsgd_operator.pod_layout).
 
 from dsgd_operator.build.children import build_children
 from dsgd_operator.build.config_map import build_config_map, config_json
+from dsgd_operator.build.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.build.labels import (
     ATTEMPT_LABEL,
     JOB_NAME_LABEL,
@@ -39,6 +40,7 @@ __all__ = [
     "build_children",
     "build_config_map",
     "build_pod",
+    "build_pod_disruption_budget",
     "build_pod_group",
     "build_pods",
     "build_service",

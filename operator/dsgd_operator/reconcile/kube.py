@@ -24,6 +24,7 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "PodGroup": "podgroups",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     api.KIND: api.PLURAL,
 }
 _THREADS = 16

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from dsgd_operator.build import (
     BuildSettings,
     build_config_map,
     build_pod,
+    build_pod_disruption_budget,
     build_pod_group,
     build_service,
     job_labels,
@@ -62,11 +64,12 @@ async def create_gang(
     ranks: tuple[int, ...],
     attempt: int,
 ) -> None:
-    """Service, ConfigMap and PodGroup (once), then the pods of `ranks`, concurrently."""
+    """Service, ConfigMap, PDB and PodGroup (once), then the pods of `ranks`, concurrently."""
     namespace = runtime.namespace
     if not runtime.children_created:
         pod_group = build_pod_group(job)
-        for obj in (build_service(job), build_config_map(job), pod_group):
+        budget = build_pod_disruption_budget(job)
+        for obj in (build_service(job), build_config_map(job), budget, pod_group):
             if obj is None:
                 continue
             try:
@@ -111,6 +114,21 @@ async def refresh_progress(
     progress = await scrape(ctx.http, url)
     if progress:
         result.status["progress"] = {**(result.status.get("progress") or {}), **progress}
+
+
+def disrupted_and_gone(runtime: JobRuntime, listed: list[dict]) -> tuple[PodState, ...]:
+    """Pods of the current attempt that the watch saw disrupted and that are gone now: they
+    count as deleting, disrupted pods (an eviction, not a failure); older ones are dropped."""
+    attempt = (runtime.status or {}).get("restarts", 0)
+    names = {pod["metadata"]["name"] for pod in listed}
+    gone = []
+    for pod_name, body in list(runtime.disrupted.items()):
+        state = observe_pod(body)
+        if state.attempt != attempt:
+            del runtime.disrupted[pod_name]
+        elif pod_name not in names:
+            gone.append(replace(state, deleting=True))
+    return tuple(gone)
 
 
 async def report_refusal(
@@ -160,7 +178,7 @@ async def reconcile_once(
     if job is not None:
         job, problems = effective_job(job, runtime.status)
         raw_pods = await ctx.kube.list_pods(namespace, job_labels(name))
-        pods = tuple(observe_pod(pod) for pod in raw_pods)
+        pods = tuple(observe_pod(pod) for pod in raw_pods) + disrupted_and_gone(runtime, raw_pods)
     snapshot = Snapshot(
         job=job,
         problems=problems,

@@ -38,6 +38,10 @@ class JobRuntime:
     body: dict = field(default_factory=dict)
     generation: int | None = None
     task: asyncio.Task | None = None
+    #: Pod name → its last body seen with condition DisruptionTarget (from the watch):
+    #: an evicted pod may be gone before a pass lists it, and must still count as a
+    #: disruption, not as a pod deleted for no reason.
+    disrupted: dict[str, dict] = field(default_factory=dict)
 
     def poke(self) -> None:
         """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
@@ -84,6 +88,9 @@ class JobRegistry:
         if runtime is not None:
             runtime.poke()
         return runtime is not None
+
+    def find(self, namespace: str, name: str) -> JobRuntime | None:
+        return self._jobs.get((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a job's runtime and cancel its reconcile loop (the job is gone)."""
