@@ -14,6 +14,7 @@ from dsgd_operator.builders import (
     build_children,
     build_config_map,
     build_pod,
+    build_pod_disruption_budget,
     build_pod_group,
     build_pods,
     build_service,
@@ -622,12 +623,30 @@ def test_children_come_in_creation_order() -> None:
     assert [o["kind"] for o in build_children(full_job())] == [
         "Service",
         "ConfigMap",
+        "PodDisruptionBudget",
         "PodGroup",
         "Pod",
         "Pod",
         "Pod",
     ]
-    assert [o["kind"] for o in build_children(cpu_job())] == ["Service", "ConfigMap", "Pod", "Pod"]
+    assert [o["kind"] for o in build_children(cpu_job())] == [
+        "Service",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "Pod",
+        "Pod",
+    ]
+
+
+def test_disruption_budget_keeps_the_whole_gang_of_the_job() -> None:
+    job = gpu_job()
+    budget = build_pod_disruption_budget(job)
+    assert budget["metadata"]["name"] == job.name
+    assert budget["spec"]["minAvailable"] == job.spec.topology.nodes
+    # It selects exactly the job's pods, every attempt.
+    labels = build_pod(job, 0, attempt=3)["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["selector"]["matchLabels"] == {"dsgd.io/job-name": job.name}
 
 
 # --- ownership ---------------------------------------------------------------------------

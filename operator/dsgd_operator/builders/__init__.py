@@ -8,6 +8,7 @@ volumes the layout of dsgd_operator.pod_layout.
 
 from dsgd_operator.builders.children import build_children
 from dsgd_operator.builders.config_map import build_config_map, config_json
+from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.builders.pod import build_pod, build_pods
 from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
 from dsgd_operator.builders.service import build_service
@@ -20,6 +21,7 @@ __all__ = [
     "build_children",
     "build_config_map",
     "build_pod",
+    "build_pod_disruption_budget",
     "build_pod_group",
     "build_pods",
     "build_service",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders.config_map import build_config_map
+from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.builders.pod import build_pods
 from dsgd_operator.builders.pod_group import build_pod_group
 from dsgd_operator.builders.service import build_service
@@ -13,7 +14,7 @@ from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 def build_children(
     job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS, attempt: int = 0
 ) -> list[dict]:
-    """Service, ConfigMap, PodGroup (with a gang scheduler), then the pods.
+    """Service, ConfigMap, PodDisruptionBudget, PodGroup (with a gang scheduler), then the pods.
 
     Pods come last: their DNS name needs the Service, their config volume the
     ConfigMap, and a gang scheduler must see the PodGroup before its members.
@@ -22,6 +23,7 @@ def build_children(
     return [
         build_service(job),
         build_config_map(job),
+        build_pod_disruption_budget(job),
         *([pod_group] if pod_group else []),
         *build_pods(job, settings, attempt),
     ]

@@ -3,16 +3,19 @@
 `kopf run -m dsgd_operator.reconcile.handlers` works as well as `dsgd operator`;
 the operator's options then come from DSGD_* environment variables.
 
-One long-lived loop (a kopf daemon) per job does every reconcile pass, so the
+One long-lived loop (an asyncio task) per job does every reconcile pass, so the
 passes of one job never overlap; pod events and spec changes only wake it. The
-loop also starts for every existing job when the operator (re)starts, which is
-how a restarted operator picks up where it left off (never duplicating pods:
-they have fixed names and the loop reads what exists first).
+loop also starts for every existing job when the operator (re)starts (the
+watch lists them first), which is how a restarted operator picks up where it
+left off (never duplicating pods: they have fixed names and the loop reads what
+exists first). The job carries no finalizer: its children are deleted by the
+garbage collector through their owner references, operator running or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from typing import Any
 
@@ -23,8 +26,8 @@ from dsgd_contract.pod import JOB_NAME_LABEL
 from dsgd_operator import api
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.kube import KubeApi, load_configuration
-from dsgd_operator.reconcile.reconciler import delete_children, reconcile_once
-from dsgd_operator.reconcile.runtime import MEMO_KEY, JobRegistry, OperatorContext
+from dsgd_operator.reconcile.reconciler import reconcile_once
+from dsgd_operator.reconcile.runtime import MEMO_KEY, JobRegistry, JobRuntime, OperatorContext
 from dsgd_operator.reconcile.settings import OperatorOptions, configure_kopf
 
 #: Longest wait between two passes of a loop that keeps failing (API down).
@@ -59,6 +62,7 @@ async def start(
 async def stop(memo: Any, **_: Any) -> None:
     ctx = memo.get(MEMO_KEY)
     if ctx is not None:
+        await ctx.jobs.stop_all()
         await ctx.close()
 
 
@@ -68,50 +72,66 @@ def count_jobs(memo: Any, **_: Any) -> int:
     return len(_context(memo).jobs)
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_backoff=1.0, cancellation_timeout=2.0)
-async def job_loop(
+async def job_loop(ctx: OperatorContext, runtime: JobRuntime, logger: Any) -> None:
+    """The job's reconcile loop: a pass now, then whenever poked or due; ends when cancelled."""
+    errors = 0
+    while True:
+        try:
+            due = await reconcile_once(ctx, runtime, runtime.body, logger)
+            errors = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any failure: log it, retry later
+            errors += 1
+            due = min(MAX_ERROR_BACKOFF_SECONDS, 2.0**errors)
+            logger.error(f"Reconcile failed (retrying in {due:g}s): {error}")
+        wait = ctx.options.resync_seconds if due is None else min(due, ctx.options.resync_seconds)
+        await runtime.wait(wait, ctx.options.debounce_seconds)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def job_event(
+    type: str | None,
     body: kopf.Body,
     namespace: str,
     name: str,
     memo: Any,
     logger: logging.Logger,
-    stopped: kopf.DaemonStopped,
     **_: Any,
 ) -> None:
-    """The job's reconcile loop: a pass now, then whenever poked or due."""
+    """Start the job's loop when first seen (also every existing job on operator start),
+    wake it on a spec change, stop it when the job is gone. Async, as pod_changed:
+    kopf runs sync handlers in threads, and the loops' wake-ups are asyncio events.
+
+    A watch handler, not a kopf daemon or on-delete handler: those make kopf put a
+    finalizer on the job, and a job deleted while no operator runs would then hang
+    forever. Without one, the garbage collector deletes the children through their
+    owner references.
+    """
     ctx = _context(memo)
+    if type == "DELETED":
+        ctx.jobs.forget(namespace, name)
+        metrics.set_job_phases(ctx.jobs.phases())
+        return
     runtime = ctx.jobs.get(namespace, name)
-    errors = 0
-    while not stopped:
-        try:
-            due = await reconcile_once(ctx, runtime, body, logger)
-            errors = 0
-        except Exception as error:  # any failure: log it (a Warning event too), retry later
-            errors += 1
-            due = min(MAX_ERROR_BACKOFF_SECONDS, 2.0**errors)
-            logger.error(f"Reconcile failed (retrying in {due:g}s): {error}")
-        if stopped:
-            break
-        wait = ctx.options.resync_seconds if due is None else min(due, ctx.options.resync_seconds)
-        await runtime.wait(wait, ctx.options.debounce_seconds, stopped.wait())
-
-
-@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-def spec_changed(namespace: str, name: str, memo: Any, **_: Any) -> None:
-    """suspend, a refused immutable change, ...: the loop decides."""
-    _context(memo).jobs.poke(namespace, name)
+    generation = (body.get("metadata") or {}).get("generation")
+    changed = generation != runtime.generation
+    runtime.body = copy.deepcopy(dict(body))
+    runtime.generation = generation
+    if runtime.task is None:
+        runtime.task = asyncio.get_running_loop().create_task(job_loop(ctx, runtime, logger))
+    elif changed:  # suspend, a refused immutable change, ...: the loop decides
+        runtime.poke()
 
 
 @kopf.on.event("v1", "pods", labels={JOB_NAME_LABEL: kopf.PRESENT})
-def pod_changed(namespace: str, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    _context(memo).jobs.poke(namespace, labels[JOB_NAME_LABEL])
-
-
-@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
-async def job_deleted(namespace: str, name: str, memo: Any, **_: Any) -> None:
-    """Delete the job's objects now (owner references would too, but later and only on a
-    cluster with a garbage collector), then forget it."""
-    ctx = _context(memo)
-    await delete_children(ctx, namespace, name)
-    ctx.jobs.forget(namespace, name)
-    metrics.set_job_phases(ctx.jobs.phases())
+async def pod_changed(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    runtime = _context(memo).jobs.find(namespace, labels[JOB_NAME_LABEL])
+    if runtime is None:
+        return
+    conditions = (body.get("status") or {}).get("conditions") or []
+    if any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions):
+        runtime.disrupted[body["metadata"]["name"]] = copy.deepcopy(dict(body))
+    runtime.poke()

@@ -24,17 +24,37 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "PodGroup": "podgroups",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     api.KIND: api.PLURAL,
 }
 _THREADS = 16
 
 
 class ApiError(Exception):
-    """An API call failed with an HTTP status other than the ones the caller tolerates."""
+    """An API call failed with an HTTP status other than the ones the caller tolerates.
+
+    `reason` and `message` are the server's (from its Status body: `Forbidden`,
+    `NotFound`, `Invalid`, ... and the text a user should read); a body that is
+    not a Status gives reason `HTTP<status>` and the body as the message.
+    """
 
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
         super().__init__(f"{method} {path} -> {status}: {body[:500]}")
         self.status = status
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            parsed = {}
+        self.reason: str = str(parsed.get("reason") or f"HTTP{status}")
+        self.message: str = str(parsed.get("message") or body)
+
+    @property
+    def refused(self) -> bool:
+        """The server refused the request itself (4xx but conflict or throttling): retrying
+        the same request will not help until the user or an admin changes something."""
+        return 400 <= self.status < 500 and self.status not in (409, 429)
 
 
 def load_configuration() -> kubernetes.client.Configuration:

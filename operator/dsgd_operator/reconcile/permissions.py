@@ -27,6 +27,7 @@ REQUIRED_PERMISSIONS: list[Permission] = [
     Permission("", "pods", (*_WATCH, "create", "delete")),
     Permission("", "services", ("get", "create", "delete")),
     Permission("", "configmaps", ("get", "create", "delete")),
+    Permission("policy", "poddisruptionbudgets", ("create", "delete")),
     Permission("scheduling.volcano.sh", "podgroups", ("get", "create", "delete")),
     Permission("scheduling.x-k8s.io", "podgroups", ("get", "create", "delete")),
     # Kubernetes Events on the jobs (kopf posts them through the core API).

@@ -9,6 +9,10 @@ The rules (after Kubeflow's PyTorchJob and JobSet, and what their users miss):
 - a gang is all or nothing: one failed, evicted or deleted pod tears the whole
   gang down and recreates it as attempt `restarts + 1`, after an exponential
   backoff, at most `backoffLimit` times; then the job is Failed;
+- a restart caused by a disruption (a pod with condition DisruptionTarget:
+  evicted through the Eviction API, preempted, drained) does not use up
+  `backoffLimit`: it is counted apart in `status.disruptions`, as a Kubernetes
+  Job's podFailurePolicy can ignore DisruptionTarget;
 - an exit code that says "bad config / bad data / diverged" fails the job at once;
 - `activeDeadlineSeconds`, `cleanPodPolicy` and `ttlSecondsAfterFinished` apply
   on every terminal path: success, failure, deadline, backoff limit;
@@ -289,8 +293,9 @@ class _Pass:
                         rank=rank,
                         attempt=attempt,
                         phase="Failed",
-                        reason="PodDeleted",
-                        message="the pod is being deleted",
+                        reason=pod.reason if pod.disrupted else "PodDeleted",
+                        message=pod.message or "the pod is being deleted",
+                        disrupted=pod.disrupted,
                     )
                 )
         if failures:
@@ -359,7 +364,10 @@ class _Pass:
                 "Failed", fatal[0].failure_reason, f"{what} (not retryable: a restart cannot help)"
             )
             return
-        if attempt >= limit:
+        # A disruption (one is enough: the others died of losing that pod) is no failure.
+        disrupted = any(f.disrupted for f in failures)
+        disruptions = self.status.get("disruptions", 0) + (1 if disrupted else 0)
+        if not disrupted and attempt - disruptions >= limit:
             self.end(
                 "Failed",
                 "BackoffLimitExceeded",
@@ -368,10 +376,14 @@ class _Pass:
             return
         backoff = restart_backoff(self.options, attempt + 1)
         self.status["restarts"] = attempt + 1
+        if disrupted:
+            self.status["disruptions"] = disruptions
+            failures.sort(key=lambda f: not f.disrupted)  # the disruption is the cause
         self.status["phase"] = "Restarting"
-        message = (
-            f"{what}; recreating the whole gang as attempt {attempt + 1} in {backoff:g}s "
-            f"(restart {attempt + 1} of at most {limit})"
+        message = f"{what}; recreating the whole gang as attempt {attempt + 1} in {backoff:g}s " + (
+            "(a disruption: it does not count against backoffLimit)"
+            if disrupted
+            else f"(restart {attempt + 1 - disruptions} of at most {limit})"
         )
         self.condition("Restarting", True, failures[0].failure_reason, message)
         self.condition("Created", False, "Restarting", "the gang is being torn down")

@@ -8,24 +8,26 @@ API error) and simply run again: objects have fixed names and a 409 means
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from dsgd_contract.pod import config_map_name, job_labels, pod_group_name, service_name
+from dsgd_contract.pod import job_labels
 
 from dsgd_operator import api
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders import (
     build_config_map,
     build_pod,
+    build_pod_disruption_budget,
     build_pod_group,
     build_service,
 )
-from dsgd_operator.builders.pod_group import GANG_SCHEDULERS
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.applied_spec import effective_job
@@ -34,7 +36,16 @@ from dsgd_operator.reconcile.plan import Plan, Snapshot
 from dsgd_operator.reconcile.policy import plan
 from dsgd_operator.reconcile.progress import metrics_url, scrape
 from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
-from dsgd_operator.reconcile.status import PodState, clean_status, observe_pod
+from dsgd_operator.reconcile.status import (
+    PodState,
+    clean_status,
+    condition_is_true,
+    observe_pod,
+    set_condition,
+)
+
+#: The condition that says the API server refused what the last reconcile pass asked for.
+RECONCILE_ERROR = "ReconcileError"
 
 
 def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
@@ -54,25 +65,25 @@ async def create_gang(
     ranks: tuple[int, ...],
     attempt: int,
 ) -> None:
-    """Service, ConfigMap and PodGroup (once), then the pods of `ranks`, concurrently."""
+    """Service, ConfigMap, PDB and PodGroup (once), then the pods of `ranks`, concurrently."""
     namespace = runtime.namespace
     if not runtime.children_created:
         pod_group = build_pod_group(job)
-        for obj in (build_service(job), build_config_map(job), pod_group):
+        budget = build_pod_disruption_budget(job)
+        for obj in (build_service(job), build_config_map(job), budget, pod_group):
             if obj is None:
                 continue
             try:
                 await ctx.kube.create(obj, namespace)
             except ApiError as error:
                 if obj is pod_group and error.status == 404:
-                    raise ApiError(
-                        "POST",
-                        obj["apiVersion"],
-                        404,
+                    message = (
                         f"the PodGroup API {obj['apiVersion']} is not installed: "
                         f"install {job.spec.scheduling.scheduler_name} or drop "
-                        "spec.scheduling.schedulerName",
-                    ) from None
+                        "spec.scheduling.schedulerName"
+                    )
+                    status = {"reason": "NotFound", "message": message}
+                    raise ApiError("POST", obj["apiVersion"], 404, json.dumps(status)) from None
                 raise
         runtime.children_created = True
     pods = [build_pod(job, rank, ctx.options.build_settings, attempt) for rank in ranks]
@@ -82,21 +93,6 @@ async def create_gang(
 
 async def delete_pods(ctx: OperatorContext, namespace: str, names: tuple[str, ...]) -> None:
     await asyncio.gather(*(ctx.kube.delete("v1", "Pod", namespace, name) for name in names))
-
-
-async def delete_children(ctx: OperatorContext, namespace: str, name: str) -> None:
-    """Everything a job created: what owner references would garbage-collect, done at once."""
-    pods = await ctx.kube.list_pods(namespace, job_labels(name))
-    await delete_pods(ctx, namespace, tuple(pod["metadata"]["name"] for pod in pods))
-    await ctx.kube.delete("v1", "Service", namespace, service_name(name))
-    await ctx.kube.delete("v1", "ConfigMap", namespace, config_map_name(name))
-    for scheduler in GANG_SCHEDULERS.values():
-        try:
-            await ctx.kube.delete(
-                scheduler.pod_group_api_version, "PodGroup", namespace, pod_group_name(name)
-            )
-        except ApiError as error:  # that scheduler's API is not installed
-            logging.getLogger(__name__).debug("PodGroup cleanup skipped: %s", error)
 
 
 async def refresh_progress(
@@ -120,6 +116,52 @@ async def refresh_progress(
         result.status["progress"] = {**(result.status.get("progress") or {}), **progress}
 
 
+def disrupted_and_gone(runtime: JobRuntime, listed: list[dict]) -> tuple[PodState, ...]:
+    """Pods of the current attempt that the watch saw disrupted and that are gone now: they
+    count as deleting, disrupted pods (an eviction, not a failure); older ones are dropped."""
+    attempt = (runtime.status or {}).get("restarts", 0)
+    names = {pod["metadata"]["name"] for pod in listed}
+    gone = []
+    for pod_name, body in list(runtime.disrupted.items()):
+        state = observe_pod(body)
+        if state.attempt != attempt:
+            del runtime.disrupted[pod_name]
+        elif pod_name not in names:
+            gone.append(replace(state, deleting=True))
+    return tuple(gone)
+
+
+async def report_refusal(
+    ctx: OperatorContext,
+    runtime: JobRuntime,
+    body: Mapping[str, Any],
+    error: ApiError,
+    snapshot: Snapshot,
+) -> None:
+    """An API refusal met while acting (PodSecurity or quota 403, missing API 404, invalid
+    object 422, ...) reaches the user: condition ReconcileError with the server's reason and
+    message on the status as it was (the refused actions did not happen), and a Warning
+    Event ApiRefused, once per distinct message."""
+    status = clean_status(runtime.status)
+    message = f"{error.status} {error.reason}: {error.message}"
+    set_condition(
+        status["conditions"],
+        RECONCILE_ERROR,
+        True,
+        error.reason,
+        message,
+        snapshot.now,
+        snapshot.generation,
+    )
+    if status != runtime.status:
+        await ctx.kube.patch_job_status(runtime.namespace, runtime.name, status)
+        runtime.status = status
+    key = f"refused/{message}"
+    if key not in runtime.posted:
+        kopf.event(body, type="Warning", reason="ApiRefused", message=message)
+        runtime.posted.add(key)
+
+
 async def reconcile_once(
     ctx: OperatorContext,
     runtime: JobRuntime,
@@ -136,7 +178,7 @@ async def reconcile_once(
     if job is not None:
         job, problems = effective_job(job, runtime.status)
         raw_pods = await ctx.kube.list_pods(namespace, job_labels(name))
-        pods = tuple(observe_pod(pod) for pod in raw_pods)
+        pods = tuple(observe_pod(pod) for pod in raw_pods) + disrupted_and_gone(runtime, raw_pods)
     snapshot = Snapshot(
         job=job,
         problems=problems,
@@ -146,10 +188,25 @@ async def reconcile_once(
         generation=(body.get("metadata") or {}).get("generation"),
     )
     result = plan(snapshot, ctx.options)
-    if result.create_ranks:
-        await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
-    if result.delete_pods:
-        await delete_pods(ctx, namespace, result.delete_pods)
+    try:
+        if result.create_ranks:
+            await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
+        if result.delete_pods:
+            await delete_pods(ctx, namespace, result.delete_pods)
+    except ApiError as error:
+        if error.refused:
+            await report_refusal(ctx, runtime, body, error, snapshot)
+        raise  # the loop retries with a backoff: the user may fix the cause meanwhile
+    if condition_is_true(result.status["conditions"], RECONCILE_ERROR):
+        set_condition(
+            result.status["conditions"],
+            RECONCILE_ERROR,
+            False,
+            "Reconciled",
+            "the API server accepted every request of the last pass",
+            snapshot.now,
+            snapshot.generation,
+        )
     await refresh_progress(ctx, runtime, result, pods)
     if result.status != runtime.status:
         await ctx.kube.patch_job_status(namespace, name, result.status)

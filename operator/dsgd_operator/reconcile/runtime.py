@@ -34,6 +34,14 @@ class JobRuntime:
     children_created: bool = False
     last_scrape: float = float("-inf")  # time.monotonic() of the last progress scrape
     phase: str | None = None
+    #: The job as last seen by the watch, its metadata.generation, and its loop.
+    body: dict = field(default_factory=dict)
+    generation: int | None = None
+    task: asyncio.Task | None = None
+    #: Pod name → its last body seen with condition DisruptionTarget (from the watch):
+    #: an evicted pod may be gone before a pass lists it, and must still count as a
+    #: disruption, not as a pod deleted for no reason.
+    disrupted: dict[str, dict] = field(default_factory=dict)
 
     def poke(self) -> None:
         """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
@@ -81,8 +89,21 @@ class JobRegistry:
             runtime.poke()
         return runtime is not None
 
+    def find(self, namespace: str, name: str) -> JobRuntime | None:
+        return self._jobs.get((namespace, name))
+
     def forget(self, namespace: str, name: str) -> None:
-        self._jobs.pop((namespace, name), None)
+        """Drop a job's runtime and cancel its reconcile loop (the job is gone)."""
+        runtime = self._jobs.pop((namespace, name), None)
+        if runtime is not None and runtime.task is not None:
+            runtime.task.cancel()
+
+    async def stop_all(self) -> None:
+        """Cancel every loop and wait for them to end (operator shutdown)."""
+        tasks = [r.task for r in self._jobs.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def phases(self) -> list[str | None]:
         return [runtime.phase for runtime in self._jobs.values()]

@@ -44,10 +44,15 @@ class PodState:
     pod_ip: str | None = None
     metrics_port: int | None = None
     finished_at: datetime | None = None  # when the trainer container terminated
+    #: The pod carries condition DisruptionTarget=True (evicted, preempted, drained): its
+    #: end is a disruption, not a failure of the job (as for a Kubernetes Job).
+    disrupted: bool = False
 
     @property
     def failure_reason(self) -> str:
         """A CamelCase reason for a Failed pod: the exit code's, or the pod's own."""
+        if self.disrupted and self.reason:
+            return self.reason
         if self.reason in ("Evicted", "OOMKilled", "DeadlineExceeded", "Preempting"):
             return self.reason
         if self.exit_code is not None:
@@ -102,6 +107,17 @@ def observe_pod(pod: dict) -> PodState:
     exit_code = terminated.get("exitCode") if terminated else None
     reason = status.get("reason")  # Evicted, DeadlineExceeded... (pod level)
     message = status.get("message") or ""
+    disruption = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        ),
+        None,
+    )
+    if disruption is not None:
+        reason = reason or disruption.get("reason") or "DisruptionTarget"
+        message = message or disruption.get("message") or ""
     if terminated and terminated.get("reason") == "OOMKilled":
         reason = "OOMKilled"
     elif not reason and waiting.get("reason") in ABNORMAL_WAITING_REASONS:
@@ -119,6 +135,7 @@ def observe_pod(pod: dict) -> PodState:
         pod_ip=status.get("podIP"),
         metrics_port=_metrics_port(pod.get("spec") or {}),
         finished_at=parse_time(terminated.get("finishedAt")) if terminated else None,
+        disrupted=disruption is not None,
     )
 
 
