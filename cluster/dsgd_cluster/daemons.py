@@ -100,4 +100,8 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z"
+    if state == "Z":  # exited since the waitpid above: reap it if it is ours
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return False
+    return True
