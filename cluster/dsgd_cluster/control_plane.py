@@ -61,6 +61,11 @@ class ClusterInfo:
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (written only when `up()` got an audit policy)."""
+        return self.root / "logs" / "audit.log"
+
     def binary(self, name: str) -> Path:
         return self.binaries / name
 
@@ -130,12 +135,18 @@ def status(root: Path) -> dict[str, int | None]:
 
 
 def up(
-    root: Path, nodes: int = 4, gpus_per_node: int = 0, tie_to_caller: bool = False
+    root: Path,
+    nodes: int = 4,
+    gpus_per_node: int = 0,
+    tie_to_caller: bool = False,
+    audit_policy: Path | None = None,
 ) -> ClusterInfo:
     """Start (or keep) the cluster in `root`; return how to reach it once it is ready.
 
     `tie_to_caller`: every component gets SIGTERM when the calling process dies,
     even by SIGKILL (a test session that is killed leaves nothing behind).
+    `audit_policy`: an audit.k8s.io Policy file; the API server then writes its audit
+    events as JSON lines to `ClusterInfo.audit_log` (`<root>/logs/audit.log`).
     """
     root = root.resolve()
     state_file = root / "state.json"
@@ -187,6 +198,11 @@ def up(
         [
             str(info.binary("kube-apiserver")),
             *_apiserver_flags(root, pki, etcd_url, ports["apiserver"]),
+            *(
+                [f"--audit-policy-file={audit_policy}", f"--audit-log-path={info.audit_log}"]
+                if audit_policy is not None
+                else []
+            ),
         ],
     )
     _wait(root, "kube-apiserver", f"{server}/readyz", _admin_tls(pki))
