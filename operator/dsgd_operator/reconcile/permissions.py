@@ -19,19 +19,21 @@ class Permission(NamedTuple):
     verbs: tuple[str, ...]
 
 
-_WATCH = ("get", "list", "watch")
+# No `get` anywhere: the operator lists and watches, creates (409 = exists), patches and
+# deletes (404 = gone); it never reads one object back (checked against the audit log).
+_WATCH = ("list", "watch")
 
 #: Namespaced resources, in every namespace the operator serves.
 JOB_PERMISSIONS: list[Permission] = [
     # Our jobs: watched, finalizer and kopf's annotations patched, deleted after their TTL.
     Permission(api.GROUP, api.PLURAL, (*_WATCH, "patch", "delete")),
-    Permission(api.GROUP, f"{api.PLURAL}/status", ("get", "patch")),
+    Permission(api.GROUP, f"{api.PLURAL}/status", ("patch",)),
     # What a job becomes.
     Permission("", "pods", (*_WATCH, "create", "delete")),
-    Permission("", "services", ("get", "create", "delete")),
-    Permission("", "configmaps", ("get", "create", "delete")),
-    Permission("scheduling.volcano.sh", "podgroups", ("get", "create", "delete")),
-    Permission("scheduling.x-k8s.io", "podgroups", ("get", "create", "delete")),
+    Permission("", "services", ("create", "delete")),
+    Permission("", "configmaps", ("create", "delete")),
+    Permission("scheduling.volcano.sh", "podgroups", ("create", "delete")),
+    Permission("scheduling.x-k8s.io", "podgroups", ("create", "delete")),
     # Kubernetes Events on the jobs (kopf posts them through the core API).
     Permission("", "events", ("create",)),
 ]
