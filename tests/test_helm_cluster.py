@@ -28,8 +28,8 @@ CHART = REPO / "helm" / "dsgd"
 EXAMPLE = REPO / "examples" / "digits-hierarchical.yaml"
 JOB_TIMEOUT = 600  # two epochs of digits on 2 × 2 processes; generous for a loaded machine
 
-#: Granted but not used by a job that runs to Succeeded and is deleted, each for a reason: the test fails
-#: when a right outside this list goes unused (drop it from the chart, or say why here).
+#: Granted but not used by a job that runs to Succeeded and is deleted, each for a reason: the
+#: test fails when a right outside this list goes unused (drop it from the chart, or say why).
 UNUSED_BY_DESIGN = {
     ("dsgd.io", "distributedsgdjobs", "delete"): "ttlSecondsAfterFinished (unset here)",
     ("scheduling.volcano.sh", "podgroups", "create"): "gangScheduler: volcano only",
@@ -142,9 +142,7 @@ class Release:
 
     def uninstall(self) -> None:
         self.helm("uninstall", self.name, f"--namespace={self.namespace}", "--wait")
-        wait_until(
-            lambda: not _operator_pods(self.core, self.namespace), 60, "operator pods gone"
-        )
+        wait_until(lambda: not _operator_pods(self.core, self.namespace), 60, "operator pods gone")
 
 
 @pytest.fixture
@@ -234,6 +232,7 @@ def test_namespaced_install_two_replicas_one_reconciles(
         # Both listeners bind the pod IP: two operators on one host, no port collision.
         release.healthz_test(pods[0])
         names = {p.metadata.name for p in pods}
+
         def both_announced() -> dict[str, dict[str, Any]] | None:
             peers = _peers(kubectl, watched[1])
             return peers if peers.keys() == names else None
@@ -262,8 +261,7 @@ def test_namespaced_install_two_replicas_one_reconciles(
         assert len(creates) == len(set(creates)) == nodes, creates  # one set, no retries
         job_events = core.list_namespaced_event(
             watched[1],
-            field_selector="involvedObject.name=digits-peers,"
-            "involvedObject.kind=DistributedSGDJob",
+            field_selector="involvedObject.name=digits-peers,involvedObject.kind=DistributedSGDJob",
         ).items
         assert job_events, "the operator posts Events on the job"
         assert all((e.count or 1) == 1 for e in job_events), [

@@ -29,7 +29,7 @@ class OperatorOptions:
 
     namespaces: tuple[str, ...] = ()  # empty = cluster-wide; else only these (Role-based install)
     trainer_image: str = api.DEFAULT_IMAGE
-    liveness_port: int = 8080  # kopf liveness endpoint http://<listen_address>:8080/healthz (0 = off)
+    liveness_port: int = 8080  # kopf's http://<listen_address>:8080/healthz (0 = off)
     metrics_port: int = 9300  # operator Prometheus metrics at :9300/metrics (0 = off)
     # Where both listeners bind: `dsgd operator` uses $POD_IP when set (two operator pods
     # on one host never collide), else every interface.
