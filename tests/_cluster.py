@@ -21,6 +21,8 @@ from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO / "crds"
+#: What the API server audits: service accounts' requests (tests of the chart's RBAC read it).
+AUDIT_POLICY = REPO / "tests" / "cluster-audit-policy.yaml"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -64,7 +66,7 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
     root = tmp_path_factory.mktemp("cluster")
-    info = up(root, nodes=4, tie_to_caller=True)
+    info = up(root, nodes=4, tie_to_caller=True, audit_policy=AUDIT_POLICY)
     try:
         yield info
     finally:

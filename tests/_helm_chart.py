@@ -1,4 +1,4 @@
-"""Render the dsgd Helm chart with the real Helm engine (helm-python-sdk, no helm binary).
+"""Render the dsgd Helm chart with the real helm CLI (`helm template`, offline).
 
 Shared by the chart, dashboard and Prometheus tests: they all look at what
 `helm install` would send to the cluster, not at the template sources.
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import helm_python as helm
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,31 +91,83 @@ def chart_values_with(**overrides: Any) -> dict[str, Any]:
     return values
 
 
-def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Template path → the objects it renders (empty documents dropped; NOTES.txt left out).
+class HelmError(Exception):
+    """`helm template` refused the values (schema) or a template failed; the message is helm's."""
 
-    Raises helm_python.HelmValuesError when the values fail values.schema.json and
-    HelmRenderError when a template fails.
-    """
-    with helm.Chart.load(CHART) as chart:
-        chart.validate_schema(values or {})
-        manifests = chart.render(
-            values or {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True
+
+#: Capabilities.KubeVersion for offline rendering (the cluster tier's Kubernetes release).
+KUBE_VERSION = "1.37.2"
+
+
+def helm_binary() -> Path:
+    """The real helm CLI (helm.sh/helm v3, built by cluster/build.sh and cached per machine)."""
+    from dsgd_cluster.control_plane import build_binaries
+
+    return build_binaries() / "helm"
+
+
+def helm(*args: str, values: dict[str, Any] | None = None, chart: Path = CHART) -> str:
+    """Run `helm <args> <chart> -f <values>`; its stdout, or HelmError with its stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        values_file = Path(tmp) / "values.json"
+        values_file.write_text(json.dumps(values))
+        result = subprocess.run(
+            [
+                str(helm_binary()),
+                *args,
+                str(chart),
+                *([f"--values={values_file}"] if values is not None else []),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
+    if result.returncode != 0:
+        raise HelmError(result.stderr.strip() or result.stdout.strip())
+    return result.stdout
+
+
+def _template(values: dict[str, Any] | None, chart: Path = CHART) -> str:
+    return helm(
+        "template", RELEASE, f"--namespace={RELEASE_NAMESPACE}", f"--kube-version={KUBE_VERSION}",
+        values=values or {}, chart=chart,
+    )  # fmt: skip
+
+
+def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Template path → the objects `helm template` renders (empty documents dropped).
+
+    Raises HelmError when the values fail values.schema.json or a template fails.
+    """
     rendered: dict[str, list[dict[str, Any]]] = {}
-    for path, text in manifests.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        rendered[path] = [doc for doc in yaml.safe_load_all(text) if doc]
+    for document in _template(values).split("\n---\n"):
+        sources = [line for line in document.splitlines() if line.startswith("# Source: ")]
+        source = sources[0].removeprefix("# Source: ") if sources else None
+        obj = yaml.safe_load(document)
+        if source and obj:
+            path = source.split("/", 1)[1]  # without the chart's name
+            rendered.setdefault(path, []).append(obj)
     return rendered
 
 
 def render_notes(values: dict[str, Any] | None = None) -> str:
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(
-            values or {}, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True
+    """NOTES.txt as `helm install` prints it (`helm template` leaves notes out: the chart is
+    copied with a template that renders them into a ConfigMap)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / CHART.name
+        shutil.copytree(CHART, chart)
+        shutil.copy(CHART / "templates" / "NOTES.txt", chart / "notes.txt")
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+            'data: {notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}}\n'
         )
-    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+        rendered = _template(values, chart)
+    (notes,) = [
+        obj["data"]["notes"]
+        for obj in yaml.safe_load_all(rendered)
+        if obj and obj["metadata"]["name"] == "notes"
+    ]
+    return notes
 
 
 def objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -63,6 +63,7 @@ class ClusterInfo:
 
     @property
     def audit_log(self) -> Path:
+        """The API server's audit log (written only when `up()` got an audit policy)."""
         return self.root / "logs" / "audit.log"
 
     def binary(self, name: str) -> Path:

@@ -9,6 +9,7 @@ the file and field (exit 1), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -188,6 +189,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
         overrides["liveness_port"] = args.liveness_port
     if args.metrics_port is not None:
         overrides["metrics_port"] = args.metrics_port
+    if args.peering:
+        overrides["peering"] = args.peering
+    if args.priority is not None:
+        overrides["priority"] = args.priority
+    # In a pod (the chart sets POD_IP from status.podIP) the listeners bind the pod's own
+    # address: two operator pods sharing a host's network never collide on their ports.
+    if os.environ.get("POD_IP", "").strip():
+        overrides["listen_address"] = os.environ["POD_IP"].strip()
     from dataclasses import replace
 
     return run_operator(replace(options, **overrides))
@@ -239,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--trainer-image", help="default trainer image")
     operator.add_argument("--liveness-port", type=int, help="liveness endpoint port")
     operator.add_argument("--metrics-port", type=int, help="operator metrics port (0: off)")
+    operator.add_argument(
+        "--peering", help="kopf peering object shared by replicas (default: standalone)"
+    )
+    operator.add_argument(
+        "--priority", type=int, help="this replica's peering priority (default: random)"
+    )
     operator.set_defaults(func=cmd_operator)
     return parser
 

@@ -55,39 +55,51 @@ app.kubernetes.io/part-of: dsgd
 {{- end -}}
 
 {{/*
-RBAC: exactly the operator's REQUIRED_PERMISSIONS (dsgd_operator.reconcile.permissions;
-tests/test_helm.py checks the rendered rules against it), split by scope.
+RBAC: exactly the operator's permissions (dsgd_operator.reconcile.permissions; the tests
+compare the rendered rules with it and, on a real cluster, with the API server's audit log
+of what the operator did), split by scope.
 */}}
 {{- define "dsgd.namespacedRules" -}}
 - apiGroups: ["dsgd.io"]
   resources: ["distributedsgdjobs"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: ["dsgd.io"]
   resources: ["distributedsgdjobs/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["create", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "delete"]
 - apiGroups: ["scheduling.volcano.sh", "scheduling.x-k8s.io"]
   resources: ["podgroups"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
 
-{{/* Cluster-scoped reads kopf needs in every mode: it notices CRDs and namespaces appearing. */}}
+{{/* Namespaced mode only: the KopfPeering of each watched namespace. */}}
+{{- define "dsgd.namespacedPeeringRules" -}}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end -}}
+
+{{/*
+Cluster-wide mode only: kopf notices CRDs (re)installed, and the ClusterKopfPeering.
+Namespaced mode needs no cluster-scoped right at all (kopf serves exactly the named
+namespaces and discovers resources once, at start).
+*/}}
 {{- define "dsgd.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
 {{- end -}}

@@ -52,8 +52,10 @@ async def start(
         http=aiohttp.ClientSession(),
     )
     if options.metrics_port:
-        ctx.metrics_server = metrics.serve(options.metrics_port)
-        logger.info("Operator metrics at :%d/metrics", options.metrics_port)
+        ctx.metrics_server = metrics.serve(options.metrics_port, options.listen_address)
+        logger.info(
+            "Operator metrics at %s:%d/metrics", options.listen_address, options.metrics_port
+        )
     metrics.set_job_phases([])
     memo[MEMO_KEY] = ctx
 

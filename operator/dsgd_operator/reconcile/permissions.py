@@ -1,7 +1,9 @@
 """The API permissions the operator needs: the Helm chart's RBAC must grant exactly these.
 
-A test renders the chart and compares its (Cluster)Role rules with this list, so
-a handler that starts touching a new resource fails CI until the chart follows.
+Tests render the chart and compare its (Cluster)Role rules with
+`required_permissions()`, and on a real API server compare them with the
+requests the operator made (the audit log), so a handler that starts touching
+a new resource fails CI until the chart follows, and a right nobody uses shows.
 """
 
 from __future__ import annotations
@@ -17,22 +19,47 @@ class Permission(NamedTuple):
     verbs: tuple[str, ...]
 
 
-_WATCH = ("get", "list", "watch")
+# No `get` anywhere: the operator lists and watches, creates (409 = exists), patches and
+# deletes (404 = gone); it never reads one object back (checked against the audit log).
+_WATCH = ("list", "watch")
 
-REQUIRED_PERMISSIONS: list[Permission] = [
+#: Namespaced resources, in every namespace the operator serves.
+JOB_PERMISSIONS: list[Permission] = [
     # Our jobs: watched, finalizer and kopf's annotations patched, deleted after their TTL.
     Permission(api.GROUP, api.PLURAL, (*_WATCH, "patch", "delete")),
-    Permission(api.GROUP, f"{api.PLURAL}/status", ("get", "patch")),
+    Permission(api.GROUP, f"{api.PLURAL}/status", ("patch",)),
     # What a job becomes.
     Permission("", "pods", (*_WATCH, "create", "delete")),
-    Permission("", "services", ("get", "create", "delete")),
-    Permission("", "configmaps", ("get", "create", "delete")),
+    Permission("", "services", ("create", "delete")),
+    Permission("", "configmaps", ("create", "delete")),
     Permission("policy", "poddisruptionbudgets", ("create", "delete")),
-    Permission("scheduling.volcano.sh", "podgroups", ("get", "create", "delete")),
-    Permission("scheduling.x-k8s.io", "podgroups", ("get", "create", "delete")),
+    Permission("scheduling.volcano.sh", "podgroups", ("create", "delete")),
+    Permission("scheduling.x-k8s.io", "podgroups", ("create", "delete")),
     # Kubernetes Events on the jobs (kopf posts them through the core API).
     Permission("", "events", ("create",)),
-    # kopf: notices CRDs (re)installed and namespaces appearing.
-    Permission("apiextensions.k8s.io", "customresourcedefinitions", _WATCH),
-    Permission("", "namespaces", _WATCH),
 ]
+
+#: kopf peering among replicas: watch the peering object, patch our entry into its status.
+_PEERING_VERBS = ("list", "watch", "patch")
+
+#: Cluster-wide installs only: kopf notices CRDs (re)installed; the ClusterKopfPeering.
+#: Namespaced installs need nothing cluster-scoped (kopf's scanning is off there).
+CLUSTER_WIDE_PERMISSIONS: list[Permission] = [
+    Permission("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
+    Permission("kopf.dev", "clusterkopfpeerings", _PEERING_VERBS),
+]
+
+#: Namespaced installs: the KopfPeering of each served namespace.
+NAMESPACED_PEERING = Permission("kopf.dev", "kopfpeerings", _PEERING_VERBS)
+
+
+def required_permissions(namespaced: bool) -> list[Permission]:
+    """Everything the operator needs: in each served namespace when `namespaced`, else
+    cluster-wide (one ClusterRole)."""
+    if namespaced:
+        return [*JOB_PERMISSIONS, NAMESPACED_PEERING]
+    return [*CLUSTER_WIDE_PERMISSIONS, *JOB_PERMISSIONS]
+
+
+#: A cluster-wide install's permissions.
+REQUIRED_PERMISSIONS: list[Permission] = required_permissions(namespaced=False)

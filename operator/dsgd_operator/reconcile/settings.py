@@ -31,8 +31,15 @@ class OperatorOptions:
 
     namespaces: tuple[str, ...] = ()  # empty = cluster-wide; else only these (Role-based install)
     trainer_image: str = api.DEFAULT_IMAGE
-    liveness_port: int = 8080  # kopf liveness endpoint http://0.0.0.0:8080/healthz (0 = off)
+    liveness_port: int = 8080  # kopf's http://<listen_address>:8080/healthz (0 = off)
     metrics_port: int = 9300  # operator Prometheus metrics at :9300/metrics (0 = off)
+    # Where both listeners bind: `dsgd operator` uses $POD_IP when set (two operator pods
+    # on one host never collide), else every interface.
+    listen_address: str = "0.0.0.0"
+    # kopf peering object (KopfPeering per namespace, or ClusterKopfPeering cluster-wide):
+    # replicas sharing it elect the highest priority; empty = standalone (one replica only).
+    peering: str = ""
+    priority: int = 0  # this replica's peering priority; 0 = a random one at start
     pending_timeout_seconds: float = 600  # pods Pending longer → condition and event
     restart_backoff_seconds: float = 10  # base of the gang-restart backoff (doubles per restart)
     restart_backoff_cap_seconds: float = 300  # the backoff never grows beyond this
@@ -109,3 +116,6 @@ def configure_kopf(settings: kopf.OperatorSettings, options: OperatorOptions) ->
     settings.networking.request_timeout = 60
     # Only the job's pods are watched, filtered by the API server.
     settings.watching.label_selectors["v1", "pods"] = JOB_NAME_LABEL
+    # Namespaced installs get no cluster-wide reads of namespaces (nor of CRDs): kopf serves
+    # exactly the named namespaces and discovers resources once, at start (discovery API).
+    settings.scanning.disabled = bool(options.namespaces)
