@@ -69,8 +69,8 @@ def test_render_prints_the_objects_in_creation_order() -> None:
     assert result.returncode == 0, result.stderr
     objects = list(yaml.safe_load_all(result.stdout))
     kinds = [obj["kind"] for obj in objects]
-    assert kinds == ["Service", "ConfigMap", "PodGroup"] + ["Pod"] * 8
-    pods = objects[3:]
+    assert kinds == ["Service", "ConfigMap", "PodDisruptionBudget", "PodGroup"] + ["Pod"] * 8
+    pods = objects[4:]
     assert [p["metadata"]["name"] for p in pods] == [
         f"cifar10-post-local-sgd-node-{i}" for i in range(8)
     ]

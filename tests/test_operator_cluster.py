@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 def test_job_runs_to_success_with_progress_and_kubectl_wait(kube_api, kubectl, namespace, operator):
     jobs = Jobs(kube_api, namespace)
-    jobs.create("digits", job_spec(epochs=12, batch=8))
+    # Long enough (about 20 s of training on an idle machine) for several 2 s scrapes
+    # once the trainer's metrics endpoint is up: a 5 s run can end before the first.
+    jobs.create("digits", job_spec(epochs=50, batch=8))
     jobs.wait_phase("digits", "Running", 120)
     # Node 0's metrics, scraped by the operator while the gang trains.
     progress = wait_until(

@@ -32,12 +32,16 @@ CASES = {
         "NotFound",
         "the PodGroup API scheduling.volcano.sh/v1beta1 is not installed",
     ),
-    # a toleration with operator Exists must not have a value: only the server checks it
+    # a downward-API field that does not exist: only the server checks fieldRef paths
     "invalid-pod": (
-        {"template": {"tolerations": [{"key": "a", "operator": "Exists", "value": "x"}]}},
+        {
+            "template": {
+                "env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nope"}}}]
+            }
+        },
         422,
         "Invalid",
-        "tolerations[0].operator",
+        "valueFrom.fieldRef.fieldPath",
     ),
 }
 

@@ -27,6 +27,7 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "Pod": "pods",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "PodGroup": "podgroups",
     "DistributedSGDJob": "distributedsgdjobs",
 }

@@ -25,16 +25,19 @@ _WATCH = ("list", "watch")
 
 #: Namespaced resources, in every namespace the operator serves.
 JOB_PERMISSIONS: list[Permission] = [
-    # Our jobs: watched, finalizer and kopf's annotations patched, deleted after their TTL.
+    # Our jobs: watched, deleted after their TTL; patched only to drop the finalizer that
+    # operators before 0.2 put on them (kopf does that by itself).
     Permission(api.GROUP, api.PLURAL, (*_WATCH, "patch", "delete")),
     Permission(api.GROUP, f"{api.PLURAL}/status", ("patch",)),
-    # What a job becomes.
+    # What a job becomes. Only pods are deleted by the operator (gang restarts,
+    # cleanPodPolicy, suspend); everything goes with the job through ownerReferences
+    # (the garbage collector).
     Permission("", "pods", (*_WATCH, "create", "delete")),
-    Permission("", "services", ("create", "delete")),
-    Permission("", "configmaps", ("create", "delete")),
-    Permission("policy", "poddisruptionbudgets", ("create", "delete")),
-    Permission("scheduling.volcano.sh", "podgroups", ("create", "delete")),
-    Permission("scheduling.x-k8s.io", "podgroups", ("create", "delete")),
+    Permission("", "services", ("create",)),
+    Permission("", "configmaps", ("create",)),
+    Permission("policy", "poddisruptionbudgets", ("create",)),
+    Permission("scheduling.volcano.sh", "podgroups", ("create",)),
+    Permission("scheduling.x-k8s.io", "podgroups", ("create",)),
     # Kubernetes Events on the jobs (kopf posts them through the core API).
     Permission("", "events", ("create",)),
 ]
