@@ -107,7 +107,9 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
             config.training.batch_size_per_process,
         )
     except DataLoadError as error:
-        raise TrainerExit(exit_codes.DATA_ERROR, f"data error: {error}") from error
+        # Every rank: the first rank to exit makes torchrun stop the others, so rank 0
+        # may never get to print; the same line twice beats none.
+        raise TrainerExit(exit_codes.DATA_ERROR, f"data error: {error}", every_rank=True) from error
     try:
         model = build_model(config.training.model, data.input_shape, data.num_classes)
     except ModelError as error:
