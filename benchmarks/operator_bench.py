@@ -93,7 +93,9 @@ class PodClock:
     """When each pod of a namespace first appeared, as a watch sees it."""
 
     def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
-        self.seen: dict[str, float] = {}
+        self.seen: set[str] = set()
+        self.count: Counter = Counter()  # pods seen per job
+        self.last: dict[str, float] = {}  # when each job's latest pod was seen
         self.nodes_of: dict[str, int] = {}  # pods each job will have
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(core, namespace), daemon=True)
@@ -106,7 +108,12 @@ class PodClock:
                     core.list_namespaced_pod, namespace, timeout_seconds=30
                 )
                 for event in stream:
-                    self.seen.setdefault(event["object"].metadata.name, time.perf_counter())
+                    name = event["object"].metadata.name
+                    if name not in self.seen:
+                        self.seen.add(name)
+                        job = name.rsplit("-node-", 1)[0]
+                        self.count[job] += 1
+                        self.last[job] = time.perf_counter()
             except Exception:  # the server went away (the end) or the watch broke: again
                 time.sleep(0.5)
 
@@ -115,8 +122,7 @@ class PodClock:
 
     def done(self, job: str) -> float | None:
         """When the last of `job`'s pods appeared, once all `nodes` have."""
-        times = [t for name, t in self.seen.items() if name.rsplit("-node-", 1)[0] == job]
-        return max(times) if len(times) == self.nodes_of[job] else None
+        return self.last[job] if self.count[job] >= self.nodes_of[job] else None
 
     def wait(self, jobs: list[str], timeout: float) -> dict[str, float]:
         deadline = time.monotonic() + timeout
