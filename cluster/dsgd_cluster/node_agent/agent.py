@@ -23,14 +23,13 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL
 from kubernetes import client, watch
 
 from dsgd_cluster.node_agent import nodes
 from dsgd_cluster.node_agent.container import AgentContext, PodSetupError, prepare
+from dsgd_cluster.node_agent.pod_status import RunningPod, status_body
 
 log = logging.getLogger("dsgd.node_agent")
 HEARTBEAT_SECONDS = 10.0
@@ -47,28 +46,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@dataclass
-class RunningPod:
-    """A pod this agent admitted: its process (if started) and what was reported."""
-
-    namespace: str
-    name: str
-    uid: str
-    node: str
-    ip: str
-    restart_policy: str
-    container: str
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    started_at: str = ""
-    restarts: int = 0
-    next_start: float = 0.0
-    final: bool = False  # a terminal phase was reported
-    deleting: bool = False
-    last_exit: dict | None = None
-    pod: dict = field(default_factory=dict)
 
 
 class NodeAgent:
@@ -289,83 +266,24 @@ class NodeAgent:
 
     # -- status --------------------------------------------------------------------------------
 
-    def _conditions(self, ready: bool) -> list[dict]:
-        now = _now()
-        flag = "True" if ready else "False"
-        return [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-            {"type": "Ready", "status": flag, "lastTransitionTime": now},
-        ]
-
-    def _container_status(self, pod: RunningPod, state: dict, ready: bool) -> dict:
-        spec = pod.pod["spec"]["containers"][0]
-        status = {
-            "name": pod.container,
-            "image": spec.get("image", ""),
-            "imageID": "",
-            "ready": ready,
-            "started": "running" in state,
-            "restartCount": pod.restarts,
-            "state": state,
-        }
-        if pod.process is not None:
-            status["containerID"] = f"dsgd://{pod.process.pid}"
-        if pod.last_exit and "terminated" not in state:
-            status["lastState"] = {"terminated": pod.last_exit}
-        return status
-
-    def _patch(self, pod: RunningPod, status: dict) -> None:
-        body = {
-            "status": {
-                "podIP": pod.ip,
-                "podIPs": [{"ip": pod.ip}],
-                "hostIP": "127.0.0.1",
-                "hostIPs": [{"ip": "127.0.0.1"}],
-                **status,
-            }
-        }
+    def _report(self, pod: RunningPod, phase: str, state: dict) -> None:
         try:
-            self.core.patch_namespaced_pod_status(pod.name, pod.namespace, body)
+            self.core.patch_namespaced_pod_status(
+                pod.name, pod.namespace, {"status": status_body(pod, phase, state, _now())}
+            )
         except client.ApiException as error:
             if error.status != 404:  # gone already: nothing to report to
                 raise
 
     def _report_running(self, pod: RunningPod) -> None:
-        state = {"running": {"startedAt": pod.started_at}}
-        self._patch(
-            pod,
-            {
-                "phase": "Running",
-                "startTime": pod.pod.get("status", {}).get("startTime") or pod.started_at,
-                "conditions": self._conditions(True),
-                "containerStatuses": [self._container_status(pod, state, True)],
-            },
-        )
+        self._report(pod, "Running", {"running": {"startedAt": pod.started_at}})
 
     def _report_waiting(self, pod: RunningPod, reason: str, message: str) -> None:
         phase = "Running" if pod.restarts else "Pending"
-        state = {"waiting": {"reason": reason, "message": message}}
-        self._patch(
-            pod,
-            {
-                "phase": phase,
-                "conditions": self._conditions(False),
-                "containerStatuses": [self._container_status(pod, state, False)],
-            },
-        )
+        self._report(pod, phase, {"waiting": {"reason": reason, "message": message}})
 
     def _report_terminated(self, pod: RunningPod, phase: str) -> None:
-        state = {"terminated": pod.last_exit}
-        self._patch(
-            pod,
-            {
-                "phase": phase,
-                "conditions": self._conditions(False),
-                "containerStatuses": [self._container_status(pod, state, False)],
-            },
-        )
+        self._report(pod, phase, {"terminated": pod.last_exit})
 
     # -- deletion ------------------------------------------------------------------------------
 
