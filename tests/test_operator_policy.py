@@ -12,8 +12,7 @@ from dsgd_operator.reconcile import REQUIRED_PERMISSIONS, OperatorOptions
 from dsgd_operator.reconcile.applied_spec import effective_job
 from dsgd_operator.reconcile.kube import PLURALS
 from dsgd_operator.reconcile.plan import Snapshot
-from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.settings import restart_backoff
+from dsgd_operator.reconcile.policy import plan, restart_backoff
 from dsgd_operator.reconcile.status import (
     PodState,
     format_time,

@@ -41,15 +41,15 @@ from dsgd_contract.job_status import (
     TERMINAL_PHASES,
     Phase,
 )
-from dsgd_contract.pod import pod_name
 
 from dsgd_operator.reconcile.applied_spec import applied_spec
+from dsgd_operator.reconcile.options import OperatorOptions
 from dsgd_operator.reconcile.plan import Event, Plan, Snapshot
-from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
 from dsgd_operator.reconcile.status import (
     MAX_CONDITION_MESSAGE,
     PodState,
     format_time,
+    gang_failures,
     parse_time,
     set_condition,
     worker_counts,
@@ -57,6 +57,14 @@ from dsgd_operator.reconcile.status import (
 
 #: While old pods are still terminating, look again this soon even without events.
 TERMINATION_POLL_SECONDS = 2.0
+
+
+def restart_backoff(options: OperatorOptions, restarts: int) -> float:
+    """Seconds to wait before gang attempt `restarts` (≥ 1): base, 2×base, 4×base, ... capped."""
+    if restarts < 1:
+        return 0.0
+    exponent = min(restarts - 1, 30)  # 2**30 × base is beyond any cap; avoids huge floats
+    return min(options.restart_backoff_cap_seconds, options.restart_backoff_seconds * 2**exponent)
 
 
 class _Pass:
@@ -279,34 +287,7 @@ class _Pass:
     def observe_gang(self, current: dict[int, PodState], nodes: int, attempt: int) -> None:
         job = self.snap.job
         self.pod_events(list(current.values()))
-        failures: list[PodState] = []
-        for rank in range(nodes):
-            pod = current.get(rank)
-            if pod is None:
-                failures.append(
-                    PodState(
-                        name=pod_name(job.name, rank),
-                        rank=rank,
-                        attempt=attempt,
-                        phase="Failed",
-                        reason="PodDeleted",
-                        message="the pod disappeared",
-                    )
-                )
-            elif pod.phase == "Failed":
-                failures.append(pod)
-            elif pod.deleting and pod.phase != "Succeeded":
-                failures.append(
-                    PodState(
-                        name=pod.name,
-                        rank=rank,
-                        attempt=attempt,
-                        phase="Failed",
-                        reason=pod.reason if pod.disrupted else "PodDeleted",
-                        message=pod.message or "the pod is being deleted",
-                        disrupted=pod.disrupted,
-                    )
-                )
+        failures = gang_failures(job.name, current, nodes, attempt)
         if failures:
             self.gang_failed(failures, attempt)
             return

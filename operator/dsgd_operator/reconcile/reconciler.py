@@ -32,11 +32,11 @@ from dsgd_operator.builders import (
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.applied_spec import effective_job
+from dsgd_operator.reconcile.in_memory import JobRuntime, OperatorContext
 from dsgd_operator.reconcile.kube import ApiError
 from dsgd_operator.reconcile.plan import Plan, Snapshot
 from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.progress import metrics_url, scrape
-from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
+from dsgd_operator.reconcile.progress_scrape import metrics_url, scrape
 from dsgd_operator.reconcile.status import PodState, observe_pod, set_condition
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dsgd_contract import exit_codes
-from dsgd_contract.pod import ATTEMPT_LABEL, CONTAINER_NAME, METRICS_PORT_NAME, NODE_RANK_LABEL
+from dsgd_contract.pod import (
+    ATTEMPT_LABEL,
+    CONTAINER_NAME,
+    METRICS_PORT_NAME,
+    NODE_RANK_LABEL,
+    pod_name,
+)
 
 from dsgd_operator.api import Condition, WorkerCounts
 
@@ -141,6 +147,43 @@ def observe_pod(pod: dict) -> PodState:
         finished_at=parse_time(terminated.get("finishedAt")) if terminated else None,
         disrupted=disruption is not None,
     )
+
+
+def gang_failures(
+    job_name: str, current: dict[int, PodState], nodes: int, attempt: int
+) -> list[PodState]:
+    """The ranks of gang `attempt` that count as failed, each as a Failed PodState: a pod
+    that failed, one that is missing, or one being deleted before it succeeded (a deleted
+    pod is a failure unless disrupted: then its reason is the disruption's)."""
+    failures: list[PodState] = []
+    for rank in range(nodes):
+        pod = current.get(rank)
+        if pod is None:
+            failures.append(
+                PodState(
+                    name=pod_name(job_name, rank),
+                    rank=rank,
+                    attempt=attempt,
+                    phase="Failed",
+                    reason="PodDeleted",
+                    message="the pod disappeared",
+                )
+            )
+        elif pod.phase == "Failed":
+            failures.append(pod)
+        elif pod.deleting and pod.phase != "Succeeded":
+            failures.append(
+                PodState(
+                    name=pod.name,
+                    rank=rank,
+                    attempt=attempt,
+                    phase="Failed",
+                    reason=pod.reason if pod.disrupted else "PodDeleted",
+                    message=pod.message or "the pod is being deleted",
+                    disrupted=pod.disrupted,
+                )
+            )
+    return failures
 
 
 def worker_counts(pods: list[PodState]) -> WorkerCounts:

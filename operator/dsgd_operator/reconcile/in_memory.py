@@ -16,7 +16,7 @@ import aiohttp
 
 from dsgd_operator.api import DistributedSGDJobStatus
 from dsgd_operator.reconcile.kube import KubeApi
-from dsgd_operator.reconcile.settings import OperatorOptions
+from dsgd_operator.reconcile.options import OperatorOptions
 
 
 @dataclass

@@ -11,8 +11,8 @@ import aiohttp
 from dsgd_contract.pod import METRICS_PORT
 
 from dsgd_operator.api import Progress
-from dsgd_operator.progress import parse_progress
 from dsgd_operator.reconcile.status import PodState
+from dsgd_operator.trainer_progress import parse_progress
 
 
 def metrics_url(pod: PodState) -> str | None:
