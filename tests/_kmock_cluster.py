@@ -29,8 +29,8 @@ import pytest
 import yaml
 from dsgd_contract.pod import JOB_NAME_LABEL
 from dsgd_operator import api
-from dsgd_operator.reconcile.runtime import MEMO_KEY, OperatorContext
-from dsgd_operator.reconcile.settings import OperatorOptions
+from dsgd_operator.reconcile.in_memory import MEMO_KEY, OperatorContext
+from dsgd_operator.reconcile.options import OperatorOptions
 
 JOBS = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
 PODS = "v1/pods"

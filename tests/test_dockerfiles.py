@@ -163,7 +163,7 @@ def test_images_run_as_the_non_root_users_the_chart_and_pods_expect() -> None:
 
 
 def test_operator_entrypoint_and_health_check_match_the_chart() -> None:
-    from dsgd_operator.reconcile.settings import OperatorOptions
+    from dsgd_operator.reconcile.options import OperatorOptions
 
     dockerfile = Dockerfile.read(OPERATOR)
     assert dockerfile.last("ENTRYPOINT").exec_form() == ["dsgd", "operator"]

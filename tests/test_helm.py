@@ -249,7 +249,7 @@ def test_operator_deployment_runs_the_cli_with_the_values(values: dict[str, Any]
 
 
 def test_operator_environment_becomes_its_options() -> None:
-    from dsgd_operator.reconcile.settings import OperatorOptions
+    from dsgd_operator.reconcile.options import OperatorOptions
 
     deployment = _only("Deployment", ALL_OPTIONS)
     env = {

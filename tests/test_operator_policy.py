@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dsgd_operator import api
+from dsgd_operator.api import Condition, DistributedSGDJobStatus
 from dsgd_operator.manifest import parse_job
 from dsgd_operator.reconcile import REQUIRED_PERMISSIONS, OperatorOptions
 from dsgd_operator.reconcile.applied_spec import effective_job
 from dsgd_operator.reconcile.kube import PLURALS
 from dsgd_operator.reconcile.plan import Snapshot
-from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.settings import restart_backoff
+from dsgd_operator.reconcile.policy import plan, restart_backoff
 from dsgd_operator.reconcile.status import (
     PodState,
     format_time,
@@ -44,7 +44,7 @@ def pod(rank: int, phase: str, attempt: int = 0, **fields) -> PodState:
     return PodState(name=f"j-node-{rank}", rank=rank, attempt=attempt, phase=phase, **fields)
 
 
-def step(status: dict, pods=(), now=T0, the_job=None, **run_policy):
+def step(status: DistributedSGDJobStatus, pods=(), now=T0, the_job=None, **run_policy):
     the_job = the_job or job(**run_policy)
     return plan(
         Snapshot(job=the_job, problems=(), status=status, pods=tuple(pods), now=now, generation=3),
@@ -52,62 +52,73 @@ def step(status: dict, pods=(), now=T0, the_job=None, **run_policy):
     )
 
 
-def condition(status: dict, kind: str) -> dict | None:
-    return next((c for c in status["conditions"] if c["type"] == kind), None)
+def condition(status: DistributedSGDJobStatus, kind: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == kind), None)
 
 
-def running_status(**run_policy) -> dict:
+def new_status() -> DistributedSGDJobStatus:
+    """The status of a job the operator has not seen yet."""
+    return DistributedSGDJobStatus.model_validate({})
+
+
+def running_status(**run_policy) -> DistributedSGDJobStatus:
     """The status of a job whose gang (attempt 0) was created and is running."""
-    created = step({}, **run_policy).status
+    created = step(new_status(), **run_policy).status
     return step(created, [pod(0, "Running"), pod(1, "Running")], **run_policy).status
 
 
 def test_a_new_job_creates_its_whole_gang():
-    result = step({})
+    result = step(new_status())
     assert result.create_ranks == (0, 1)
     status = result.status
-    assert status["phase"] == "Pending" and status["restarts"] == 0
-    assert status["startTime"] == format_time(T0) and status["observedGeneration"] == 3
-    assert condition(status, "Created")["status"] == "True"
-    assert condition(status, "Created")["observedGeneration"] == 3
-    assert status["appliedSpec"]["topology"]["nodes"] == 2
-    assert status["workers"]["pending"] == 2
+    assert status.phase == "Pending" and status.restarts == 0
+    assert status.start_time == format_time(T0) and status.observed_generation == 3
+    assert condition(status, "Created").status == "True"
+    assert condition(status, "Created").observed_generation == 3
+    assert status.applied_spec.topology.nodes == 2
+    assert status.to_wire()["appliedSpec"]["topology"]["nodes"] == 2
+    assert status.workers.pending == 2
     assert [e.reason for e in result.events] == ["Created"]
 
 
 def test_an_existing_pod_is_not_created_again():
-    assert step({}, [pod(0, "Pending")]).create_ranks == (1,)
+    assert step(new_status(), [pod(0, "Pending")]).create_ranks == (1,)
 
 
 def test_the_gang_runs_only_when_every_pod_runs():
-    created = step({}).status
+    created = step(new_status()).status
     half = step(created, [pod(0, "Running"), pod(1, "Pending")])
-    assert half.status["phase"] == "Pending" and not half.create_ranks
+    assert half.status.phase == "Pending" and not half.create_ranks
     full = step(half.status, [pod(0, "Running"), pod(1, "Running")])
-    assert full.status["phase"] == "Running"
-    assert full.status["workers"] == {"pending": 0, "running": 2, "succeeded": 0, "failed": 0}
+    assert full.status.phase == "Running"
+    assert full.status.to_wire()["workers"] == {
+        "pending": 0,
+        "running": 2,
+        "succeeded": 0,
+        "failed": 0,
+    }
 
 
 def test_a_failed_pod_restarts_the_gang_after_a_backoff():
     status = running_status()
     failed = step(status, [pod(0, "Running"), pod(1, "Failed", exit_code=1)])
-    assert failed.status["phase"] == "Restarting" and failed.status["restarts"] == 1
+    assert failed.status.phase == "Restarting" and failed.status.restarts == 1
     assert failed.gang_restarted and failed.delete_pods == ("j-node-0", "j-node-1")
     assert failed.requeue_after == pytest.approx(10)
-    assert condition(failed.status, "Restarting")["reason"] == "ExitCode1"
+    assert condition(failed.status, "Restarting").reason == "ExitCode1"
 
     # Old pods still terminating: nothing new yet.
     later = T0 + timedelta(seconds=30)
     waiting = step(failed.status, [pod(0, "Running", deleting=True)], now=later)
-    assert not waiting.create_ranks and waiting.status["phase"] == "Restarting"
+    assert not waiting.create_ranks and waiting.status.phase == "Restarting"
     # Old pods gone, but the backoff has not passed.
     early = step(failed.status, [], now=T0 + timedelta(seconds=4))
     assert not early.create_ranks and early.requeue_after == pytest.approx(6)
     # Backoff passed: attempt 1 is created.
     recreated = step(failed.status, [], now=T0 + timedelta(seconds=10))
-    assert recreated.create_ranks == (0, 1) and recreated.status["phase"] == "Pending"
-    assert condition(recreated.status, "Restarting")["status"] == "False"
-    assert condition(recreated.status, "Created")["status"] == "True"
+    assert recreated.create_ranks == (0, 1) and recreated.status.phase == "Pending"
+    assert condition(recreated.status, "Restarting").status == "False"
+    assert condition(recreated.status, "Created").status == "True"
 
 
 def test_backoff_doubles_and_is_capped():
@@ -116,11 +127,11 @@ def test_backoff_doubles_and_is_capped():
 
 def test_the_backoff_limit_fails_the_job():
     status = running_status(backoffLimit=1)
-    status["restarts"] = 1  # attempt 1 runs (Created is True for it)
+    status.restarts = 1  # attempt 1 runs (Created is True for it)
     pods = [pod(0, "Failed", attempt=1, exit_code=137), pod(1, "Running", attempt=1)]
     result = step(status, pods, backoffLimit=1)
-    assert result.status["phase"] == "Failed" and result.failure_reason == "BackoffLimitExceeded"
-    assert result.status["restarts"] == 1 and not result.gang_restarted
+    assert result.status.phase == "Failed" and result.failure_reason == "BackoffLimitExceeded"
+    assert result.status.restarts == 1 and not result.gang_restarted
     # cleanPodPolicy Running: the running pod goes, the failed one stays for its logs.
     assert result.delete_pods == ("j-node-1",)
 
@@ -130,8 +141,8 @@ def test_the_backoff_limit_fails_the_job():
 )
 def test_non_retryable_exit_codes_fail_at_once(code, reason):
     result = step(running_status(), [pod(0, "Running"), pod(1, "Failed", exit_code=code)])
-    assert result.status["phase"] == "Failed" and result.failure_reason == reason
-    assert result.status["restarts"] == 0 and not result.create_ranks
+    assert result.status.phase == "Failed" and result.failure_reason == reason
+    assert result.status.restarts == 0 and not result.create_ranks
 
 
 @pytest.mark.parametrize(
@@ -144,7 +155,7 @@ def test_non_retryable_exit_codes_fail_at_once(code, reason):
 )
 def test_deleted_and_evicted_pods_are_failures(pods):
     result = step(running_status(), pods)
-    assert result.gang_restarted and result.status["restarts"] == 1
+    assert result.gang_restarted and result.status.restarts == 1
 
 
 @pytest.mark.parametrize(
@@ -154,8 +165,8 @@ def test_deleted_and_evicted_pods_are_failures(pods):
 def test_clean_pod_policy_on_success(policy, deleted):
     pods = [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)]
     result = step(running_status(cleanPodPolicy=policy), pods, cleanPodPolicy=policy)
-    assert result.status["phase"] == "Succeeded"
-    assert result.status["completionTime"] == format_time(T0)
+    assert result.status.phase == "Succeeded"
+    assert result.status.completion_time == format_time(T0)
     assert result.delete_pods == deleted
 
 
@@ -180,31 +191,37 @@ def test_suspend_and_resume():
     status = running_status(suspend=True)
     pods = [pod(0, "Running"), pod(1, "Running")]
     suspended = step(status, pods, suspend=True)
-    assert suspended.status["phase"] == "Suspended" and len(suspended.delete_pods) == 2
+    assert suspended.status.phase == "Suspended" and len(suspended.delete_pods) == 2
     later = T0 + timedelta(hours=1)
     resumed = step(suspended.status, [], now=later)
-    assert resumed.create_ranks == (0, 1) and resumed.status["restarts"] == 0
-    assert resumed.status["startTime"] == format_time(later)  # the deadline clock restarts
+    assert resumed.create_ranks == (0, 1) and resumed.status.restarts == 0
+    assert resumed.status.start_time == format_time(later)  # the deadline clock restarts
 
 
 def test_pods_pending_past_the_timeout_are_reported():
-    created = step({}).status
+    created = step(new_status()).status
     pods = [pod(0, "Pending"), pod(1, "Running")]
     assert condition(step(created, pods).status, "PendingTooLong") is None
     late = step(created, pods, now=T0 + timedelta(seconds=601))
     stuck = condition(late.status, "PendingTooLong")
-    assert stuck["status"] == "True" and "j-node-0" in stuck["message"]
+    assert stuck.status == "True" and "j-node-0" in stuck.message
     assert "PendingTooLong" in [e.reason for e in late.events]
 
 
 def test_a_refused_spec_creates_nothing():
     result = plan(
-        Snapshot(job=None, problems=("spec.topology.nodes: too many",), status={}, pods=(), now=T0),
+        Snapshot(
+            job=None,
+            problems=("spec.topology.nodes: too many",),
+            status=new_status(),
+            pods=(),
+            now=T0,
+        ),
         OPTIONS,
     )
-    assert not result.create_ranks and result.status["phase"] == "Pending"
+    assert not result.create_ranks and result.status.phase == "Pending"
     invalid = condition(result.status, "Invalid")
-    assert invalid["status"] == "True" and "spec.topology.nodes" in invalid["message"]
+    assert invalid.status == "True" and "spec.topology.nodes" in invalid.message
 
 
 def test_topology_and_algorithm_stay_as_applied_while_the_job_runs():
@@ -223,10 +240,10 @@ def test_topology_and_algorithm_stay_as_applied_while_the_job_runs():
         ),
         OPTIONS,
     )
-    assert result.status["phase"] == "Running" and not result.delete_pods
-    assert condition(result.status, "Invalid")["reason"] == "ImmutableField"
+    assert result.status.phase == "Running" and not result.delete_pods
+    assert condition(result.status, "Invalid").reason == "ImmutableField"
     # Once the job has finished, the spec may change freely.
-    assert effective_job(bigger, {**status, "phase": "Succeeded"})[1] == ()
+    assert effective_job(bigger, status.model_copy(update={"phase": "Succeeded"}))[1] == ()
 
 
 def test_training_settings_stay_as_applied_while_the_job_runs():
@@ -249,12 +266,12 @@ def test_training_settings_stay_as_applied_while_the_job_runs():
 
 
 def test_conditions_keep_their_transition_time_while_unchanged():
-    conditions: list[dict] = []
+    conditions: list[Condition] = []
     assert set_condition(conditions, "Running", True, "A", "", T0, 1)
     assert not set_condition(conditions, "Running", True, "B", "m", T0 + timedelta(1), 2)
-    assert conditions[0]["lastTransitionTime"] == format_time(T0)
-    assert conditions[0]["reason"] == "B" and conditions[0]["observedGeneration"] == 2
-    assert parse_time(conditions[0]["lastTransitionTime"]) == T0
+    assert conditions[0].last_transition_time == format_time(T0)
+    assert conditions[0].reason == "B" and conditions[0].observed_generation == 2
+    assert parse_time(conditions[0].last_transition_time) == T0
 
 
 def test_observe_pod_reads_exit_codes_reasons_and_the_metrics_port():
@@ -348,5 +365,5 @@ def test_the_first_pod_to_die_is_named_as_the_cause():
         pod(1, "Failed", exit_code=137, finished_at=T0 + timedelta(seconds=1)),
     ]
     restarting = condition(step(running_status(), pods).status, "Restarting")
-    assert restarting["reason"] == "Signal9"
-    assert restarting["message"].startswith("j-node-1 exited with code 137")
+    assert restarting.reason == "Signal9"
+    assert restarting.message.startswith("j-node-1 exited with code 137")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dsgd_operator.progress import parse_progress, scrape_progress
+from dsgd_operator.trainer_progress import parse_progress, scrape_progress
 
 EXPOSITION = """\
 # HELP dsgd_epoch Epochs done, fractional.

@@ -22,6 +22,8 @@ FAILED = "Failed"
 SUSPENDED = "Suspended"
 INVALID = "Invalid"
 PENDING_TOO_LONG = "PendingTooLong"
+#: The API server refused what the last reconcile pass asked for (quota, PodSecurity, ...).
+RECONCILE_ERROR = "ReconcileError"
 CONDITION_TYPES = (
     CREATED,
     RUNNING,
@@ -31,6 +33,7 @@ CONDITION_TYPES = (
     SUSPENDED,
     INVALID,
     PENDING_TOO_LONG,
+    RECONCILE_ERROR,
 )
 
 #: Why a job ends Failed (besides a pod's own reason: Evicted, Signal9, ...).

@@ -245,20 +245,66 @@ class Progress(BaseModel):
         None, description="Payload bytes rank 0 passed to collectives, all scopes."
     )
 
+    def updated_with(self, newer: Progress) -> Progress:
+        """This progress with what a newer scrape saw: its set values replace these."""
+        seen = newer.model_dump(exclude_none=True)
+        if not seen.get("sync_rounds"):
+            seen.pop("sync_rounds", None)
+        return self.model_copy(update=seen)
+
+
+class AppliedSpec(BaseModel):
+    """status.appliedSpec: the sections the running gang was built from.
+
+    Its checkpoints were made under them, so the operator keeps acting on these
+    until the job ends (dsgd_operator.reconcile.applied_spec).
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    topology: Topology | None = None
+    algorithm: Algorithm | None = None
+    optimizer: Optimizer | None = None
+    training: Training | None = None
+
 
 class DistributedSGDJobStatus(BaseModel):
     """The observed state of a DistributedSGDJob, written by the operator."""
 
+    # The failure policy edits this model; `to_wire()` is what the operator patches.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     phase: Phase | None = None
     conditions: list[Condition] = Field(default_factory=list)
     restarts: int = 0
+    disruptions: int = Field(
+        0,
+        description="Gang restarts caused by disruptions; they do not count against backoffLimit.",
+    )
     workers: WorkerCounts = Field(default_factory=WorkerCounts)
-    progress: Progress = Field(default_factory=Progress)
+    progress: Progress | None = None
     start_time: str | None = None
     completion_time: str | None = None
     observed_generation: int | None = None
+    applied_spec: AppliedSpec | None = Field(
+        None, description="The immutable sections the running gang was built from."
+    )
+
+    def condition(self, kind: str) -> Condition | None:
+        """The condition of type `kind`, if set."""
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    def is_true(self, kind: str) -> bool:
+        found = self.condition(kind)
+        return found is not None and found.status == "True"
+
+    def to_wire(self) -> dict:
+        """The camelCase JSON form the operator writes: unset (None) fields and an empty
+        syncRounds are left out, so a merge patch never erases what it does not know."""
+        wire = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if "progress" in wire and not wire["progress"].get("syncRounds"):
+            wire["progress"].pop("syncRounds", None)
+        return wire
 
 
 class DistributedSGDJob(BaseModel):
@@ -283,6 +329,7 @@ class DistributedSGDJob(BaseModel):
 
 __all__ = [
     "Algorithm",
+    "AppliedSpec",
     "DistributedSGDJob",
     "DistributedSGDJobSpec",
     "DistributedSGDJobStatus",

@@ -22,6 +22,7 @@ below the API server's limits.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,11 @@ def openapi_schema() -> dict[str, Any]:
     """The `openAPIV3Schema` of the CRD: generated structure plus the CEL rules."""
     job = structural_schema(DistributedSGDJob)
     spec = job["properties"]["spec"]
-    status = strip_defaults(job["properties"]["status"])
-    # The operator keeps status.appliedSpec (what the running gang was built from)
-    # and kopf may write status.kopf; kopf's own progress lives in dsgd.io/ annotations.
+    # A copy: status.appliedSpec shares its section schemas with the spec, which get
+    # CEL rules below (and YAML would write shared objects as anchors).
+    status = copy.deepcopy(strip_defaults(job["properties"]["status"]))
+    # kopf may write status.kopf (kopf's own progress lives in dsgd.io/ annotations),
+    # and a status written by an older operator may hold fields this one no longer knows.
     status["x-kubernetes-preserve-unknown-fields"] = True
 
     spec["x-kubernetes-validations"] = SPEC_RULES

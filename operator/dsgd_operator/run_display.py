@@ -29,7 +29,7 @@ from dsgd_operator.local_run import (
     run_gang,
 )
 from dsgd_operator.plain_progress import PlainProgress, describe
-from dsgd_operator.progress import scrape_progress
+from dsgd_operator.trainer_progress import scrape_progress
 
 NODE_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
 

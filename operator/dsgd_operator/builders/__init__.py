@@ -6,13 +6,13 @@ pods follow the pod contract (dsgd_contract.pod; docs/design.md), and their
 volumes the layout of dsgd_operator.pod_layout.
 """
 
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.children import build_children
 from dsgd_operator.builders.config_map import build_config_map, config_json
 from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.builders.pod import build_pod, build_pods
 from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
 from dsgd_operator.builders.service import build_service
-from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 
 __all__ = [
     "DEFAULT_SETTINGS",

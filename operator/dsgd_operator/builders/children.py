@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.config_map import build_config_map
 from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.builders.pod import build_pods
 from dsgd_operator.builders.pod_group import build_pod_group
 from dsgd_operator.builders.service import build_service
-from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 
 
 def build_children(

@@ -18,6 +18,7 @@ from dsgd_contract.pod import (
 )
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.env import container_env
 from dsgd_operator.builders.metadata import object_meta
 from dsgd_operator.builders.pod_group import (
@@ -27,7 +28,6 @@ from dsgd_operator.builders.pod_group import (
 )
 from dsgd_operator.builders.resources import container_resources
 from dsgd_operator.builders.security import container_security_context, pod_security_context
-from dsgd_operator.builders.settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.volumes import container_mounts, pod_volumes
 from dsgd_operator.pod_layout import GPU_RESOURCE
 

@@ -25,10 +25,11 @@ from dsgd_contract.pod import JOB_NAME_LABEL
 
 from dsgd_operator import api
 from dsgd_operator.reconcile import metrics
+from dsgd_operator.reconcile.in_memory import MEMO_KEY, JobRegistry, JobRuntime, OperatorContext
+from dsgd_operator.reconcile.kopf_main import configure_kopf
 from dsgd_operator.reconcile.kube import KubeApi, load_configuration
+from dsgd_operator.reconcile.options import OperatorOptions
 from dsgd_operator.reconcile.reconciler import reconcile_once
-from dsgd_operator.reconcile.runtime import MEMO_KEY, JobRegistry, JobRuntime, OperatorContext
-from dsgd_operator.reconcile.settings import OperatorOptions, configure_kopf
 
 #: Longest wait between two passes of a loop that keeps failing (API down).
 MAX_ERROR_BACKOFF_SECONDS = 60.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api import DistributedSGDJob, DistributedSGDJobStatus
 from dsgd_operator.reconcile.status import PodState
 
 
@@ -29,7 +29,7 @@ class Snapshot:
 
     job: DistributedSGDJob | None  # the spec to act on; None when it is refused
     problems: tuple[str, ...]  # why the spec (or a change of it) is refused
-    status: dict  # as last written by the operator
+    status: DistributedSGDJobStatus  # as last written by the operator
     pods: tuple[PodState, ...]  # the job's pods, every attempt
     now: datetime
     generation: int | None = None
@@ -39,7 +39,7 @@ class Snapshot:
 class Plan:
     """What a reconcile pass does, in order: create, delete, patch status, post events."""
 
-    status: dict
+    status: DistributedSGDJobStatus
     create_ranks: tuple[int, ...] = ()  # pods of attempt status.restarts (after Service etc.)
     delete_pods: tuple[str, ...] = ()
     delete_job: bool = False

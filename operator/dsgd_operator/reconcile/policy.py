@@ -24,21 +24,32 @@ The rules (after Kubeflow's PyTorchJob and JobSet, and what their users miss):
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timedelta
 
 from dsgd_contract import exit_codes
-from dsgd_contract.job_status import TERMINAL_PHASES
-from dsgd_contract.pod import pod_name
+from dsgd_contract.job_status import (
+    BACKOFF_LIMIT_EXCEEDED,
+    CREATED,
+    DEADLINE_EXCEEDED,
+    FAILED,
+    INVALID,
+    PENDING_TOO_LONG,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    TERMINAL_PHASES,
+    Phase,
+)
 
 from dsgd_operator.reconcile.applied_spec import applied_spec
+from dsgd_operator.reconcile.options import OperatorOptions
 from dsgd_operator.reconcile.plan import Event, Plan, Snapshot
-from dsgd_operator.reconcile.settings import OperatorOptions, restart_backoff
 from dsgd_operator.reconcile.status import (
+    MAX_CONDITION_MESSAGE,
     PodState,
-    condition_is_true,
-    find_condition,
     format_time,
+    gang_failures,
     parse_time,
     set_condition,
     worker_counts,
@@ -46,6 +57,14 @@ from dsgd_operator.reconcile.status import (
 
 #: While old pods are still terminating, look again this soon even without events.
 TERMINATION_POLL_SECONDS = 2.0
+
+
+def restart_backoff(options: OperatorOptions, restarts: int) -> float:
+    """Seconds to wait before gang attempt `restarts` (≥ 1): base, 2×base, 4×base, ... capped."""
+    if restarts < 1:
+        return 0.0
+    exponent = min(restarts - 1, 30)  # 2**30 × base is beyond any cap; avoids huge floats
+    return min(options.restart_backoff_cap_seconds, options.restart_backoff_seconds * 2**exponent)
 
 
 class _Pass:
@@ -56,10 +75,8 @@ class _Pass:
         self.options = options
         self.now = snap.now
         self.status = snap.status
-        self.status.setdefault("conditions", [])
-        self.status.setdefault("restarts", 0)
         if snap.generation is not None:
-            self.status["observedGeneration"] = snap.generation
+            self.status.observed_generation = snap.generation
         self.plan = Plan(status=self.status)
         self.to_delete: list[str] = []
 
@@ -67,7 +84,7 @@ class _Pass:
 
     def condition(self, kind: str, status: bool, reason: str, message: str = "") -> bool:
         return set_condition(
-            self.status["conditions"],
+            self.status.conditions,
             kind,
             status,
             reason,
@@ -78,15 +95,15 @@ class _Pass:
 
     def clear(self, kind: str, reason: str, message: str = "") -> None:
         """Set a condition False, but only if it exists (no clutter of never-true conditions)."""
-        if find_condition(self.status["conditions"], kind) is not None:
+        if self.status.condition(kind) is not None:
             self.condition(kind, False, reason, message)
 
     def event(self, type_: str, reason: str, message: str, key: str | None = None) -> None:
         self.plan.events.append(Event(type_, reason, message, key))
 
     def since(self, kind: str) -> datetime:
-        found = find_condition(self.status["conditions"], kind) or {}
-        return parse_time(found.get("lastTransitionTime")) or self.now
+        found = self.status.condition(kind)
+        return (parse_time(found.last_transition_time) if found else None) or self.now
 
     def delete(self, pods: list[PodState]) -> None:
         for pod in pods:
@@ -98,7 +115,7 @@ class _Pass:
         return self.plan
 
     def set_workers(self, pods: list[PodState]) -> None:
-        self.status["workers"] = worker_counts(pods)
+        self.status.workers = worker_counts(pods)
 
     # -- the rules ---------------------------------------------------------------------------
 
@@ -108,17 +125,17 @@ class _Pass:
             refused_spec = snap.job is None
             reason = "InvalidSpec" if refused_spec else "ImmutableField"
             message = "; ".join(snap.problems)
-            previous = find_condition(self.status["conditions"], "Invalid") or {}
-            changed = self.condition("Invalid", True, reason, message)
-            if changed or previous.get("message") != message[:32768]:
+            previous = self.status.condition(INVALID)
+            changed = self.condition(INVALID, True, reason, message)
+            if changed or previous.message != message[:MAX_CONDITION_MESSAGE]:
                 self.event("Warning", reason, message)
         else:
-            self.clear("Invalid", "Valid", "the spec is accepted")
+            self.clear(INVALID, "Valid", "the spec is accepted")
         if snap.job is None:
-            self.status.setdefault("phase", "Pending")
+            self.status.phase = self.status.phase or "Pending"
             self.set_workers([])
             return self.finish()
-        phase = self.status.get("phase")
+        phase = self.status.phase
         if phase in TERMINAL_PHASES:
             self.terminal()
         elif snap.job.spec.run_policy.suspend:
@@ -141,7 +158,7 @@ class _Pass:
     def expire(self) -> None:
         """ttlSecondsAfterFinished: delete the job (and so its objects) when it is due."""
         ttl = self.snap.job.spec.run_policy.ttl_seconds_after_finished
-        finished = parse_time(self.status.get("completionTime"))
+        finished = parse_time(self.status.completion_time)
         if ttl is None or finished is None:
             return
         left = (finished + timedelta(seconds=ttl) - self.now).total_seconds()
@@ -153,19 +170,20 @@ class _Pass:
 
     def terminal(self) -> None:
         self.cleanup()
-        attempt = self.status["restarts"]
+        attempt = self.status.restarts
         self.set_workers([p for p in self.snap.pods if p.attempt == attempt])
         self.expire()
 
-    def end(self, phase: str, reason: str, message: str) -> None:
-        """Enter a terminal phase: condition, times, cleanup, TTL."""
-        self.status["phase"] = phase
-        self.status["completionTime"] = format_time(self.now)
+    def end(self, phase: Phase, reason: str, message: str) -> None:
+        """Enter a terminal phase (its condition type is named as the phase): condition,
+        times, cleanup, TTL."""
+        self.status.phase = phase
+        self.status.completion_time = format_time(self.now)
         self.condition(phase, True, reason, message)
-        self.condition("Running", False, reason, message)
-        self.clear("Restarting", reason, message)
-        self.clear("PendingTooLong", reason)
-        if phase == "Failed":
+        self.condition(RUNNING, False, reason, message)
+        self.clear(RESTARTING, reason, message)
+        self.clear(PENDING_TOO_LONG, reason)
+        if phase == FAILED:
             self.plan.failure_reason = reason
             self.event("Warning", reason, f"job failed: {message}")
         else:
@@ -175,27 +193,27 @@ class _Pass:
 
     def suspend(self) -> None:
         self.delete(list(self.snap.pods))
-        if self.status.get("phase") != "Suspended":
+        if self.status.phase != "Suspended":
             self.event("Normal", "Suspended", "spec.runPolicy.suspend is true: pods deleted")
-        self.status["phase"] = "Suspended"
-        self.condition("Suspended", True, "Suspended", "spec.runPolicy.suspend is true")
-        self.condition("Running", False, "Suspended", "the job is suspended")
-        self.condition("Created", False, "Suspended", "the pods were deleted")
-        self.clear("Restarting", "Suspended")
-        self.clear("PendingTooLong", "Suspended")
+        self.status.phase = "Suspended"
+        self.condition(SUSPENDED, True, "Suspended", "spec.runPolicy.suspend is true")
+        self.condition(RUNNING, False, "Suspended", "the job is suspended")
+        self.condition(CREATED, False, "Suspended", "the pods were deleted")
+        self.clear(RESTARTING, "Suspended")
+        self.clear(PENDING_TOO_LONG, "Suspended")
         self.set_workers([])
 
     def resume(self) -> None:
-        self.condition("Suspended", False, "Resumed", "spec.runPolicy.suspend is false")
+        self.condition(SUSPENDED, False, "Resumed", "spec.runPolicy.suspend is false")
         self.event("Normal", "Resumed", "recreating the pods")
         # As for a Kubernetes Job, activeDeadlineSeconds counts from the resumption.
-        self.status["startTime"] = format_time(self.now)
-        self.status["phase"] = "Pending"
+        self.status.start_time = format_time(self.now)
+        self.status.phase = "Pending"
 
     def active(self) -> None:
         job = self.snap.job
         nodes = job.spec.topology.nodes
-        attempt = self.status["restarts"]
+        attempt = self.status.restarts
         policy = job.spec.run_policy
         pods = self.snap.pods
         stale = [p for p in pods if p.attempt != attempt]
@@ -209,24 +227,24 @@ class _Pass:
         stale = [p for p in pods if p.name not in {c.name for c in current.values()}]
         self.set_workers(list(current.values()))
 
-        started = parse_time(self.status.get("startTime"))
+        started = parse_time(self.status.start_time)
         if started is None:
             started = self.now
-            self.status["startTime"] = format_time(self.now)
+            self.status.start_time = format_time(self.now)
         if policy.active_deadline_seconds is not None:
             deadline = started + timedelta(seconds=policy.active_deadline_seconds)
             if self.now >= deadline:
                 self.end(
-                    "Failed",
-                    "DeadlineExceeded",
+                    FAILED,
+                    DEADLINE_EXCEEDED,
                     f"the job was active longer than activeDeadlineSeconds "
                     f"({policy.active_deadline_seconds}s)",
                 )
                 return
             self.plan.requeue((deadline - self.now).total_seconds())
 
-        if self.status.get("phase") == "Restarting":
-            ready_at = self.since("Restarting") + timedelta(
+        if self.status.phase == "Restarting":
+            ready_at = self.since(RESTARTING) + timedelta(
                 seconds=restart_backoff(self.options, attempt)
             )
             if stale:
@@ -236,31 +254,30 @@ class _Pass:
                 self.plan.requeue((ready_at - self.now).total_seconds())
                 return
             self.condition(
-                "Restarting", False, "GangRecreated", f"attempt {attempt} of the gang started"
+                RESTARTING, False, "GangRecreated", f"attempt {attempt} of the gang started"
             )
-            self.status["phase"] = "Pending"
+            self.status.phase = "Pending"
 
-        if not condition_is_true(self.status["conditions"], "Created"):
-            self.status.setdefault("phase", "Pending")
-            if self.status["phase"] not in ("Pending", "Running"):
-                self.status["phase"] = "Pending"
+        if not self.status.is_true(CREATED):
+            if self.status.phase not in ("Pending", "Running"):
+                self.status.phase = "Pending"
             if stale:  # names still taken by terminating pods
                 self.plan.requeue(TERMINATION_POLL_SECONDS)
                 return
             missing = tuple(rank for rank in range(nodes) if rank not in current)
             self.plan.create_ranks = missing
-            self.status["appliedSpec"] = applied_spec(job)
+            self.status.applied_spec = applied_spec(job)
             message = f"{nodes} pods of gang attempt {attempt}"
-            if self.condition("Created", True, "GangCreated", message):
+            if self.condition(CREATED, True, "GangCreated", message):
                 self.event("Normal", "Created", f"created {message}")
             if missing:
-                workers = self.status["workers"]
-                workers["pending"] += len(missing)
+                workers = self.status.workers
+                workers.pending += len(missing)
                 self.condition(
-                    "Running",
+                    RUNNING,
                     False,
                     "PodsPending",
-                    f"{workers['pending']} of {nodes} pods not running yet",
+                    f"{workers.pending} of {nodes} pods not running yet",
                 )
                 self.plan.requeue(self.options.pending_timeout_seconds)
                 return
@@ -270,53 +287,26 @@ class _Pass:
     def observe_gang(self, current: dict[int, PodState], nodes: int, attempt: int) -> None:
         job = self.snap.job
         self.pod_events(list(current.values()))
-        failures: list[PodState] = []
-        for rank in range(nodes):
-            pod = current.get(rank)
-            if pod is None:
-                failures.append(
-                    PodState(
-                        name=pod_name(job.name, rank),
-                        rank=rank,
-                        attempt=attempt,
-                        phase="Failed",
-                        reason="PodDeleted",
-                        message="the pod disappeared",
-                    )
-                )
-            elif pod.phase == "Failed":
-                failures.append(pod)
-            elif pod.deleting and pod.phase != "Succeeded":
-                failures.append(
-                    PodState(
-                        name=pod.name,
-                        rank=rank,
-                        attempt=attempt,
-                        phase="Failed",
-                        reason=pod.reason if pod.disrupted else "PodDeleted",
-                        message=pod.message or "the pod is being deleted",
-                        disrupted=pod.disrupted,
-                    )
-                )
+        failures = gang_failures(job.name, current, nodes, attempt)
         if failures:
             self.gang_failed(failures, attempt)
             return
         pods = list(current.values())
         if all(p.phase == "Succeeded" for p in pods):
-            self.end("Succeeded", "AllPodsSucceeded", f"all {nodes} pods completed")
+            self.end(SUCCEEDED, "AllPodsSucceeded", f"all {nodes} pods completed")
             return
         if all(p.phase in ("Running", "Succeeded") for p in pods):
-            self.status["phase"] = "Running"
-            if self.condition("Running", True, "AllPodsRunning", f"{nodes} pods running"):
+            self.status.phase = "Running"
+            if self.condition(RUNNING, True, "AllPodsRunning", f"{nodes} pods running"):
                 self.event("Normal", "Running", f"all {nodes} pods of attempt {attempt} running")
-            self.clear("PendingTooLong", "PodsStarted")
+            self.clear(PENDING_TOO_LONG, "PodsStarted")
             return
-        self.status["phase"] = "Pending"
+        self.status.phase = "Pending"
         pending = [p for p in pods if p.phase not in ("Running", "Succeeded")]
         self.condition(
-            "Running", False, "PodsPending", f"{len(pending)} of {nodes} pods not running yet"
+            RUNNING, False, "PodsPending", f"{len(pending)} of {nodes} pods not running yet"
         )
-        created = self.since("Created")
+        created = self.since(CREATED)
         waited = (self.now - created).total_seconds()
         timeout = self.options.pending_timeout_seconds
         if waited >= timeout:
@@ -325,7 +315,7 @@ class _Pass:
                 f"{len(pending)} of {nodes} pods Pending for more than {timeout:g}s ({names}): "
                 "the cluster may lack resources for the whole gang"
             )
-            if self.condition("PendingTooLong", True, "PendingTimeout", message):
+            if self.condition(PENDING_TOO_LONG, True, "PendingTimeout", message):
                 self.event("Warning", "PendingTooLong", message)
         else:
             self.plan.requeue(timeout - waited)
@@ -361,33 +351,33 @@ class _Pass:
         ]
         if fatal:
             self.end(
-                "Failed", fatal[0].failure_reason, f"{what} (not retryable: a restart cannot help)"
+                FAILED, fatal[0].failure_reason, f"{what} (not retryable: a restart cannot help)"
             )
             return
         # A disruption (one is enough: the others died of losing that pod) is no failure.
         disrupted = any(f.disrupted for f in failures)
-        disruptions = self.status.get("disruptions", 0) + (1 if disrupted else 0)
+        disruptions = self.status.disruptions + (1 if disrupted else 0)
         if not disrupted and attempt - disruptions >= limit:
             self.end(
-                "Failed",
-                "BackoffLimitExceeded",
+                FAILED,
+                BACKOFF_LIMIT_EXCEEDED,
                 f"{what}; the gang was restarted {attempt} times (backoffLimit {limit})",
             )
             return
         backoff = restart_backoff(self.options, attempt + 1)
-        self.status["restarts"] = attempt + 1
+        self.status.restarts = attempt + 1
         if disrupted:
-            self.status["disruptions"] = disruptions
+            self.status.disruptions = disruptions
             failures.sort(key=lambda f: not f.disrupted)  # the disruption is the cause
-        self.status["phase"] = "Restarting"
+        self.status.phase = "Restarting"
         message = f"{what}; recreating the whole gang as attempt {attempt + 1} in {backoff:g}s " + (
             "(a disruption: it does not count against backoffLimit)"
             if disrupted
             else f"(restart {attempt + 1 - disruptions} of at most {limit})"
         )
-        self.condition("Restarting", True, failures[0].failure_reason, message)
-        self.condition("Created", False, "Restarting", "the gang is being torn down")
-        self.condition("Running", False, "Restarting", message)
+        self.condition(RESTARTING, True, failures[0].failure_reason, message)
+        self.condition(CREATED, False, "Restarting", "the gang is being torn down")
+        self.condition(RUNNING, False, "Restarting", message)
         self.event("Warning", "GangRestart", message)
         self.delete(list(self.snap.pods))
         self.set_workers([])
@@ -396,11 +386,12 @@ class _Pass:
 
 
 def plan(snapshot: Snapshot, options: OperatorOptions) -> Plan:
-    """Decide one reconcile pass. `snapshot.status` is copied, never changed."""
+    """Decide one reconcile pass. `snapshot.status` is copied, never changed; the plan's
+    status is the new one."""
     snap = Snapshot(
         job=snapshot.job,
         problems=snapshot.problems,
-        status=copy.deepcopy(snapshot.status),
+        status=snapshot.status.model_copy(deep=True),
         pods=snapshot.pods,
         now=snapshot.now,
         generation=snapshot.generation,

@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from dsgd_contract.job_status import RECONCILE_ERROR
 from dsgd_contract.pod import job_labels
 
 from dsgd_operator import api
-from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api import DistributedSGDJob, DistributedSGDJobStatus
 from dsgd_operator.builders import (
     build_config_map,
     build_pod,
@@ -31,21 +32,12 @@ from dsgd_operator.builders import (
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import metrics
 from dsgd_operator.reconcile.applied_spec import effective_job
+from dsgd_operator.reconcile.in_memory import JobRuntime, OperatorContext
 from dsgd_operator.reconcile.kube import ApiError
 from dsgd_operator.reconcile.plan import Plan, Snapshot
 from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.progress import metrics_url, scrape
-from dsgd_operator.reconcile.runtime import JobRuntime, OperatorContext
-from dsgd_operator.reconcile.status import (
-    PodState,
-    clean_status,
-    condition_is_true,
-    observe_pod,
-    set_condition,
-)
-
-#: The condition that says the API server refused what the last reconcile pass asked for.
-RECONCILE_ERROR = "ReconcileError"
+from dsgd_operator.reconcile.progress_scrape import metrics_url, scrape
+from dsgd_operator.reconcile.status import PodState, observe_pod, set_condition
 
 
 def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
@@ -100,26 +92,26 @@ async def refresh_progress(
 ) -> None:
     """While Running, copy node 0's latest metrics into status.progress (every interval)."""
     interval = ctx.options.progress_interval_seconds
-    if result.status.get("phase") != "Running":
+    if result.status.phase != "Running":
         return
     result.requeue(interval)
     if not runtime.scrape_due(interval):
         return
-    attempt = result.status.get("restarts", 0)
+    attempt = result.status.restarts
     node0 = next((p for p in pods if p.rank == 0 and p.attempt == attempt), None)
     url = metrics_url(node0) if node0 is not None else None
     if url is None:
         return
     runtime.last_scrape = time.monotonic()
     progress = await scrape(ctx.http, url)
-    if progress:
-        result.status["progress"] = {**(result.status.get("progress") or {}), **progress}
+    if progress is not None:
+        result.status.progress = (result.status.progress or api.Progress()).updated_with(progress)
 
 
 def disrupted_and_gone(runtime: JobRuntime, listed: list[dict]) -> tuple[PodState, ...]:
     """Pods of the current attempt that the watch saw disrupted and that are gone now: they
     count as deleting, disrupted pods (an eviction, not a failure); older ones are dropped."""
-    attempt = (runtime.status or {}).get("restarts", 0)
+    attempt = runtime.status.restarts if runtime.status is not None else 0
     names = {pod["metadata"]["name"] for pod in listed}
     gone = []
     for pod_name, body in list(runtime.disrupted.items()):
@@ -142,10 +134,10 @@ async def report_refusal(
     object 422, ...) reaches the user: condition ReconcileError with the server's reason and
     message on the status as it was (the refused actions did not happen), and a Warning
     Event ApiRefused, once per distinct message."""
-    status = clean_status(runtime.status)
+    status = (runtime.status or DistributedSGDJobStatus()).model_copy(deep=True)
     message = f"{error.status} {error.reason}: {error.message}"
     set_condition(
-        status["conditions"],
+        status.conditions,
         RECONCILE_ERROR,
         True,
         error.reason,
@@ -154,7 +146,7 @@ async def report_refusal(
         snapshot.generation,
     )
     if status != runtime.status:
-        await ctx.kube.patch_job_status(runtime.namespace, runtime.name, status)
+        await ctx.kube.patch_job_status(runtime.namespace, runtime.name, status.to_wire())
         runtime.status = status
     key = f"refused/{message}"
     if key not in runtime.posted:
@@ -172,7 +164,7 @@ async def reconcile_once(
     started = time.perf_counter()
     namespace, name = runtime.namespace, runtime.name
     if runtime.status is None:
-        runtime.status = clean_status(body.get("status"))
+        runtime.status = DistributedSGDJobStatus.model_validate(body.get("status") or {})
     job, problems = parse_body(body)
     pods: tuple[PodState, ...] = ()
     if job is not None:
@@ -190,16 +182,16 @@ async def reconcile_once(
     result = plan(snapshot, ctx.options)
     try:
         if result.create_ranks:
-            await create_gang(ctx, runtime, job, result.create_ranks, result.status["restarts"])
+            await create_gang(ctx, runtime, job, result.create_ranks, result.status.restarts)
         if result.delete_pods:
             await delete_pods(ctx, namespace, result.delete_pods)
     except ApiError as error:
         if error.refused:
             await report_refusal(ctx, runtime, body, error, snapshot)
         raise  # the loop retries with a backoff: the user may fix the cause meanwhile
-    if condition_is_true(result.status["conditions"], RECONCILE_ERROR):
+    if result.status.is_true(RECONCILE_ERROR):
         set_condition(
-            result.status["conditions"],
+            result.status.conditions,
             RECONCILE_ERROR,
             False,
             "Reconciled",
@@ -209,7 +201,7 @@ async def reconcile_once(
         )
     await refresh_progress(ctx, runtime, result, pods)
     if result.status != runtime.status:
-        await ctx.kube.patch_job_status(namespace, name, result.status)
+        await ctx.kube.patch_job_status(namespace, name, result.status.to_wire())
         runtime.status = result.status
     for event in result.events:
         if event.key is not None and event.key in runtime.posted:
@@ -221,7 +213,7 @@ async def reconcile_once(
         metrics.GANG_RESTARTS.inc()
     if result.failure_reason:
         metrics.JOB_FAILURES.labels(reason=result.failure_reason).inc()
-    runtime.phase = result.status.get("phase")
+    runtime.phase = result.status.phase
     metrics.set_job_phases(ctx.jobs.phases())
     if result.delete_job:
         logger.info("ttlSecondsAfterFinished passed: deleting the job")

@@ -7,13 +7,23 @@ a cluster.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from dsgd_contract import exit_codes
-from dsgd_contract.pod import ATTEMPT_LABEL, CONTAINER_NAME, METRICS_PORT_NAME, NODE_RANK_LABEL
+from dsgd_contract.pod import (
+    ATTEMPT_LABEL,
+    CONTAINER_NAME,
+    METRICS_PORT_NAME,
+    NODE_RANK_LABEL,
+    pod_name,
+)
+
+from dsgd_operator.api import Condition, WorkerCounts
+
+#: metav1.Condition's limit on a message.
+MAX_CONDITION_MESSAGE = 32768
 
 #: Container waiting reasons that mean a pod will not start on its own: worth an event.
 ABNORMAL_WAITING_REASONS = frozenset(
@@ -139,13 +149,50 @@ def observe_pod(pod: dict) -> PodState:
     )
 
 
-def worker_counts(pods: list[PodState]) -> dict[str, int]:
+def gang_failures(
+    job_name: str, current: dict[int, PodState], nodes: int, attempt: int
+) -> list[PodState]:
+    """The ranks of gang `attempt` that count as failed, each as a Failed PodState: a pod
+    that failed, one that is missing, or one being deleted before it succeeded (a deleted
+    pod is a failure unless disrupted: then its reason is the disruption's)."""
+    failures: list[PodState] = []
+    for rank in range(nodes):
+        pod = current.get(rank)
+        if pod is None:
+            failures.append(
+                PodState(
+                    name=pod_name(job_name, rank),
+                    rank=rank,
+                    attempt=attempt,
+                    phase="Failed",
+                    reason="PodDeleted",
+                    message="the pod disappeared",
+                )
+            )
+        elif pod.phase == "Failed":
+            failures.append(pod)
+        elif pod.deleting and pod.phase != "Succeeded":
+            failures.append(
+                PodState(
+                    name=pod.name,
+                    rank=rank,
+                    attempt=attempt,
+                    phase="Failed",
+                    reason=pod.reason if pod.disrupted else "PodDeleted",
+                    message=pod.message or "the pod is being deleted",
+                    disrupted=pod.disrupted,
+                )
+            )
+    return failures
+
+
+def worker_counts(pods: list[PodState]) -> WorkerCounts:
     """status.workers: the pods of one gang by phase (Unknown counts as pending)."""
     counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
     for pod in pods:
         key = pod.phase.lower() if pod.phase in ("Running", "Succeeded", "Failed") else "pending"
         counts[key] += 1
-    return counts
+    return WorkerCounts(**counts)
 
 
 def format_time(moment: datetime) -> str:
@@ -165,17 +212,8 @@ def parse_time(text: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def find_condition(conditions: list[dict], kind: str) -> dict | None:
-    return next((c for c in conditions if c.get("type") == kind), None)
-
-
-def condition_is_true(conditions: list[dict], kind: str) -> bool:
-    found = find_condition(conditions, kind)
-    return bool(found and found.get("status") == "True")
-
-
 def set_condition(
-    conditions: list[dict],
+    conditions: list[Condition],
     kind: str,
     status: bool,
     reason: str,
@@ -189,30 +227,18 @@ def set_condition(
     reason and message always show the latest word.
     """
     wanted = "True" if status else "False"
-    found = find_condition(conditions, kind)
-    transition = found is None or found.get("status") != wanted
-    condition = {
-        "type": kind,
-        "status": wanted,
-        "reason": reason,
-        "message": message[:32768],  # metav1.Condition's limit
-        "lastTransitionTime": format_time(now)
-        if transition
-        else found.get("lastTransitionTime", format_time(now)),
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
+    found = next((c for c in conditions if c.type == kind), None)
+    transition = found is None or found.status != wanted
+    condition = Condition(
+        type=kind,
+        status=wanted,
+        reason=reason,
+        message=message[:MAX_CONDITION_MESSAGE],
+        last_transition_time=format_time(now) if transition else found.last_transition_time,
+        observed_generation=generation,
+    )
     if found is None:
         conditions.append(condition)
     else:
-        found.clear()
-        found.update(condition)
+        conditions[conditions.index(found)] = condition
     return transition
-
-
-def clean_status(status: dict | None) -> dict:
-    """A deep copy of a job's status with the keys the operator relies on present."""
-    status = copy.deepcopy(dict(status or {}))
-    status.setdefault("conditions", [])
-    status.setdefault("restarts", 0)
-    return status

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from dsgd_operator.api import DistributedSGDJobStatus
 from dsgd_operator.reconcile.kube import KubeApi
-from dsgd_operator.reconcile.settings import OperatorOptions
+from dsgd_operator.reconcile.options import OperatorOptions
 
 
 @dataclass
@@ -27,7 +28,7 @@ class JobRuntime:
     poked: asyncio.Event = field(default_factory=asyncio.Event)
     #: The status as this operator last wrote it: newer than the watched body
     #: until our own patch comes back through the watch.
-    status: dict | None = None
+    status: DistributedSGDJobStatus | None = None
     #: Keys of once-only events already posted (abnormal pods).
     posted: set[str] = field(default_factory=set)
     #: Service, ConfigMap and PodGroup exist (created or found by this process).

@@ -1,22 +1,12 @@
-"""Operator options (what an installation decides) and the kopf settings derived from them."""
+"""Operator options: what an installation decides (`dsgd operator` flags, Helm, DSGD_* env)."""
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, fields
 
-import kopf
-from dsgd_contract.pod import JOB_NAME_LABEL
-
 from dsgd_operator import api
-from dsgd_operator.builders.settings import BuildSettings
-
-#: kopf's finalizer and the prefix of its bookkeeping annotations: in our group,
-#: and in metadata rather than status, which a structural schema could prune.
-FINALIZER = f"{api.GROUP}/finalizer"
-ANNOTATIONS_PREFIX = api.GROUP
-
+from dsgd_operator.builders.build_settings import BuildSettings
 
 #: How from_env() reads each annotation (annotations are strings here).
 _FIELD_TYPES = {"int": int, "float": float, "str": str}
@@ -87,35 +77,3 @@ class OperatorOptions:
             except ValueError:
                 raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
         return cls(**values)
-
-
-def restart_backoff(options: OperatorOptions, restarts: int) -> float:
-    """Seconds to wait before gang attempt `restarts` (≥ 1): base, 2×base, 4×base, ... capped."""
-    if restarts < 1:
-        return 0.0
-    exponent = min(restarts - 1, 30)  # 2**30 × base is beyond any cap; avoids huge floats
-    return min(options.restart_backoff_cap_seconds, options.restart_backoff_seconds * 2**exponent)
-
-
-def configure_kopf(settings: kopf.OperatorSettings, options: OperatorOptions) -> None:
-    """Production settings for kopf: our finalizer and annotations, timeouts, quiet events."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix=ANNOTATIONS_PREFIX
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
-    )
-    # kopf would post a Normal event for every handler run; ours are the ones that matter.
-    settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = "dsgd-operator"
-    # Watches end server-side now and then so that a silently broken connection heals.
-    settings.watching.server_timeout = options.watch_timeout_seconds
-    settings.watching.client_timeout = options.watch_timeout_seconds + 30
-    settings.watching.connect_timeout = 30
-    settings.networking.request_timeout = 60
-    # Only the job's pods are watched, filtered by the API server.
-    settings.watching.label_selectors["v1", "pods"] = JOB_NAME_LABEL
-    # Namespaced installs get no cluster-wide reads of namespaces (nor of CRDs): kopf serves
-    # exactly the named namespaces and discovers resources once, at start (discovery API).
-    settings.scanning.disabled = bool(options.namespaces)

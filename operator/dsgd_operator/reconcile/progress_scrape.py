@@ -10,8 +10,9 @@ from __future__ import annotations
 import aiohttp
 from dsgd_contract.pod import METRICS_PORT
 
-from dsgd_operator.progress import parse_progress
+from dsgd_operator.api import Progress
 from dsgd_operator.reconcile.status import PodState
+from dsgd_operator.trainer_progress import parse_progress
 
 
 def metrics_url(pod: PodState) -> str | None:
@@ -23,8 +24,8 @@ def metrics_url(pod: PodState) -> str | None:
     return f"http://{host}:{port}/metrics"
 
 
-async def scrape(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> dict | None:
-    """status.progress (camelCase, unset values left out) from `url`; None if unreachable."""
+async def scrape(session: aiohttp.ClientSession, url: str, timeout: float = 2.0) -> Progress | None:
+    """Rank 0's progress from `url`; None if unreachable, unreadable or empty."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             if response.status != 200:
@@ -36,7 +37,4 @@ async def scrape(session: aiohttp.ClientSession, url: str, timeout: float = 2.0)
         progress = parse_progress(text)
     except ValueError:
         return None
-    wire = progress.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not wire.get("syncRounds"):
-        wire.pop("syncRounds", None)
-    return wire or None
+    return progress if progress != Progress() else None
