@@ -2,7 +2,9 @@
 
 mini-batch-sgd (DDP gradient averaging), local-sgd, post-local-sgd and
 hierarchical-local-sgd, with sign / ef-sign compression for the first two local
-variants. The semantics follow docs/algorithms.md; each module's
+variants. The three local variants are one class (local_sgd.LocalSGD) composed
+of a sync schedule (sync_schedule.py: when, at which scope) and synchronisers
+(model_sync.py: how). The semantics follow docs/algorithms.md; each module's
 docstring states the choices made where the contract leaves one open.
 """
 

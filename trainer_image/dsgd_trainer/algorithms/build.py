@@ -7,13 +7,15 @@ from torch import nn
 
 from .base import Algorithm
 from .context import DistContext
-from .hierarchical import HierarchicalLocalSGD
 from .local_sgd import LocalSGD
 from .mini_batch import MiniBatchSGD
-from .post_local_sgd import PostLocalSGD
 
+#: The local variants are one class; their schedule (sync_schedule.py) follows from the name.
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (MiniBatchSGD, LocalSGD, PostLocalSGD, HierarchicalLocalSGD)
+    MiniBatchSGD.name: MiniBatchSGD,
+    "local-sgd": LocalSGD,
+    "post-local-sgd": LocalSGD,
+    "hierarchical-local-sgd": LocalSGD,
 }
 
 

@@ -1,19 +1,35 @@
-"""Local SGD (Lin et al., Algorithm 1), optionally with sign / EF-sign compression (Alg. 3/4).
+"""The local SGD family (Lin et al., Algorithms 1–5): a sync schedule + synchronisers.
 
-Every rank takes H = algorithm.localSteps optimizer steps on its own batches
-without communicating (momentum buffers stay local), then all ranks average
-parameters and floating buffers. Schedule: after global step s when
-(s + 1) mod H = 0, i.e. after H, 2H, … steps, so S steps make ⌊S/H⌋ global
-rounds. (PyTorch's PeriodicModelAverager with warmup_steps=0 also averages
-after the very first step; the test aligns the two by starting its counter at 1.)
+local-sgd, post-local-sgd and hierarchical-local-sgd differ only in their
+schedule (sync_schedule.py: when to average, at which scope, and post-local's
+mini-batch phase); how a model is averaged is a synchroniser (model_sync.py:
+dense all-reduce, or sign / EF-sign compressed deltas for the global scope;
+intra-node averaging is always dense). This module runs the two together
+behind the Algorithm interface.
 
-Bytes per round: dense, Σ numel × element size of the averaged tensors;
-compressed, the packed payload (see compression.py) plus the dense buffers.
+Local phase: every rank takes optimizer steps on its own batches without
+communicating (momentum buffers stay local) and averages parameters and
+floating buffers when the schedule says so. Bytes per round: dense, Σ numel ×
+element size of the averaged tensors; compressed, the packed payload (see
+compression.py) plus the dense buffers.
 
-At step 0 rank 0's parameters and buffers are broadcast so that the replicas
-start identical, as DDP does at construction; this one-time initialization is
-not counted. Doing it at step 0 rather than at construction keeps it harmless
-when the loop loads a per-rank checkpoint before building the algorithm.
+Start of the local phase at step 0 (local-sgd, hierarchical): rank 0's
+parameters and buffers are broadcast so that the replicas start identical, as
+DDP does at construction; this one-time initialization is not counted. Doing it
+at step 0 rather than at construction keeps it harmless when the loop loads a
+per-rank checkpoint before building the algorithm.
+
+Mini-batch phase (post-local, steps s < T): DDP gradient averaging, counted as
+in mini_batch.py. The switch: after step T − 1 the replicas have identical
+parameters (same averaged gradients) but each rank's BatchNorm statistics came
+from its own last batch, so rank 0's buffers are broadcast (what DDP's next
+forward would have done; its bytes are counted in the global scope, as no
+round). That identical model is the compression reference x_sync. The local
+phase runs on the bare model instead of DDP + no_sync(): no_sync would still
+broadcast buffers in the first forward after a synced step, and the DDP wrapper
+is dropped to free its gradient buckets. The wrapper is created lazily in the
+first mini-batch step, so a run resumed in the local phase never broadcasts
+rank 0's model over the others.
 """
 
 from __future__ import annotations
@@ -21,66 +37,98 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 from dsgd_contract.config import TrainingConfig
-from dsgd_contract.metrics import GLOBAL
+from dsgd_contract.metrics import GLOBAL, INTRA_NODE
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .averaging import averaged_copy, make_replicas_identical_
+from .averaging import averaged_copy, broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
-from .model_sync import make_global_sync
+from .mini_batch import ddp_step_bytes, rank0_buffers_, wrap_in_ddp
+from .model_sync import DenseSync, ModelSync, make_global_sync
+from .sync_schedule import SyncSchedule, make_sync_schedule
 
 
 class LocalSGD(Algorithm):
-    """Periodic global model averaging every H local steps."""
-
-    name = "local-sgd"
+    """Local steps, averaged at the scopes and steps `schedule` names, by the synchronisers."""
 
     def __init__(
         self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int
     ) -> None:
         super().__init__(model, config, ctx, steps_per_epoch)
-        self.local_steps = config.algorithm.local_steps
-        self._global_sync = make_global_sync(config.algorithm.compression)
-        #: The first step of local SGD; the H-cycle counts from here (post-local: the switch).
-        self.local_phase_start = 0
+        self.name = config.algorithm.name
+        self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
+        self.synchronisers: dict[str, ModelSync] = {
+            GLOBAL: make_global_sync(config.algorithm.compression),
+            INTRA_NODE: DenseSync(group=ctx.intra_node_group),
+        }
         #: The step being run, or the next one after after_optimizer_step.
         self._step = 0
         #: Whether all ranks now hold identical parameters and floating buffers.
         self._synced = False
+        #: The mini-batch phase's DDP wrapper, created lazily (see the module docstring).
+        self._ddp: DistributedDataParallel | None = None
+
+    def in_local_phase(self) -> bool:
+        return self.schedule.in_local_phase(self._step)
 
     def training_model(self) -> nn.Module:
-        return self.model
+        if self.in_local_phase():
+            return self.model
+        if self._ddp is None:
+            self._ddp = wrap_in_ddp(self.model, self.ctx)
+        return self._ddp
 
     def step_context(self, step: int) -> AbstractContextManager[None]:
-        if step == 0 and self._step == 0:
+        if step == 0 and self._step == 0 and self.schedule.switch_step == 0:
             self._start_local_phase()
         self._step = step
+        if not self.in_local_phase():
+            self.training_model()  # wrap now (a collective), not inside the loop's forward
         return nullcontext()
 
     def after_optimizer_step(self, step: int) -> None:
         self._step = step + 1
-        if (step + 1 - self.local_phase_start) % self.local_steps == 0:
-            self._synchronize_globally()
-        else:
+        if not self.schedule.in_local_phase(step):
+            self.counters.record(GLOBAL, ddp_step_bytes(self.model))
+            if step + 1 == self.schedule.switch_step:
+                self._switch_to_local()
+            return
+        scope = self.schedule.averaging_after(step)
+        if scope is None:
             self._synced = False
+            return
+        with self.counters.timed(self.ctx.device):
+            nbytes = self.synchronisers[scope].synchronize(self.model)
+        self.counters.record(scope, nbytes)
+        self._synced = scope == GLOBAL
 
     def synchronize_for_evaluation(self) -> nn.Module:
-        """The model itself right after a global averaging, else a globally averaged deep copy.
-
-        The copy is a plain (uncompressed) average of the replicas, also with compression.
+        """Local phase: the model itself right after a global averaging, else a globally
+        averaged deep copy (a plain uncompressed average, also with compression).
+        Mini-batch phase: the model, with rank 0's buffers, as mini-batch SGD.
         """
-        return self.model if self._synced else averaged_copy(self.model)
+        if self.in_local_phase():
+            return self.model if self._synced else averaged_copy(self.model)
+        self.training_model()  # before step 0 the DDP wrap is what makes replicas identical
+        rank0_buffers_(self.model)  # parameters are identical already
+        return self.model
 
     def _start_local_phase(self) -> None:
-        """Make replicas identical (uncounted) and start the compression reference x_sync."""
+        """Step 0: make replicas identical (uncounted), the compression reference x_sync."""
         make_replicas_identical_(self.model)
-        self._global_sync.reset(self.model)
+        self.synchronisers[GLOBAL].reset(self.model)
         self._synced = True
 
-    def _synchronize_globally(self) -> None:
-        with self.counters.timed(self.ctx.device):
-            nbytes = self._global_sync.synchronize(self.model)
-        self.counters.record(GLOBAL, nbytes)
+    def _switch_to_local(self) -> None:
+        """After step T − 1: rank 0's buffers (counted, no round); drop DDP; x_sync."""
+        buffers = list(self.model.buffers())
+        if buffers:
+            with self.counters.timed(self.ctx.device):
+                nbytes = broadcast_(buffers, src=0)
+            self.counters.record(GLOBAL, nbytes, rounds=0)
+        self._ddp = None
+        self.synchronisers[GLOBAL].reset(self.model)
         self._synced = True
 
     def state_dict(self) -> dict:
@@ -88,11 +136,11 @@ class LocalSGD(Algorithm):
             **super().state_dict(),
             "step": self._step,
             "synced": self._synced,
-            "global_sync": self._global_sync.state_dict(),
+            "global_sync": self.synchronisers[GLOBAL].state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self._step = int(state["step"])
         self._synced = bool(state["synced"])
-        self._global_sync.load_state_dict(state["global_sync"])
+        self.synchronisers[GLOBAL].load_state_dict(state["global_sync"])

@@ -1,8 +1,10 @@
-"""How the local variants synchronize models globally: dense averaging, or sign-compressed deltas.
+"""How the local variants synchronize models: dense averaging, or sign-compressed deltas.
 
-`DenseSync` averages parameters and floating buffers with one coalesced
-all-reduce. `SignSync` implements Lin et al.'s compressed local SGD
-(Algorithm 3, `sign`; Algorithm 4, `ef-sign`):
+The synchroniser decides how; the schedule (sync_schedule.py) decides when and
+at which scope. `DenseSync` averages parameters and floating buffers with one
+coalesced all-reduce, over all ranks or over one node's group. `SignSync`
+implements Lin et al.'s compressed local SGD (Algorithm 3, `sign`; Algorithm
+4, `ef-sign`):
 
     Δ_k = x_k − x_sync                      x_sync: the last synchronized model, kept per rank
     sign:     send c_k = C(Δ_k)
@@ -33,8 +35,8 @@ from .averaging import (
 )
 
 
-class GlobalSync(ABC):
-    """One global synchronization of all ranks' models; returns the payload bytes this rank sent."""
+class ModelSync(ABC):
+    """One synchronization of the ranks' models; returns the payload bytes this rank sent."""
 
     def reset(self, model: nn.Module) -> None:  # noqa: B027 - optional hook, default: nothing
         """Called when the replicas are identical at the start of a local phase."""
@@ -49,14 +51,17 @@ class GlobalSync(ABC):
         pass
 
 
-class DenseSync(GlobalSync):
-    """Average trainable parameters and floating buffers over all ranks (one all-reduce)."""
+class DenseSync(ModelSync):
+    """Average trainable parameters and floating buffers over `group` (None: all ranks)."""
+
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+        self.group = group
 
     def synchronize(self, model: nn.Module) -> int:
-        return average_(averaged_tensors(model))
+        return average_(averaged_tensors(model), group=self.group)
 
 
-class SignSync(GlobalSync):
+class SignSync(ModelSync):
     """Sign-compressed delta averaging; with `error_feedback`, EF-sign. State is per rank."""
 
     def __init__(self, error_feedback: bool) -> None:
@@ -115,7 +120,7 @@ class SignSync(GlobalSync):
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
 
 
-def make_global_sync(compression_name: str) -> GlobalSync:
+def make_global_sync(compression_name: str) -> ModelSync:
     """The global synchronization for `algorithm.compression` (none | sign | ef-sign)."""
     if compression_name == "none":
         return DenseSync()
