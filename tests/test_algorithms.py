@@ -352,9 +352,9 @@ def hierarchical_scenario(rank: int, world_size: int) -> dict:
     config = make_config("hierarchical-local-sgd", localSteps=HIER["H"], blockSteps=HIER["H_b"])
     ctx = make_dist_context(torch.device("cpu"))
     layout = {
-        "node_rank": ctx.node_rank,
-        "local_rank": ctx.local_rank,
-        "local_world_size": ctx.local_world_size,
+        "node_rank": ctx.gang.node_rank,
+        "local_rank": ctx.gang.local_rank,
+        "local_world_size": ctx.gang.local_world_size,
         "group_size": dist.get_world_size(ctx.intra_node_group),
     }
     algo, _, snapshots, rounds = run_algorithm(config, rank, HIER["steps"])
@@ -669,8 +669,9 @@ def test_counters_refuse_unknown_scopes() -> None:
 def test_state_of_another_algorithm_is_refused() -> None:
     from dsgd_trainer.algorithms import DistContext
     from dsgd_trainer.algorithms.local_sgd import LocalSGD
+    from dsgd_trainer.gang import GangPosition
 
-    ctx = DistContext(0, 1, 0, 1, 0, torch.device("cpu"), None)
+    ctx = DistContext(GangPosition(0, 1, 0, 1, 0), torch.device("cpu"), None)
     algo = LocalSGD(make_model(), make_config("local-sgd"), ctx, 1)
     state = copy.deepcopy(algo.state_dict())
     state["algorithm"] = "mini-batch-sgd"

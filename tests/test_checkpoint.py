@@ -15,7 +15,7 @@ import torch.distributed as dist
 from dsgd_contract import exit_codes
 from dsgd_trainer import checkpoint
 from dsgd_trainer.checkpoint import Learner, RunState, resume
-from dsgd_trainer.distributed import LaunchEnv
+from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
 from torch import nn
 
@@ -69,7 +69,7 @@ def test_a_checkpoint_of_another_world_size_is_refused_with_64(
     write_latest(tmp_path, world_size=2)
     learner = Learner(nn.Linear(1, 1), None, None, torch.Generator(), CPU)  # type: ignore[arg-type]
     with pytest.raises(TrainerExit) as refused:
-        resume(tmp_path, LaunchEnv(0, 1, 0, 1, 0, False), 8, learner, RunState())
+        resume(tmp_path, GangPosition(0, 1, 0, 1, 0, False), 8, learner, RunState())
     assert refused.value.code == exit_codes.INVALID_CONFIG
     assert "belongs to a run with 2 ranks, but this run has 1" in refused.value.message
 

@@ -40,7 +40,7 @@ from dsgd_contract import exit_codes
 from torch import nn
 
 from dsgd_trainer.algorithms import Algorithm
-from dsgd_trainer.distributed import LaunchEnv
+from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
 
 LATEST = "latest.json"
@@ -277,17 +277,17 @@ class Learner:
 
 
 def resume(
-    directory: Path, launch: LaunchEnv, steps_per_epoch: int, learner: Learner, run: RunState
+    directory: Path, gang: GangPosition, steps_per_epoch: int, learner: Learner, run: RunState
 ) -> bool:
     """Load the latest checkpoint into `learner` and `run` if there is one (collective).
 
     Returns whether it resumed; TrainerExit(64) when the checkpoint cannot be used.
     """
     try:
-        latest = find_resume_point(directory, launch.rank, launch.world_size, learner.device)
+        latest = find_resume_point(directory, gang.rank, gang.world_size, learner.device)
         if latest is None:
             return False
-        state = load(directory, latest, launch.rank)
+        state = load(directory, latest, gang.rank)
         if state["steps_per_epoch"] != steps_per_epoch:
             raise CheckpointError(
                 f"{directory} holds a run with {state['steps_per_epoch']} steps per epoch, this "
@@ -316,13 +316,13 @@ def resume(
 
 
 def snapshot(
-    run: RunState, launch: LaunchEnv, steps_per_epoch: int, learner: Learner
+    run: RunState, gang: GangPosition, steps_per_epoch: int, learner: Learner
 ) -> dict[str, Any]:
     """This rank's checkpoint contents (see dsgd_trainer.checkpoint)."""
     return {
         "format": FORMAT_VERSION,
-        "rank": launch.rank,
-        "world_size": launch.world_size,
+        "rank": gang.rank,
+        "world_size": gang.world_size,
         "epoch": run.epoch,
         "step": run.step,  # also the lr schedule's position: lr is a function of the step
         "steps_per_epoch": steps_per_epoch,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
@@ -20,6 +19,7 @@ from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
 
+from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
 
 #: How long a collective may wait for its peers before the run fails. Long enough for
@@ -30,32 +30,6 @@ DEFAULT_COLLECTIVE_TIMEOUT = timedelta(minutes=15)
 
 class DeviceError(RuntimeError):
     """The topology asks for a device this machine does not have (exit code 64)."""
-
-
-@dataclass(frozen=True)
-class LaunchEnv:
-    """Where this process sits in the gang, as torchrun's environment says."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    local_world_size: int
-    node_rank: int
-    under_torchrun: bool
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> LaunchEnv:
-        """RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK; one rank when unset."""
-        if "RANK" not in env:
-            return cls(0, 1, 0, 1, 0, under_torchrun=False)
-        return cls(
-            rank=int(env["RANK"]),
-            world_size=int(env["WORLD_SIZE"]),
-            local_rank=int(env.get("LOCAL_RANK", 0)),
-            local_world_size=int(env.get("LOCAL_WORLD_SIZE", 1)),
-            node_rank=int(env.get("GROUP_RANK", 0)),
-            under_torchrun=True,
-        )
 
 
 def select_device(gpu: bool, local_rank: int) -> torch.device:
@@ -88,12 +62,12 @@ def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
     return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT
 
 
-def init_process_group(launch: LaunchEnv, device: torch.device) -> None:
+def init_process_group(gang: GangPosition, device: torch.device) -> None:
     """Join the gang: torchrun's env:// rendezvous, or a private store for a lone rank."""
     backend = "nccl" if device.type == "cuda" else "gloo"
     # device_id binds NCCL's communicator to this rank's GPU eagerly (no guessing later).
     device_id = device if device.type == "cuda" else None
-    if launch.under_torchrun:
+    if gang.under_torchrun:
         dist.init_process_group(
             backend, timeout=collective_timeout(), device_id=device_id, init_method="env://"
         )
@@ -114,10 +88,10 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def check_topology(config: TrainingConfig, launch: LaunchEnv) -> None:
+def check_topology(config: TrainingConfig, gang: GangPosition) -> None:
     """The gang torchrun started must be the one the config describes (algorithms depend on it)."""
     topology = config.topology
-    if not launch.under_torchrun:
+    if not gang.under_torchrun:
         if topology.world_size != 1:
             raise TrainerExit(
                 exit_codes.INVALID_CONFIG,
@@ -126,13 +100,13 @@ def check_topology(config: TrainingConfig, launch: LaunchEnv) -> None:
                 "processesPerNode to 1",
             )
         return
-    if (launch.world_size, launch.local_world_size) != (
+    if (gang.world_size, gang.local_world_size) != (
         topology.world_size,
         topology.processes_per_node,
     ):
         raise TrainerExit(
             exit_codes.INVALID_CONFIG,
             f"error: topology says {topology.nodes} node(s) × {topology.processes_per_node} "
-            f"process(es), but torchrun started {launch.world_size} rank(s), "
-            f"{launch.local_world_size} per node (PET_NNODES / PET_NPROC_PER_NODE must match)",
+            f"process(es), but torchrun started {gang.world_size} rank(s), "
+            f"{gang.local_world_size} per node (PET_NNODES / PET_NPROC_PER_NODE must match)",
         )

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsgd_trainer.data import TensorDataset
-from dsgd_trainer.distributed import LaunchEnv, autocast
+from dsgd_trainer.distributed import autocast
+from dsgd_trainer.gang import GangPosition
 
 #: Test-set batch size: large, since evaluation keeps no activations for backward.
 EVAL_BATCH_SIZE = 1024
@@ -40,7 +41,7 @@ class RunningStats:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, test: TensorDataset, launch: LaunchEnv, use_bf16: bool
+    model: nn.Module, test: TensorDataset, gang: GangPosition, use_bf16: bool
 ) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` on the whole test set, identical on every rank.
 
@@ -49,7 +50,7 @@ def evaluate(
     """
     model.eval()
     device = test.inputs.device
-    shard = torch.tensor_split(torch.arange(len(test)), launch.world_size)[launch.rank]
+    shard = torch.tensor_split(torch.arange(len(test)), gang.world_size)[gang.rank]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # Σ loss, Σ correct, n
     for indices in shard.split(EVAL_BATCH_SIZE):
         indices = indices.to(device)

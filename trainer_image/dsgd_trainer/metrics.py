@@ -32,7 +32,7 @@ from dsgd_contract.pod import METRICS_ADDR_ENV, METRICS_PORT_ENV, MULTIPROC_DIR_
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from dsgd_trainer.distributed import LaunchEnv
+from dsgd_trainer.gang import GangPosition
 
 #: Seconds between two updates of the progress metrics (the loop reads the loss then).
 PUBLISH_INTERVAL = 2.0
@@ -171,7 +171,7 @@ class TrainerMetrics:
         self.test_accuracy.labels(self._rank).set(test_accuracy)
 
 
-def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]:
+def start_metrics(gang: GangPosition) -> tuple[TrainerMetrics, WSGIServer | None]:
     """Set up this rank's metrics and, on local rank 0, the HTTP endpoint (collective).
 
     Local rank 0 first empties PROMETHEUS_MULTIPROC_DIR (files of an earlier
@@ -182,7 +182,7 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     Returns the metrics and the server (call its `shutdown()` at exit) or None.
     """
     directory = os.environ.get(MULTIPROC_DIR_ENV)
-    if directory and launch.local_rank == 0:
+    if directory and gang.local_rank == 0:
         Path(directory).mkdir(parents=True, exist_ok=True)
         for stale in Path(directory).glob("*.db"):
             stale.unlink(missing_ok=True)
@@ -190,10 +190,10 @@ def start_metrics(launch: LaunchEnv) -> tuple[TrainerMetrics, WSGIServer | None]
     serving = CollectorRegistry()
     if directory:
         MultiProcessCollector(serving, path=directory)
-    metrics = TrainerMetrics(launch.rank, registry=None if directory else serving)
+    metrics = TrainerMetrics(gang.rank, registry=None if directory else serving)
     port = int(os.environ.get(METRICS_PORT_ENV) or 0)
     server = None
-    if port and launch.local_rank == 0:
+    if port and gang.local_rank == 0:
         try:
             address = os.environ.get(METRICS_ADDR_ENV) or "0.0.0.0"
             server, _thread = start_http_server(port, addr=address, registry=serving)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # annotations only: reading and writing results needs no torc
 
     from dsgd_trainer.algorithms import Algorithm
     from dsgd_trainer.checkpoint import RunState
-    from dsgd_trainer.distributed import LaunchEnv
+    from dsgd_trainer.gang import GangPosition
     from dsgd_trainer.schedule import LearningRateSchedule
 
 METRICS_FILE = "metrics.jsonl"
@@ -75,7 +75,7 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def prepare_directories(config: TrainingConfig, launch: LaunchEnv) -> tuple[Path, Path]:
+def prepare_directories(config: TrainingConfig, gang: GangPosition) -> tuple[Path, Path]:
     """(checkpointDir, outputDir), created and checked writable now rather than after epoch 1.
 
     On a cluster a missing volume mount is the usual cause: say so (exit code 64).
@@ -83,7 +83,7 @@ def prepare_directories(config: TrainingConfig, launch: LaunchEnv) -> tuple[Path
     checkpoint_dir = Path(config.training.checkpoint_dir)
     output_dir = Path(config.training.resolved_output_dir)
     fields = [("training.checkpointDir", checkpoint_dir)]
-    if launch.rank == 0:  # only rank 0 writes metrics.jsonl and summary.json
+    if gang.rank == 0:  # only rank 0 writes metrics.jsonl and summary.json
         fields.append(("training.outputDir", output_dir))
     for field, directory in fields:
         try:
@@ -113,7 +113,7 @@ def communication(algorithm: Algorithm) -> dict[str, Any]:
 
 
 def summarize(
-    config: TrainingConfig, launch: LaunchEnv, run: RunState, algorithm: Algorithm
+    config: TrainingConfig, gang: GangPosition, run: RunState, algorithm: Algorithm
 ) -> dict[str, Any]:
     """summary.json: the pod contract's fields (communication is rank 0's) and a few more."""
     record = run.record or {}
@@ -121,7 +121,7 @@ def summarize(
         "algorithm": algorithm.name,
         "model": config.training.model,
         "dataset": config.training.dataset.name,
-        "world_size": launch.world_size,
+        "world_size": gang.world_size,
         "nodes": config.topology.nodes,
         "processes_per_node": config.topology.processes_per_node,
         "epochs": run.epoch,
@@ -139,15 +139,15 @@ def summarize(
 
 def describe(
     config: TrainingConfig,
-    launch: LaunchEnv,
+    gang: GangPosition,
     device: torch.device,
     steps_per_epoch: int,
     schedule: LearningRateSchedule,
 ) -> str:
     return (
         f"{config.algorithm.name}: {config.training.model} on {config.training.dataset.name}, "
-        f"{launch.world_size} rank(s) on {device.type}, global batch "
-        f"{config.training.batch_size_per_process * launch.world_size}, "
+        f"{gang.world_size} rank(s) on {device.type}, global batch "
+        f"{config.training.batch_size_per_process * gang.world_size}, "
         f"{steps_per_epoch} steps/epoch × {config.training.epochs} epochs, "
         f"lr {schedule.base_lr:g} → {schedule.peak_lr:g} over {schedule.warmup_steps} steps"
     )

@@ -47,7 +47,6 @@ from dsgd_trainer.checkpoint import Learner, RunState, resume, snapshot
 from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
-    LaunchEnv,
     autocast,
     check_topology,
     destroy_process_group,
@@ -55,6 +54,7 @@ from dsgd_trainer.distributed import (
     select_device,
 )
 from dsgd_trainer.evaluation import RunningStats, evaluate
+from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
@@ -66,14 +66,14 @@ from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_die
 @record  # torchrun's error file gets the traceback of anything unexpected
 def main(config: TrainingConfig) -> int:
     """Run one rank of training with a validated `config`; return the process exit code."""
-    launch = LaunchEnv.from_env()
-    if launch.under_torchrun:
+    gang = GangPosition.from_env()
+    if gang.under_torchrun:
         stop_when_parent_dies()
     stop = StopRequest()
     try:
-        return train(config, launch, stop)
+        return train(config, gang, stop)
     except TrainerExit as error:
-        if error.every_rank or launch.local_rank == 0:
+        if error.every_rank or gang.local_rank == 0:
             print(error.message, file=sys.stderr, flush=True)
         return error.code
     except Exception:
@@ -85,13 +85,13 @@ def main(config: TrainingConfig) -> int:
         destroy_process_group()
 
 
-def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
+def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     started = time.perf_counter()
-    check_topology(config, launch)
-    checkpoint_dir, output_dir = prepare_directories(config, launch)
+    check_topology(config, gang)
+    checkpoint_dir, output_dir = prepare_directories(config, gang)
     seed, epochs = config.training.seed, config.training.epochs
     try:
-        device = select_device(config.topology.gpu, launch.local_rank)
+        device = select_device(config.topology.gpu, gang.local_rank)
     except DeviceError as error:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"error: {error}", every_rank=True) from error
 
@@ -102,8 +102,8 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
         sampler = EpochSampler(
             len(data.train),
             seed,
-            launch.rank,
-            launch.world_size,
+            gang.rank,
+            gang.world_size,
             config.training.batch_size_per_process,
         )
     except DataLoadError as error:
@@ -116,28 +116,28 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"training.model: {error}") from error
     model.to(device)
 
-    init_process_group(launch, device)
-    ctx = make_dist_context(device)
-    metrics, metrics_server = start_metrics(launch)
+    init_process_group(gang, device)
+    ctx = make_dist_context(device, gang)
+    metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
-    schedule = LearningRateSchedule.from_config(config, launch.world_size, steps_per_epoch)
+    schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
     optimizer = build_optimizer(model, config.optimizer)
     algorithm = build_algorithm(config, model, ctx, steps_per_epoch)
     # From here on randomness differs by rank (dropout, augmentation): independent streams.
-    rank_seed = int(np.random.SeedSequence([seed, launch.rank]).generate_state(1)[0])
+    rank_seed = int(np.random.SeedSequence([seed, gang.rank]).generate_state(1)[0])
     seed_everything(rank_seed)
     learner = Learner(
         model, optimizer, algorithm, torch.Generator(device).manual_seed(rank_seed), device
     )
 
     run = RunState()
-    if resume(checkpoint_dir, launch, steps_per_epoch, learner, run) and launch.rank == 0:
+    if resume(checkpoint_dir, gang, steps_per_epoch, learner, run) and gang.rank == 0:
         results.drop_records_after(output_dir, run.epoch)
         log(f"resumed from {checkpoint_dir} after epoch {run.epoch} (step {run.step})")
-    if launch.rank == 0:
-        log(describe(config, launch, device, steps_per_epoch, schedule))
+    if gang.rank == 0:
+        log(describe(config, gang, device, steps_per_epoch, schedule))
     use_bf16 = config.training.precision == "bf16" and device.type == "cuda"
-    if config.training.precision == "bf16" and not use_bf16 and launch.rank == 0:
+    if config.training.precision == "bf16" and not use_bf16 and gang.rank == 0:
         log("note: training.precision bf16 applies on GPUs; training in fp32 on the CPU")
     wall_before = run.wall_seconds
     # Show up on the metrics page at once (with a resumed run's totals), not after a while.
@@ -176,7 +176,7 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
             with torch.no_grad():
                 epoch_stats.add(loss, outputs, targets)
                 window.add(loss, outputs, targets)
-            run.samples += len(targets) * launch.world_size
+            run.samples += len(targets) * gang.world_size
             now = time.perf_counter()
             # Without a device sync this is launch-to-launch time: right on average, noisy per step.
             metrics.observe_step(now - last_step_end)
@@ -203,7 +203,7 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
 
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(
-            algorithm.synchronize_for_evaluation(), data.test, launch, use_bf16
+            algorithm.synchronize_for_evaluation(), data.test, gang, use_bf16
         )
         model.train()  # the evaluated model may be the training model itself
         run.record = {
@@ -223,7 +223,7 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
         }
         metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
         metrics.publish_evaluation(test_loss, test_accuracy)
-        if launch.rank == 0:
+        if gang.rank == 0:
             results.append_record(output_dir, run.record)
             log(epoch_line(run.record, epochs))
 
@@ -232,14 +232,12 @@ def train(config: TrainingConfig, launch: LaunchEnv, stop: StopRequest) -> int:
             if stop.requested:  # a save is collective: peers may be gone already
                 raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
             run.wall_seconds = wall_before + time.perf_counter() - started
-            state = snapshot(run, launch, steps_per_epoch, learner)
-            checkpoint.save(
-                checkpoint_dir, run.epoch, run.step, launch.rank, launch.world_size, state
-            )
+            state = snapshot(run, gang, steps_per_epoch, learner)
+            checkpoint.save(checkpoint_dir, run.epoch, run.step, gang.rank, gang.world_size, state)
 
     run.wall_seconds = wall_before + time.perf_counter() - started
-    if launch.rank == 0:
-        summary = results.summarize(config, launch, run, algorithm)
+    if gang.rank == 0:
+        summary = results.summarize(config, gang, run, algorithm)
         results.write_summary(output_dir, summary)
         log(
             f"done: {summary['epochs']} epochs, {summary['steps']} steps, "

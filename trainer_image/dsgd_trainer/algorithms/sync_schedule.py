@@ -97,10 +97,10 @@ def make_sync_schedule(
         return EveryHSteps(algorithm.local_steps, switch_step=config.switch_epoch * steps_per_epoch)
     if algorithm.name == "hierarchical-local-sgd":
         # With one process per node it would only be local SGD with H·H_b (the spec refuses it).
-        if ctx.intra_node_group is None or ctx.nodes < 2:
+        if ctx.intra_node_group is None or ctx.gang.nodes < 2:
             raise ValueError(
                 f"{algorithm.name} needs several nodes with several processes each, got "
-                f"{ctx.nodes} node(s) × {ctx.local_world_size} process(es)"
+                f"{ctx.gang.nodes} node(s) × {ctx.gang.local_world_size} process(es)"
             )
         return Hierarchical(algorithm.local_steps, algorithm.block_steps)
     raise ValueError(f"{algorithm.name!r} is not a local SGD variant")
