@@ -10,14 +10,15 @@ every pod the tests create passes the admission a hardened cluster applies.
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dsgd_cluster.control_plane import ClusterInfo, down, up
 from kubernetes import client, config
+
+from tests._polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO / "crds"
@@ -27,18 +28,6 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.2):
-    """Poll `predicate` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
 
 
 class Kubectl:

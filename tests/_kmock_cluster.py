@@ -32,6 +32,8 @@ from dsgd_operator import api
 from dsgd_operator.reconcile.in_memory import MEMO_KEY, OperatorContext
 from dsgd_operator.reconcile.options import OperatorOptions
 
+from tests._polling import wait_until_async
+
 JOBS = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
 PODS = "v1/pods"
 NAMESPACE = "default"
@@ -345,14 +347,7 @@ def _plain(value: Any) -> Any:
 
 async def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(0.05)
+    return await wait_until_async(check, timeout, what or repr(check))
 
 
 def write_kubeconfig(path, server: str) -> None:

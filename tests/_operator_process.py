@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from dsgd_cluster.control_plane import ClusterInfo
 
-from tests._cluster import wait_until
+from tests._polling import wait_until
 from tests.conftest import pick_free_port
 
 #: Operator options for tests: quick restarts and progress scrapes (DSGD_* variables).

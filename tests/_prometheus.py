@@ -10,15 +10,15 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tests._polling import wait_until
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -28,18 +28,6 @@ T = TypeVar("T")
 
 class PrometheusQueryError(RuntimeError):
     """Prometheus refused a query (bad syntax, unknown function, ...)."""
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.25) -> T:
-    """Call `check` until it returns something truthy; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def _snake(key: str) -> str:
@@ -101,7 +89,7 @@ class PrometheusServer:
                 start_new_session=True,
             )
         try:
-            wait_for(self._ready, 30, "Prometheus to be ready")
+            wait_until(self._ready, 30, "Prometheus to be ready")
         except BaseException:
             self.stop()
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dsgd_operator import api
 from kubernetes import client
 
-from tests._cluster import wait_until
+from tests._polling import wait_until
 
 CHECKPOINT_EVERY = 3
 

@@ -14,7 +14,7 @@ import pytest
 from dsgd_cluster.control_plane import COMPONENTS, down, status, up
 from kubernetes import client
 
-from tests._cluster import wait_until
+from tests._polling import wait_until
 
 pytestmark = pytest.mark.slow
 

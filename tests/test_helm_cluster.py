@@ -21,7 +21,8 @@ import yaml
 from dsgd_cluster.control_plane import ClusterInfo
 from kubernetes import client
 
-from tests._cluster import Kubectl, create_namespace, wait_until
+from tests._cluster import Kubectl, create_namespace
+from tests._polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "dsgd"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests._cluster import wait_until
 from tests._operator_process import operator as operator
+from tests._polling import wait_until
 from tests._sgdjobs import CHECKPOINT_EVERY, Jobs, job_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]

@@ -12,8 +12,8 @@ import pytest
 from dsgd_operator import api
 from kubernetes import client
 
-from tests._cluster import wait_until
 from tests._operator_process import operator as operator
+from tests._polling import wait_until
 from tests._sgdjobs import Jobs, job_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

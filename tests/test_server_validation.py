@@ -29,8 +29,9 @@ from dsgd_operator.server_validation import dry_run_create, job_objects
 from kubernetes import client
 from pydantic.alias_generators import to_snake
 
-from tests._cluster import RESTRICTED, create_namespace, wait_until
+from tests._cluster import RESTRICTED, create_namespace
 from tests._mutants import mutants
+from tests._polling import wait_until
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.slow
