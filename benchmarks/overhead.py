@@ -22,7 +22,6 @@ one epoch; local SGD with H=16 must send 1/16 of mini-batch SGD's bytes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -47,9 +46,10 @@ from dsgd_trainer.models import build_model
 from dsgd_trainer.optim import build_optimizer
 from dsgd_trainer.stopping import exit_without_teardown
 from job_runner import exit_on_termination
-from machine import describe_machine, load_average, machine_line
+from machine import machine_line
 from plots import plot_bars
-from report import DEFAULT_OUT, fmt, markdown_table, write_index, write_json
+from report import DEFAULT_OUT, fmt, markdown_table
+from scaled_run import results_header, scale_name, scale_parser, write_results
 from torch.nn.parallel import DistributedDataParallel
 
 NAME = "overhead"
@@ -484,23 +484,10 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="the full benchmark")
-    size.add_argument("--smoke", action="store_true", help="a seconds-long check (CI)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    args = parser.parse_args(argv)
+    args = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=False).parse_args(argv)
     exit_on_termination()
-    scale = "full" if args.full else "smoke" if args.smoke else "quick"
-    results: dict[str, Any] = {
-        "benchmark": NAME,
-        "scale": scale,
-        "machine": describe_machine(),
-        "block_steps": BLOCK_STEPS,
-        "measurements": [],
-    }
+    scale = scale_name(args)
+    results = results_header(NAME, scale, block_steps=BLOCK_STEPS, measurements=[])
     for setup in SCALES[scale]:
         print(f"[{NAME}] {setup.key}: {len(setup.contenders())} contenders × {setup.steps} steps")
         measurement = analyze(setup, measure(setup))
@@ -513,11 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"overhead {percent_change(row['overhead_median'])}",
                 flush=True,
             )
-    results["machine"]["load_average_at_end"] = load_average()
-    write_json(args.out / f"{NAME}-{scale}.json", results)
-    written = write_report(results, args.out)
-    write_index(args.out)
-    print(f"[{NAME}] wrote {', '.join(str(path) for path in written)}")
+    write_results(results, args.out, write_report)
     return 0
 
 

@@ -22,7 +22,6 @@ large-batch one's, and whether the difference is larger than the seed spread.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -32,9 +31,10 @@ from typing import Any
 
 from dsgd_contract.config import TrainingConfig
 from job_runner import JobFailed, exit_on_termination, run_job
-from machine import describe_machine, load_average, machine_line
+from machine import load_average, machine_line
 from plots import Series, plot_accuracy
-from report import DEFAULT_OUT, fmt, markdown_table, megabytes, percent, write_index, write_json
+from report import DEFAULT_OUT, fmt, markdown_table, megabytes, percent
+from scaled_run import results_header, scale_name, scale_parser, write_results
 
 NAME = "paper_findings"
 
@@ -367,28 +367,18 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="the full benchmark")
-    size.add_argument("--smoke", action="store_true", help="a seconds-long check (CI)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    parser.add_argument("--work", type=Path, help="run directories (default: a temporary one)")
-    parser.add_argument("--echo", action="store_true", help="show the trainers' output")
-    args = parser.parse_args(argv)
+    args = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=True).parse_args(argv)
     exit_on_termination()
-    scale = SCALES["full" if args.full else "smoke" if args.smoke else "quick"]
-    results: dict[str, Any] = {
-        "benchmark": NAME,
-        "scale": scale.name,
-        "machine": describe_machine(),
-        "settings": {
+    scale = SCALES[scale_name(args)]
+    results = results_header(
+        NAME,
+        scale.name,
+        settings={
             **asdict(scale),
             "world_size": scale.world_size,
             "peak_learning_rate": scale.learning_rate * scale.world_size * scale.batch_size / 128,
         },
-    }
+    )
     with tempfile.TemporaryDirectory(prefix="dsgdbench-paper-") as temporary:
         try:
             results["variants"] = run_all(scale, args.work or Path(temporary), args.echo)
@@ -396,11 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{NAME}] failed: {error}", file=sys.stderr)
             return 1
     results["verdict"] = verdict(results["variants"])
-    results["machine"]["load_average_at_end"] = load_average()
-    write_json(args.out / f"{NAME}-{scale.name}.json", results)
-    written = write_report(results, args.out)
-    write_index(args.out)
-    print(f"[{NAME}] wrote {', '.join(str(path) for path in written)}")
+    write_results(results, args.out, write_report)
     return 0
 
 

@@ -39,7 +39,6 @@ lr), which brings c down to about 4 on 2 cores: nearer the band, still above it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -49,10 +48,11 @@ from typing import Any
 
 from dsgd_contract.config import TrainingConfig
 from job_runner import JobFailed, exit_on_termination, run_job
-from machine import describe_machine, load_average, machine_line
+from machine import load_average, machine_line
 from netns_cluster import ClusterError, NetnsCluster, measure_throughput, netns_unavailable_reason
 from plots import Series, plot_accuracy, plot_bars
-from report import DEFAULT_OUT, fmt, markdown_table, megabytes, percent, write_index, write_json
+from report import DEFAULT_OUT, fmt, markdown_table, megabytes, percent
+from scaled_run import results_header, scale_name, scale_parser, write_results
 
 NAME = "time_to_accuracy"
 #: localSteps of the no-communication run: more than any run here has steps (the config's max).
@@ -546,31 +546,17 @@ def settings_of(scale: Scale) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="the full benchmark")
-    size.add_argument("--smoke", action="store_true", help="a seconds-long check (CI)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
-    parser.add_argument("--work", type=Path, help="run directories (default: a temporary one)")
+    parser = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=True)
     parser.add_argument("--rates", help="comma-separated tc rates instead of the scale's")
-    parser.add_argument("--echo", action="store_true", help="show the trainers' output")
     args = parser.parse_args(argv)
     exit_on_termination()
-    scale = SCALES["full" if args.full else "smoke" if args.smoke else "quick"]
+    scale = SCALES[scale_name(args)]
     rates = tuple(args.rates.split(",")) if args.rates else scale.rates
     reason = netns_unavailable_reason()
     if reason:
         print(f"[{NAME}] {reason} (run as root)", file=sys.stderr)
         return 2
-    results: dict[str, Any] = {
-        "benchmark": NAME,
-        "scale": scale.name,
-        "machine": describe_machine(),
-        "settings": settings_of(scale),
-        "rates": {},
-    }
+    results = results_header(NAME, scale.name, settings=settings_of(scale), rates={})
     with tempfile.TemporaryDirectory(prefix="dsgdbench-tta-") as temporary:
         work = args.work or Path(temporary)
         try:
@@ -582,14 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     slowest = min(rates, key=lambda rate: results["rates"][rate]["link"]["rate_bits_per_second"])
     results["goal"] = check_goal(results["rates"][slowest]["runs"], slowest)
-    results["machine"]["load_average_at_end"] = load_average()
-    out = args.out
-    write_json(out / f"{NAME}-{scale.name}.json", results)
-    written = write_report(results, out)
-    write_index(out)
-    print(
-        f"[{NAME}] wrote {out / f'{NAME}-{scale.name}.json'}, " + ", ".join(p.name for p in written)
-    )
+    write_results(results, args.out, write_report)
     if results["goal"] is not None:
         print(f"[{NAME}] goal at {slowest}: {'met' if results['goal']['met'] else 'NOT met'}")
     return 0

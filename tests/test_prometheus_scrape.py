@@ -32,12 +32,12 @@ from tests._dashboards import (
     variable_queries,
 )
 from tests._helm_chart import REPO, dashboards, objects_of_kind, prometheus_rule_groups
+from tests._polling import wait_until
 from tests._prometheus import (
     PrometheusQueryError,
     PrometheusServer,
     promtool,
     relabel_configs,
-    wait_for,
 )
 from tests._promql import label_values_query
 from tests.conftest import pick_free_port
@@ -249,8 +249,8 @@ def _wait_for_training_data(
                 raise RuntimeError(f"a process exited with {process.returncode}:\n{logs}")
         return all(has_data(query) for query in queries)
 
-    with contextlib.suppress(TimeoutError):
-        wait_for(all_have_data, DATA_TIMEOUT, "data for every training panel", every=1.0)
+    with contextlib.suppress(AssertionError):  # timed out: the checks below say which
+        wait_until(all_have_data, DATA_TIMEOUT, "data for every training panel", poll=1.0)
 
 
 def _training_panel_queries() -> list[Query]:
@@ -264,8 +264,8 @@ def _series_labels(result: list[dict[str, Any]]) -> list[dict[str, str]]:
 def _eventually(stack: Stack, expr: str) -> list[dict[str, Any]]:
     """The query's result once it has data, or [] after RETRY_SECONDS."""
     try:
-        return wait_for(lambda: stack.prometheus.query(expr), RETRY_SECONDS, expr, every=0.5)
-    except TimeoutError:
+        return wait_until(lambda: stack.prometheus.query(expr), RETRY_SECONDS, expr, poll=0.5)
+    except AssertionError:  # timed out
         return []
 
 
@@ -274,7 +274,7 @@ def test_prometheus_scrapes_every_target(stack: Stack) -> None:
         targets = stack.prometheus.api("targets")["activeTargets"]
         return targets if {t["health"] for t in targets} == {"up"} else None
 
-    targets = wait_for(all_up, RETRY_SECONDS, "every target to be up")
+    targets = wait_until(all_up, RETRY_SECONDS, "every target to be up")
     assert len(targets) == 3
     trainer = next(t for t in targets if t["labels"].get("dsgd_job") == JOB)
     # The PodMonitor's relabelings turned the pod's labels into these.
@@ -330,7 +330,7 @@ def test_every_operator_panel_returns_data(stack: Stack) -> None:
             stack.prometheus.query(to_promql(q.expr, variables)) for q in panel_queries(board)
         )
 
-    wait_for(all_have_data, 30, "data for every operator panel", every=1.0)
+    wait_until(all_have_data, 30, "data for every operator panel", poll=1.0)
     phases = _eventually(stack, 'sum by (phase) (dsgd_jobs{namespace="dsgd-system"})')
     by_phase = {s["metric"]["phase"]: float(s["value"][1]) for s in phases}
     assert by_phase["Running"] == 2 and by_phase["Failed"] == 0
@@ -350,7 +350,7 @@ def test_alerts_fire_on_the_sick_job_and_not_on_the_healthy_run(stack: Stack) ->
         result = _eventually(stack, _alert_expr(stack, alert))
         assert {s["dsgd_job"] for s in _series_labels(result)} == {SICK_JOB}, alert
     for alert in ("DSGDJobFailed", "DSGDJobRestartingRepeatedly"):
-        result = wait_for(
+        result = wait_until(
             lambda alert=alert: stack.prometheus.query(_alert_expr(stack, alert)),
             30,
             f"{alert} to fire on the simulated operator",
@@ -366,7 +366,7 @@ def test_prometheus_loads_and_evaluates_the_alert_rules(stack: Stack) -> None:
         rules = [rule for group in groups for rule in group["rules"]]
         return rules if all(r.get("lastEvaluation", "").startswith("2") for r in rules) else None
 
-    rules = wait_for(evaluated, 20, "the alert rules to be evaluated")
+    rules = wait_until(evaluated, 20, "the alert rules to be evaluated")
     assert {rule["name"] for rule in rules} == {
         "DSGDJobFailed",
         "DSGDJobRestartingRepeatedly",
@@ -374,7 +374,7 @@ def test_prometheus_loads_and_evaluates_the_alert_rules(stack: Stack) -> None:
         "DSGDLossNaN",
     }
     assert {rule["health"] for rule in rules} == {"ok"}, rules
-    nan_alerts = wait_for(
+    nan_alerts = wait_until(
         lambda: [
             a
             for a in stack.prometheus.api("alerts")["alerts"]
