@@ -129,11 +129,17 @@ async def job_event(
 
 @kopf.on.event("v1", "pods", labels={JOB_NAME_LABEL: kopf.PRESENT})
 async def pod_changed(
-    namespace: str, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
+    type: str | None,
+    namespace: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: Any,
+    **_: Any,
 ) -> None:
     runtime = _context(memo).jobs.find(namespace, labels[JOB_NAME_LABEL])
     if runtime is None:
         return
+    runtime.pod_seen(type, copy.deepcopy(dict(body)))
     conditions = (body.get("status") or {}).get("conditions") or []
     if any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in conditions):
         runtime.disrupted[body["metadata"]["name"]] = copy.deepcopy(dict(body))

@@ -43,6 +43,29 @@ class JobRuntime:
     #: an evicted pod may be gone before a pass lists it, and must still count as a
     #: disruption, not as a pod deleted for no reason.
     disrupted: dict[str, dict] = field(default_factory=dict)
+    #: The job's pods as last seen (name → body), fed by the pod watch: a pass plans
+    #: from this instead of listing. None until the first pass lists them (after the
+    #: operator starts); listed again each resync, should a watch event have been lost.
+    pods: dict[str, dict] | None = None
+    pods_listed_at: float = float("-inf")  # time.monotonic() of that list
+
+    def pod_seen(self, event: str | None, body: dict) -> None:
+        """Record a pod event of the watch (nothing before the first list)."""
+        if self.pods is None:
+            return
+        name = body["metadata"]["name"]
+        if event == "DELETED":
+            self.pods.pop(name, None)
+        else:
+            self.pods[name] = body
+
+    def pods_created(self, pods: list[dict]) -> None:
+        """Pods this process just created: known before their watch events arrive, so
+        that the next pass does not find them missing (an expectation, as controllers
+        keep them). A body the watch already delivered is newer and stays."""
+        if self.pods is not None:
+            for pod in pods:
+                self.pods.setdefault(pod["metadata"]["name"], pod)
 
     def poke(self) -> None:
         """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""

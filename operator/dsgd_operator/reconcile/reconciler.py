@@ -80,7 +80,18 @@ async def create_gang(
         runtime.children_created = True
     pods = [build_pod(job, rank, ctx.options.build_settings, attempt) for rank in ranks]
     created = await asyncio.gather(*(ctx.kube.create(pod, namespace) for pod in pods))
+    runtime.pods_created(pods)
     metrics.PODS_CREATED.inc(sum(created))
+
+
+async def current_pods(ctx: OperatorContext, runtime: JobRuntime) -> list[dict]:
+    """The job's pods: listed on the first pass and once per resync, else as watched."""
+    stale = time.monotonic() - runtime.pods_listed_at > ctx.options.resync_seconds
+    if runtime.pods is None or stale:
+        listed = await ctx.kube.list_pods(runtime.namespace, job_labels(runtime.name))
+        runtime.pods = {pod["metadata"]["name"]: pod for pod in listed}
+        runtime.pods_listed_at = time.monotonic()
+    return list(runtime.pods.values())
 
 
 async def delete_pods(ctx: OperatorContext, namespace: str, names: tuple[str, ...]) -> None:
@@ -169,7 +180,7 @@ async def reconcile_once(
     pods: tuple[PodState, ...] = ()
     if job is not None:
         job, problems = effective_job(job, runtime.status)
-        raw_pods = await ctx.kube.list_pods(namespace, job_labels(name))
+        raw_pods = await current_pods(ctx, runtime)
         pods = tuple(observe_pod(pod) for pod in raw_pods) + disrupted_and_gone(runtime, raw_pods)
     snapshot = Snapshot(
         job=job,
