@@ -99,7 +99,7 @@ def test_pod_runs_as_a_process_and_reports_its_exit_code(kube_api, namespace) ->
     assert read.status.pod_ip.startswith("127.")
 
 
-def test_service_account_token_authenticates_as_the_pod(kube_api, namespace) -> None:
+def test_service_account_token_authenticates_as_the_pod(cluster, kube_api, namespace) -> None:
     """The pod's kubeconfig carries a token minted for its ServiceAccount: RBAC applies."""
     core = client.CoreV1Api(kube_api)
     script = (
@@ -112,7 +112,12 @@ def test_service_account_token_authenticates_as_the_pod(kube_api, namespace) -> 
     core.create_namespaced_pod(namespace, _pod("whoami", ["python", "-c", script]))
     wait_until(lambda: _phase(core, "whoami", namespace) in ("Succeeded", "Failed"), 60, "pod done")
     terminated = core.read_namespaced_pod("whoami", namespace).status.container_statuses[0]
-    assert terminated.state.terminated.exit_code == 1  # the secret list is Forbidden
+    assert terminated.state.terminated.exit_code == 1
+    # The API server, not the agent, says who the pod is and what it may not do.
+    (log,) = (cluster.root / "pods" / namespace).glob("whoami-*/container.log")
+    output = log.read_text()
+    assert f"USER system:serviceaccount:{namespace}:default" in output, output
+    assert "Forbidden" in output and "secrets" in output, output
 
 
 def test_deleting_a_running_pod_stops_its_process(kube_api, namespace) -> None:

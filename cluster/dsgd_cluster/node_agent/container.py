@@ -30,10 +30,12 @@ never collide; wildcard listeners share the host's ports.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,7 +206,9 @@ def _service_account_files(ctx: AgentContext, pod: dict) -> dict[str, str]:
     }
 
 
-def _volume_dirs(ctx: AgentContext, pod: dict, pod_dir: Path) -> dict[str, Path]:
+def _volume_dirs(
+    ctx: AgentContext, pod: dict, pod_dir: Path, service_account: Callable[[], dict[str, str]]
+) -> dict[str, Path]:
     """Each volume of the pod as a local directory (or file source)."""
     namespace = pod["metadata"]["namespace"]
     dirs: dict[str, Path] = {}
@@ -230,8 +234,7 @@ def _volume_dirs(ctx: AgentContext, pod: dict, pod_dir: Path) -> dict[str, Path]
             files: dict[str, str | bytes] = {}
             for source in volume["projected"].get("sources") or []:
                 if "serviceAccountToken" in source:
-                    sa = _service_account_files(ctx, pod)
-                    files[source["serviceAccountToken"]["path"]] = sa["token"]
+                    files[source["serviceAccountToken"]["path"]] = service_account()["token"]
                 elif (
                     "configMap" in source and source["configMap"].get("name") == "kube-root-ca.crt"
                 ):
@@ -293,14 +296,17 @@ def prepare(
     pod_dir = ctx.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
     pod_dir.mkdir(parents=True, exist_ok=True)
     container = spec["containers"][0]
-    volumes = _volume_dirs(ctx, pod, pod_dir)
+    # One TokenRequest per pod: the ServiceAccount admission plugin also adds a projected
+    # token volume (kube-api-access-*), which must carry the same token as KUBECONFIG.
+    service_account = functools.cache(lambda: _service_account_files(ctx, pod))
+    volumes = _volume_dirs(ctx, pod, pod_dir, service_account)
     table = _mount_table(container, volumes)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     base.pop("KUBECONFIG", None)
     base["HOSTNAME"] = spec.get("hostname") or meta["name"]
     if spec.get("automountServiceAccountToken", True) is not False:
-        sa = _service_account_files(ctx, pod)
+        sa = service_account()
         _write_files(pod_dir / "serviceaccount", sa)
         table.append((SERVICE_ACCOUNT_DIR, pod_dir / "serviceaccount"))
         base["KUBECONFIG"] = str(
