@@ -143,6 +143,9 @@ def up(
 ) -> ClusterInfo:
     """Start (or keep) the cluster in `root`; return how to reach it once it is ready.
 
+    A cluster whose every component still runs is kept as it is: `nodes`,
+    `gpus_per_node` and `audit_policy` apply when it is (re)started (`down` first).
+
     `tie_to_caller`: every component gets SIGTERM when the calling process dies,
     even by SIGKILL (a test session that is killed leaves nothing behind).
     `audit_policy`: an audit.k8s.io Policy file; the API server then writes its
