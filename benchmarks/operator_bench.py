@@ -180,14 +180,14 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def settle(pids: list[int], audit: AuditLog, timeout: float = 120.0) -> float:
     """Wait until `pids` together use under a tenth of a core and the audit log gains no
-    event, for 2 s running (a burst's aftermath, the operator's status patches, the
+    write, for 2 s running (a burst's aftermath, the operator's status patches, the
     scheduler and controllers included, is over); returns the seconds waited."""
     started = time.perf_counter()
     quiet = 0
     while quiet < 2 and time.perf_counter() - started < timeout:
-        cpu, events = cpu_seconds(pids), audit.position()
+        cpu, writes = cpu_seconds(pids), audit.writes()
         time.sleep(1.0)
-        idle = cpu_seconds(pids) - cpu < 0.1 and audit.position() == events
+        idle = cpu_seconds(pids) - cpu < 0.1 and audit.writes() == writes
         quiet = quiet + 1 if idle else 0
     return time.perf_counter() - started
 
