@@ -57,6 +57,37 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[None
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+#: The first compute capability with bfloat16 in hardware (Ampere). Older GPUs run bf16
+#: through emulation, which torch.cuda.is_bf16_supported() counts as supported: slower
+#: than fp32, with no warning.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def bf16_autocast(
+    precision: str, device: torch.device, capability: tuple[int, int] | None = None
+) -> tuple[bool, str | None]:
+    """Whether to autocast to bf16 for training.precision `precision` on `device`, and a note.
+
+    bf16 only where the hardware has it: a GPU of compute capability ≥ 8.0
+    (`capability`, default: the device's). Elsewhere fp32, with a note that says
+    why (None when nothing was asked that is not done).
+    """
+    if precision != "bf16":
+        return False, None
+    if device.type != "cuda":
+        return False, "training.precision bf16 applies on GPUs; training in fp32 on the CPU"
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    if tuple(capability) < NATIVE_BF16_CAPABILITY:
+        return False, (
+            f"training.precision bf16 needs compute capability "
+            f"{'.'.join(map(str, NATIVE_BF16_CAPABILITY))} (Ampere) or newer; {device} has "
+            f"{capability[0]}.{capability[1]} and would only emulate it, slower than fp32: "
+            "training in fp32"
+        )
+    return True, None
+
+
 def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
     seconds = env.get(COLLECTIVE_TIMEOUT_ENV)
     return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT

@@ -42,12 +42,18 @@ from dsgd_contract.config import TrainingConfig
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dsgd_trainer import checkpoint, results
-from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
+from dsgd_trainer.algorithms import (
+    Algorithm,
+    build_algorithm,
+    make_dist_context,
+    uses_intra_node_groups,
+)
 from dsgd_trainer.checkpoint import Learner, RunState, resume, snapshot
 from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
     autocast,
+    bf16_autocast,
     check_topology,
     destroy_process_group,
     init_process_group,
@@ -117,7 +123,7 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     model.to(device)
 
     init_process_group(gang, device)
-    ctx = make_dist_context(device, gang)
+    ctx = make_dist_context(device, gang, intra_node_groups=uses_intra_node_groups(config))
     metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
     schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
@@ -136,9 +142,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         log(f"resumed from {checkpoint_dir} after epoch {run.epoch} (step {run.step})")
     if gang.rank == 0:
         log(describe(config, gang, device, steps_per_epoch, schedule))
-    use_bf16 = config.training.precision == "bf16" and device.type == "cuda"
-    if config.training.precision == "bf16" and not use_bf16 and gang.rank == 0:
-        log("note: training.precision bf16 applies on GPUs; training in fp32 on the CPU")
+    use_bf16, precision_note = bf16_autocast(config.training.precision, device)
+    if precision_note and gang.rank == 0:
+        log(f"note: {precision_note}")
     wall_before = run.wall_seconds
     # Show up on the metrics page at once (with a resumed run's totals), not after a while.
     metrics.publish(
@@ -152,13 +158,12 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         epoch_stats = RunningStats(device)
         window = RunningStats(device)  # since the last metrics update
         last_step_end = time.perf_counter()
-        for indices in sampler.batches(epoch):
+        for indices in sampler.batches_on(epoch, device):
             if stop.requested:
                 raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
             lr = schedule(run.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            indices = indices.to(device, non_blocking=True)
             inputs, targets = data.train.inputs[indices], data.train.targets[indices]
             if data.augment is not None:
                 inputs = data.augment(inputs, learner.augment_generator)
