@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
 from dsgd_contract.config import TrainingConfig
-from dsgd_trainer.algorithms import make_dist_context, uses_intra_node_groups
+from dsgd_trainer.algorithms import SyncCounters, make_dist_context, uses_intra_node_groups
 from dsgd_trainer.data import DataBundle, TensorDataset
 from dsgd_trainer.data.augment import CropAndFlip
 from dsgd_trainer.data.partition import EpochSampler
@@ -203,3 +204,61 @@ def test_intra_node_groups_are_created_only_for_hierarchical_local_sgd(tmp_path)
             "new_groups": 1,
             "members": [2 * node, 2 * node + 1],
         }
+
+
+def test_communication_time_on_the_cpu_is_the_wall_time_inside_timed() -> None:
+    counters = SyncCounters()
+    with counters.timed(CPU):
+        time.sleep(0.05)
+    assert 0.05 <= counters.communication_seconds < 5
+    restored = SyncCounters()
+    restored.load_state_dict(counters.state_dict())
+    assert restored.communication_seconds == counters.communication_seconds
+
+
+# ---------------------------------------------------------------- on a GPU only
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_a_gpu_a_training_step_input_path_never_synchronises() -> None:
+    """torch's own sync debugger: any blocking host↔device copy or sync raises here."""
+    cuda = torch.device("cuda", 0)
+    bundle = DataBundle(
+        TensorDataset(torch.randn(256, 3, 32, 32), torch.randint(0, 10, (256,))),
+        TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))),
+        10,
+        (3, 32, 32),
+        cifar_like_augment(),
+    ).to(cuda)
+    generator = torch.Generator(cuda).manual_seed(0)
+    batches = EpochSampler(256, 0, 0, 1, 64).batches_on(0, cuda)
+    assert bundle.augment is not None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for indices in batches:
+            inputs = bundle.augment(bundle.train.inputs[indices], generator)
+            targets = bundle.train.targets[indices]
+            assert inputs.is_cuda and targets.is_cuda
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_on_a_gpu_timing_a_collective_does_not_synchronise() -> None:
+    cuda = torch.device("cuda", 0)
+    counters = SyncCounters()
+    work = torch.randn(4096, 4096, device=cuda)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            with counters.timed(cuda):
+                work = work @ work.T / 4096  # stands in for a collective on the stream
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert counters.communication_seconds > 0  # read: waits for the events, once
