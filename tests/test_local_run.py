@@ -132,6 +132,17 @@ def test_plan_slices_an_inherited_cuda_visible_devices_per_node(tmp_path: Path) 
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plan] == ["3,5", "GPU-8f3a,MIG-1c2d"]
 
 
+def test_plan_keeps_the_shells_nccl_settings_over_the_installation_defaults(tmp_path: Path) -> None:
+    def nccl_debug(base_env: dict[str, str]) -> list[str]:
+        plan = plan_local_processes(
+            gpu_job(), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], base_env, 16
+        )
+        return [p.env["NCCL_DEBUG"] for p in plan]
+
+    assert nccl_debug({}) == ["WARN", "WARN"]
+    assert nccl_debug({"NCCL_DEBUG": "INFO"}) == ["INFO", "INFO"]
+
+
 @pytest.mark.parametrize("inherited", ["0,1,2", ""])
 def test_plan_refuses_an_inherited_list_too_short_in_one_line(
     tmp_path: Path, inherited: str

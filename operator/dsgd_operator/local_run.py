@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dsgd_contract import exit_codes
@@ -155,8 +155,11 @@ def plan_local_processes(
             )
         except GpuAssignmentError as error:
             raise LocalRunError(str(error)) from None
+    # The shell's NCCL_* (NCCL_DEBUG=INFO to debug a run) win over the installation's defaults.
+    shell = set(os.environ if base_env is None else base_env)
+    settings = replace(DEFAULT_SETTINGS, gpu_pods=DEFAULT_SETTINGS.gpu_pods.without_env(shell))
     processes = []
-    for node_rank, pod in enumerate(build_pods(job, DEFAULT_SETTINGS)):
+    for node_rank, pod in enumerate(build_pods(job, settings)):
         processes.append(
             local_process(
                 pod,
