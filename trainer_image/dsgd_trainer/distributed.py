@@ -18,6 +18,7 @@ import torch.distributed as dist
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
+from torch.distributed.distributed_c10d import _abort_process_group
 
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
@@ -113,9 +114,19 @@ def init_process_group(gang: GangPosition, device: torch.device) -> None:
         )
 
 
-def destroy_process_group() -> None:
-    """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit."""
-    if dist.is_available() and dist.is_initialized():
+def leave_process_group(abort: bool) -> None:
+    """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit.
+
+    `abort` on an abnormal exit (a crash, a dead peer, a stop not agreed): a
+    destroy would wait for collectives that peers may never join, and with NCCL
+    block in a CUDA synchronisation; an abort tears the communicators down
+    without waiting. A clean or agreed exit destroys the group in order.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if abort:
+        _abort_process_group()
+    else:
         dist.destroy_process_group()
 
 

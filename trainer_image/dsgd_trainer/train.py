@@ -55,8 +55,8 @@ from dsgd_trainer.distributed import (
     autocast,
     bf16_autocast,
     check_topology,
-    destroy_process_group,
     init_process_group,
+    leave_process_group,
     select_device,
 )
 from dsgd_trainer.evaluation import RunningStats, evaluate
@@ -66,6 +66,7 @@ from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
 from dsgd_trainer.results import communication, describe, epoch_line, fmt, prepare_directories
 from dsgd_trainer.schedule import LearningRateSchedule
+from dsgd_trainer.stop_vote import StopVote
 from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
 
 
@@ -76,9 +77,13 @@ def main(config: TrainingConfig) -> int:
     if gang.under_torchrun:
         stop_when_parent_dies()
     stop = StopRequest()
+    agreed = False  # whether every rank ends here together (else the group is aborted)
     try:
-        return train(config, gang, stop)
+        code = train(config, gang, stop)
+        agreed = True
+        return code
     except TrainerExit as error:
+        agreed = error.agreed
         if error.every_rank or gang.local_rank == 0:
             print(error.message, file=sys.stderr, flush=True)
         return error.code
@@ -88,7 +93,7 @@ def main(config: TrainingConfig) -> int:
             return stop.exit_code
         raise
     finally:
-        destroy_process_group()
+        leave_process_group(abort=not agreed)
 
 
 def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
@@ -123,7 +128,10 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     model.to(device)
 
     init_process_group(gang, device)
-    ctx = make_dist_context(device, gang, intra_node_groups=uses_intra_node_groups(config))
+    vote = StopVote(stop, device)
+    ctx = make_dist_context(
+        device, gang, intra_node_groups=uses_intra_node_groups(config), stop_vote=vote
+    )
     metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
     schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
@@ -159,8 +167,8 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         window = RunningStats(device)  # since the last metrics update
         last_step_end = time.perf_counter()
         for indices in sampler.batches_on(epoch, device):
-            if stop.requested:
-                raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
+            if vote.agreed:
+                raise stopped_together(vote, gang, run.step)
             lr = schedule(run.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -192,16 +200,21 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
                 window = RunningStats(device)
 
         # One collective per epoch: the global training statistics, which are also the
-        # divergence check (a NaN/inf on any rank makes the sum non-finite on all of them).
-        totals = epoch_stats.totals()
+        # divergence check (a NaN/inf on any rank makes the sum non-finite on all of them)
+        # and carry the stop ballots (dsgd_trainer.stop_vote).
+        totals = torch.cat([epoch_stats.totals(), vote.ballot(torch.float64)])
         dist.all_reduce(totals)
-        loss_sum, correct_sum, count = totals.tolist()
+        loss_sum, correct_sum, count, stop_ballots = totals.tolist()
+        vote.count_read(stop_ballots)
+        if vote.agreed:
+            raise stopped_together(vote, gang, run.step)
         if not math.isfinite(loss_sum):
             raise TrainerExit(
                 exit_codes.DIVERGED,
                 f"training diverged: the training loss became {loss_sum} in epoch {epoch + 1} "
                 f"(steps {epoch * steps_per_epoch}-{run.step - 1}, lr {lr:g}); lower "
                 "optimizer.learningRate, lengthen optimizer.warmupEpochs or check the data",
+                agreed=True,  # every rank read the same sum at the same point
             )
         epoch_seconds = time.perf_counter() - epoch_stats.since
         run.epoch = epoch + 1
@@ -234,8 +247,6 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
 
         every = config.training.checkpoint_every
         if every and (run.epoch % every == 0 or run.epoch == epochs):
-            if stop.requested:  # a save is collective: peers may be gone already
-                raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
             run.wall_seconds = wall_before + time.perf_counter() - started
             state = snapshot(run, gang, steps_per_epoch, learner)
             checkpoint.save(checkpoint_dir, run.epoch, run.step, gang.rank, gang.world_size, state)
@@ -252,6 +263,17 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     if metrics_server is not None:
         metrics_server.shutdown()
     return exit_codes.OK
+
+
+def stopped_together(vote: StopVote, gang: GangPosition, step: int) -> TrainerExit:
+    """The exit of a stop every rank agreed on, at the same step (dsgd_trainer.stop_vote)."""
+    return TrainerExit(
+        vote.exit_code,
+        f"rank {gang.rank}: stopped before step {step}, as every rank agreed on a stop "
+        "request; the last checkpoint stands",
+        every_rank=True,
+        agreed=True,
+    )
 
 
 def seed_everything(seed: int) -> None:

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from dsgd_trainer.gang import GangPosition
+from dsgd_trainer.stop_vote import StopVote
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,17 @@ class DistContext:
     gang: GangPosition
     device: torch.device
     intra_node_group: dist.ProcessGroup | None
+    #: The trainer's agreed stopping (dsgd_trainer.stop_vote): its ballot rides on the
+    #: all-reduces the algorithm makes anyway. None: no ballots (tests, benchmarks).
+    stop_vote: StopVote | None = None
 
 
 def make_dist_context(
-    device: torch.device, gang: GangPosition | None = None, *, intra_node_groups: bool = True
+    device: torch.device,
+    gang: GangPosition | None = None,
+    *,
+    intra_node_groups: bool = True,
+    stop_vote: StopVote | None = None,
 ) -> DistContext:
     """Check `gang` (default: read from the environment); create the intra-node groups if asked.
 
@@ -51,4 +59,4 @@ def make_dist_context(
             created = dist.new_group(ranks=ranks)
             if node == gang.node_rank:
                 group = created
-    return DistContext(gang=gang, device=device, intra_node_group=group)
+    return DistContext(gang=gang, device=device, intra_node_group=group, stop_vote=stop_vote)
