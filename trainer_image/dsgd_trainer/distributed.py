@@ -9,15 +9,15 @@ runs as a single rank with an in-memory store, which is handy for debugging.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
-from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
+from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV, CUDA_SYNC_DEBUG_ENV
 from torch.distributed.distributed_c10d import _abort_process_group
 
 from dsgd_trainer.gang import GangPosition
@@ -87,6 +87,31 @@ def bf16_autocast(
             "training in fp32"
         )
     return True, None
+
+
+def step_sync_debug(
+    device: torch.device, env: Mapping[str, str] = os.environ
+) -> AbstractContextManager[None]:
+    """A context for one training step: under torch's CUDA sync debugger when asked.
+
+    DSGD_CUDA_SYNC_DEBUG=warn|error on a GPU: every operation inside the step
+    that makes the host wait for the device warns (or raises). The publish and
+    epoch-end reads, which synchronise on purpose, stay outside. Anything else:
+    no effect.
+    """
+    mode = env.get(CUDA_SYNC_DEBUG_ENV, "").strip()
+    if device.type != "cuda" or mode not in ("warn", "error"):
+        return nullcontext()
+    return _sync_debug(mode)
+
+
+@contextmanager
+def _sync_debug(mode: str) -> Iterator[None]:
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:

@@ -58,6 +58,7 @@ from dsgd_trainer.distributed import (
     init_process_group,
     leave_process_group,
     select_device,
+    step_sync_debug,
 )
 from dsgd_trainer.evaluation import RunningStats, evaluate
 from dsgd_trainer.gang import GangPosition
@@ -172,23 +173,24 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
             lr = schedule(run.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            inputs, targets = data.train.inputs[indices], data.train.targets[indices]
-            if data.augment is not None:
-                inputs = data.augment(inputs, learner.augment_generator)
+            with step_sync_debug(device):  # DSGD_CUDA_SYNC_DEBUG: no host sync in here
+                inputs, targets = data.train.inputs[indices], data.train.targets[indices]
+                if data.augment is not None:
+                    inputs = data.augment(inputs, learner.augment_generator)
 
-            with algorithm.step_context(run.step):
-                with autocast(device, use_bf16):
-                    outputs = algorithm.training_model()(inputs)
-                loss = F.cross_entropy(outputs.float(), targets)
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            algorithm.after_optimizer_step(run.step)
-            run.step += 1
+                with algorithm.step_context(run.step):
+                    with autocast(device, use_bf16):
+                        outputs = algorithm.training_model()(inputs)
+                    loss = F.cross_entropy(outputs.float(), targets)
+                    loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                algorithm.after_optimizer_step(run.step)
+                run.step += 1
 
-            with torch.no_grad():
-                epoch_stats.add(loss, outputs, targets)
-                window.add(loss, outputs, targets)
+                with torch.no_grad():
+                    epoch_stats.add(loss, outputs, targets)
+                    window.add(loss, outputs, targets)
             run.samples += len(targets) * gang.world_size
             now = time.perf_counter()
             # Without a device sync this is launch-to-launch time: right on average, noisy per step.
