@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 
 import kubernetes_validate
 import pytest
@@ -12,7 +11,6 @@ from dsgd_contract.config import TrainingConfig
 from dsgd_contract.pod import ARGS, COMMAND, job_labels
 from dsgd_operator.builders import (
     BuildSettings,
-    GpuPodSettings,
     build_children,
     build_config_map,
     build_pod,
@@ -704,76 +702,3 @@ def test_builders_are_pure(kind: str) -> None:
                 section["scribbled"] = "1"
     assert job.model_dump(mode="json", by_alias=True) == before
     assert build_children(job, attempt=2) == snapshot
-
-
-# --- what the installation adds to GPU pods (BuildSettings.gpu_pods) --------------------------
-
-RDMA_SETTINGS = BuildSettings(
-    gpu_pods=GpuPodSettings.from_json(
-        "nvidia",
-        '{"rdma/rdma_shared_device_a": 1}',
-        '{"NCCL_DEBUG": "WARN", "NCCL_IB_HCA": "mlx5_0,mlx5_1"}',
-    )
-)
-
-
-def test_gpu_pods_get_the_runtime_class_rdma_devices_ipc_lock_and_nccl_env() -> None:
-    job = parse_job(
-        manifest(
-            "rdma",
-            topology={"nodes": 2, "processesPerNode": 4, "gpu": True},
-            template={"env": [{"name": "NCCL_DEBUG", "value": "INFO"}]},
-        )
-    )
-    pod = build_pod(job, 1, RDMA_SETTINGS)
-    assert pod["spec"]["runtimeClassName"] == "nvidia"
-    trainer = container(pod)
-    for section in ("limits", "requests"):
-        assert trainer["resources"][section] == {
-            "nvidia.com/gpu": "4",
-            "rdma/rdma_shared_device_a": "1",
-        }
-    security = trainer["securityContext"]
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
-    assert security["allowPrivilegeEscalation"] is False and security["privileged"] is False
-    env = env_of(pod)
-    # The job's own NCCL_DEBUG wins (once, its value); the installation's other defaults apply.
-    assert [value for name, value in env if name == "NCCL_DEBUG"] == ["INFO"]
-    assert ("NCCL_IB_HCA", "mlx5_0,mlx5_1") in env
-    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
-
-
-def test_cpu_pods_get_nothing_of_the_gpu_settings() -> None:
-    pod = build_pod(cpu_job(), 0, RDMA_SETTINGS)
-    assert "runtimeClassName" not in pod["spec"]
-    assert "resources" not in container(pod)
-    assert container(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert not [name for name, _ in env_of(pod) if name.startswith("NCCL_")]
-
-
-def test_without_rdma_resources_gpu_pods_keep_every_capability_dropped() -> None:
-    pod = build_pod(
-        gpu_job(), 0, BuildSettings(gpu_pods=GpuPodSettings(runtime_class_name="nvidia"))
-    )
-    assert container(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert set(container(pod)["resources"]["limits"]) == {"nvidia.com/gpu"}
-
-
-@pytest.mark.parametrize(
-    ("runtime_class", "rdma", "nccl", "complaint"),
-    [
-        ("NVIDIA", "", "", "runtimeClassName 'NVIDIA' is not a RuntimeClass name"),
-        ("", '{"hca": 1}', "", "rdmaResources: 'hca' is not an extended resource name"),
-        ("", '{"rdma/hca": 0}', "", "rdmaResources.rdma/hca: '0' is not a positive whole number"),
-        ("", '{"rdma/hca": "1.5"}', "", "is not a positive whole number"),
-        ("", "[1]", "", "rdmaResources: expected a JSON object"),
-        ("", "", "{bad", "ncclEnv: not a JSON object"),
-        ("", "", '{"NCCL DEBUG": "WARN"}', "ncclEnv: 'NCCL DEBUG' is not an environment variable"),
-        ("", "", '{"NCCL_DEBUG": null}', "ncclEnv.NCCL_DEBUG: expected a string or a number"),
-    ],
-)
-def test_bad_gpu_pod_settings_are_refused_naming_the_setting(
-    runtime_class: str, rdma: str, nccl: str, complaint: str
-) -> None:
-    with pytest.raises(ValueError, match=re.escape(complaint)):
-        GpuPodSettings.from_json(runtime_class, rdma, nccl)

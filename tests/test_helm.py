@@ -269,30 +269,6 @@ def test_operator_environment_becomes_its_options() -> None:
     assert dict(gpu_pods.nccl_env) == {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5_0,mlx5_1"}
 
 
-def test_gpu_pod_defaults_of_the_chart_are_the_operators() -> None:
-    from dsgd_operator.builders import GpuPodSettings
-    from dsgd_operator.reconcile.options import OperatorOptions
-
-    deployment = _only("Deployment", {})
-    env = {
-        var["name"]: var["value"]
-        for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        if "value" in var
-    }
-    gpu_env = {name: value for name, value in env.items() if name.startswith("DSGD_GPU_")}
-    options = OperatorOptions.from_env(gpu_env)
-    assert options.build_settings.gpu_pods == GpuPodSettings()
-
-
-@pytest.mark.parametrize(
-    "gpu_pods",
-    [{"rdmaResources": {"rdma/hca": 0}}, {"runtimeClassName": "Nvidia"}, {"typo": 1}],
-)
-def test_chart_refuses_bad_gpu_pod_values(gpu_pods: dict[str, Any]) -> None:
-    with pytest.raises(HelmError, match="gpuPods"):
-        render({"gpuPods": gpu_pods})
-
-
 def test_metrics_port_zero_turns_operator_metrics_off() -> None:
     values = {"operator": {"metricsPort": 0}}
     service = _only("Service", values)

@@ -342,27 +342,6 @@ def test_options_from_env():
         OperatorOptions(pending_timeout_seconds=-1)
 
 
-def test_gpu_pod_options_from_env_reach_the_builders_and_bad_ones_stop_the_start():
-    options = OperatorOptions.from_env(
-        {
-            "DSGD_GPU_RUNTIME_CLASS_NAME": "nvidia",
-            "DSGD_GPU_RDMA_RESOURCES": '{"nvidia.com/hostdev": 2}',
-            "DSGD_GPU_NCCL_ENV": '{"NCCL_DEBUG": "INFO", "NCCL_SOCKET_IFNAME": "eth0"}',
-        }
-    )
-    gpu_pods = options.build_settings.gpu_pods
-    assert gpu_pods.runtime_class_name == "nvidia"
-    assert gpu_pods.rdma_resources == (("nvidia.com/hostdev", "2"),)
-    assert gpu_pods.ipc_lock
-    assert gpu_pods.nccl_env == (("NCCL_DEBUG", "INFO"), ("NCCL_SOCKET_IFNAME", "eth0"))
-    # Nothing set: no runtime class, no RDMA, NCCL_DEBUG=WARN.
-    defaults = OperatorOptions.from_env({}).build_settings.gpu_pods
-    assert (defaults.runtime_class_name, defaults.rdma_resources) == ("", ())
-    assert defaults.nccl_env == (("NCCL_DEBUG", "WARN"),) and not defaults.ipc_lock
-    with pytest.raises(ValueError, match=r"DSGD_GPU_\* settings: rdmaResources: not a JSON"):
-        OperatorOptions.from_env({"DSGD_GPU_RDMA_RESOURCES": "rdma/hca=1"})
-
-
 def test_permissions_cover_everything_the_operator_creates_and_deletes():
     granted = {(p.resource, verb) for p in REQUIRED_PERMISSIONS for verb in p.verbs}
     for kind, plural in PLURALS.items():
