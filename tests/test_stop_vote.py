@@ -103,7 +103,13 @@ def test_every_rank_agrees_at_the_same_round_and_training_is_unchanged(
 
 
 def test_on_the_cpu_a_counted_sum_decides_at_once() -> None:
-    request = StopRequest()
+    # StopRequest installs SIGTERM/SIGINT handlers: pytest's own are put back after.
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        request = StopRequest()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
     vote = StopVote(request, torch.device("cpu"))
     assert vote.ballot(torch.float64).item() == 0.0
     vote.count(torch.zeros(1))
