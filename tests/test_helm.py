@@ -65,6 +65,15 @@ def _only(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _user_role(obj: dict[str, Any]) -> bool:
+    """The ClusterRoles for people (templates/user-roles.yaml), not the operator's own."""
+    return obj["metadata"]["labels"].get("app.kubernetes.io/component") == "user-rbac"
+
+
+def _operator_roles(kind: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [obj for obj in objects_of_kind(kind, values) if not _user_role(obj)]
+
+
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
 def test_chart_lints_without_warnings(values: dict[str, Any]) -> None:
     report = helm(
@@ -162,7 +171,7 @@ def test_values_schema_accepts_the_documented_examples() -> None:
 
 def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses() -> None:
     assert objects_of_kind("Role", {}) == [] and objects_of_kind("RoleBinding", {}) == []
-    role = _only("ClusterRole", {})
+    (role,) = _operator_roles("ClusterRole", {})
     assert _grants(role["rules"]) == _required_grants()
     binding = _only("ClusterRoleBinding", {})
     account = _only("ServiceAccount", {})
@@ -185,8 +194,9 @@ def test_namespaced_rbac_uses_roles_in_the_watched_namespaces_only() -> None:
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
-    # Nothing cluster-wide: no list/watch of namespaces or CRDs in namespaced mode.
-    assert objects_of_kind("ClusterRole", values) == []
+    # Nothing cluster-wide for the operator: no list/watch of namespaces or CRDs in
+    # namespaced mode (the users' aggregated roles grant nothing until someone is bound).
+    assert _operator_roles("ClusterRole", values) == []
     assert objects_of_kind("ClusterRoleBinding", values) == []
     for role in roles:
         assert _grants(role["rules"]) == _required_grants(namespaced=True)
@@ -206,6 +216,30 @@ def test_rbac_has_no_wildcards_and_can_be_turned_off() -> None:
                     assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
     off = {obj["kind"] for obj in objects({"rbac": {"create": False}})}
     assert not off & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}], ids=["cluster", "ns"])
+def test_user_roles_aggregate_into_the_built_in_edit_and_view(values: dict[str, Any]) -> None:
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    roles = {
+        obj["metadata"]["name"].removeprefix("dsgd-"): obj
+        for obj in objects_of_kind("ClusterRole", values)
+        if _user_role(obj)
+    }
+    assert roles.keys() == {"view", "edit"}
+    into = {
+        name: {k.removeprefix(aggregate) for k, v in role["metadata"]["labels"].items()
+               if k.startswith(aggregate) and v == "true"}
+        for name, role in roles.items()
+    }  # fmt: skip
+    assert into == {"view": {"view", "edit", "admin"}, "edit": {"edit", "admin"}}
+    view, edit = _grants(roles["view"]["rules"]), _grants(roles["edit"]["rules"])
+    assert {verb for _, _, verb in view} == {"get", "list", "watch"}
+    assert ("dsgd.io", "distributedsgdjobs", "create") in edit
+    # Status is the operator's: no user role writes it.
+    assert not [g for g in view | edit if g[1].endswith("/status") and g[2] not in {"get", "list", "watch"}]
+    off = objects_of_kind("ClusterRole", values | {"rbac": {"aggregateClusterRoles": False}})
+    assert not [obj for obj in off if _user_role(obj)]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())

@@ -68,11 +68,13 @@ def _pod_log(info: ClusterInfo, pod: client.V1Pod) -> str:
 
 
 def _grants(manifest: str) -> set[tuple[str, str, str]]:
-    """(apiGroup, resource, verb) of every (Cluster)Role the release installed."""
+    """(apiGroup, resource, verb) of every operator (Cluster)Role the release installed (not
+    the users' aggregated roles, labelled component user-rbac)."""
     return {
         (group, resource, verb)
         for obj in yaml.safe_load_all(manifest)
         if obj and obj["kind"] in ("Role", "ClusterRole")
+        and obj["metadata"]["labels"].get("app.kubernetes.io/component") != "user-rbac"
         for rule in obj["rules"]
         for group in rule["apiGroups"]
         for resource in rule["resources"]

@@ -1,0 +1,89 @@
+"""The chart's user-facing rights and install variants on the real control plane.
+
+Oracles: the API server's authorizer (requests made as other users through
+impersonation, `kubectl --as`), the controller manager's ClusterRole aggregation
+controller, and `helm install` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests._cluster import Kubectl, create_namespace
+from tests._polling import wait_until
+from tests.test_helm_cluster import EXAMPLE, Helm, Release, helm, release  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def _job(name: str) -> str:
+    job = yaml.safe_load(EXAMPLE.read_text())
+    job["metadata"]["name"] = name
+    return yaml.safe_dump(job)
+
+
+def _as(kubectl: Kubectl, user: str) -> Callable[..., object]:
+    """kubectl as `user` (impersonated by the admin; the user is in no group but
+    system:authenticated), returning (exit code, stderr+stdout)."""
+
+    def run(*args: str, input: str | None = None) -> tuple[int, str]:
+        result = kubectl(f"--as={user}", *args, input=input, check=False)
+        return result.returncode, result.stderr + result.stdout
+
+    return run
+
+
+@pytest.fixture
+def team(kube_api: client.ApiClient, kubectl: Kubectl) -> Iterator[str]:
+    """A namespace where alice holds the built-in `edit` role and bob `view`, nothing else."""
+    name = create_namespace(kube_api, "team")
+    for user, role in (("alice", "edit"), ("bob", "view")):
+        kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}",
+                f"--user={user}", "-n", name)  # fmt: skip
+    yield name
+    client.CoreV1Api(kube_api).delete_namespace(name)
+
+
+def _allowed(
+    kubectl: Kubectl, user: str, verb: str, resource: str, namespace: str, *flags: str
+) -> bool:
+    code, _ = _as(kubectl, user)("auth", "can-i", verb, resource, "-n", namespace, *flags)
+    return code == 0
+
+
+def test_edit_users_create_jobs_and_view_users_read_them(
+    kubectl: Kubectl, release: Release, team: str
+) -> None:
+    alice, bob = _as(kubectl, "alice"), _as(kubectl, "bob")
+    # Before the chart: the built-in roles know nothing of dsgd.io.
+    code, out = alice("apply", "-n", team, "-f", "-", input=_job("before"))
+    assert code != 0 and "forbidden" in out.lower(), out
+    release.install()
+    # The aggregation controller copies the rules into edit/view asynchronously.
+    wait_until(
+        lambda: _allowed(kubectl, "alice", "create", "distributedsgdjobs.dsgd.io", team)
+        and _allowed(kubectl, "bob", "list", "distributedsgdjobs.dsgd.io", team),
+        60, "the chart's rules aggregated into edit and view",
+    )  # fmt: skip
+    code, out = alice("apply", "-n", team, "-f", "-", input=_job("by-alice"))
+    assert code == 0, out
+    code, out = bob("get", "-n", team, "sgdjob/by-alice", "-o=name")
+    assert code == 0 and "by-alice" in out, out
+    code, out = bob("apply", "-n", team, "-f", "-", input=_job("by-bob"))
+    assert code != 0 and "forbidden" in out.lower(), out
+    code, out = bob("delete", "-n", team, "sgdjob/by-alice")
+    assert code != 0 and "forbidden" in out.lower(), out
+    # Status is the operator's to write, even for editors.
+    jobs = "distributedsgdjobs.dsgd.io"
+    assert _allowed(kubectl, "alice", "get", jobs, team, "--subresource=status")
+    assert not _allowed(kubectl, "alice", "patch", jobs, team, "--subresource=status")
+    # Rights stop at the namespace: alice is nobody in the release's namespace.
+    assert not _allowed(kubectl, "alice", "create", jobs, release.namespace)
+    # The operator takes the job (its finalizer) and lets it go when alice deletes it.
+    code, out = alice("delete", "-n", team, "sgdjob/by-alice", "--timeout=120s")
+    assert code == 0, out
+    release.uninstall()
