@@ -36,3 +36,4 @@ from tests._cluster import (  # noqa: E402,F401
     kubectl,
     namespace,
 )
+from tests._helm_release import helm, release  # noqa: E402,F401

@@ -237,7 +237,8 @@ def test_user_roles_aggregate_into_the_built_in_edit_and_view(values: dict[str, 
     assert {verb for _, _, verb in view} == {"get", "list", "watch"}
     assert ("dsgd.io", "distributedsgdjobs", "create") in edit
     # Status is the operator's: no user role writes it.
-    assert not [g for g in view | edit if g[1].endswith("/status") and g[2] not in {"get", "list", "watch"}]
+    reads = {"get", "list", "watch"}
+    assert not [g for g in view | edit if g[1].endswith("/status") and g[2] not in reads]
     off = objects_of_kind("ClusterRole", values | {"rbac": {"aggregateClusterRoles": False}})
     assert not [obj for obj in off if _user_role(obj)]
 

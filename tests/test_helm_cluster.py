@@ -11,17 +11,16 @@ compared with the rules the chart grants.
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from dsgd_cluster.control_plane import ClusterInfo
 from kubernetes import client
 
 from tests._cluster import Kubectl, create_namespace
+from tests._helm_release import Release
+from tests._helm_release import operator_pods as _operator_pods
 from tests._polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,27 +39,6 @@ UNUSED_BY_DESIGN = {
 }
 
 
-class Helm:
-    """The real helm CLI (v3, built from helm.sh/helm) against the session cluster."""
-
-    def __init__(self, info: ClusterInfo) -> None:
-        self.argv = [str(info.binary("helm")), f"--kubeconfig={info.kubeconfig}"]
-
-    def __call__(self, *args: str, timeout: float = 240) -> str:
-        result = subprocess.run(
-            [*self.argv, *args], capture_output=True, text=True, timeout=timeout
-        )
-        assert result.returncode == 0, f"helm {' '.join(args)}: {result.stderr}{result.stdout}"
-        return result.stdout
-
-
-def _operator_pods(core: client.CoreV1Api, namespace: str) -> list[client.V1Pod]:
-    pods = core.list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/component=operator"
-    ).items
-    return [p for p in pods if p.metadata.deletion_timestamp is None]
-
-
 def _pod_log(info: ClusterInfo, pod: client.V1Pod) -> str:
     meta = pod.metadata
     path = info.root / "pods" / meta.namespace / f"{meta.name}-{meta.uid[:8]}" / "container.log"
@@ -73,7 +51,8 @@ def _grants(manifest: str) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
         for obj in yaml.safe_load_all(manifest)
-        if obj and obj["kind"] in ("Role", "ClusterRole")
+        if obj
+        and obj["kind"] in ("Role", "ClusterRole")
         and obj["metadata"]["labels"].get("app.kubernetes.io/component") != "user-rbac"
         for rule in obj["rules"]
         for group in rule["apiGroups"]
@@ -118,55 +97,6 @@ def _job_manifest(name: str) -> str:
     job["metadata"]["name"] = name
     job["spec"]["training"]["epochs"] = 2
     return yaml.safe_dump(job)
-
-
-class Release:
-    """One installed release in a namespace of its own; uninstalled (and waited for) after."""
-
-    def __init__(self, helm: Helm, core: client.CoreV1Api, name: str, namespace: str) -> None:
-        self.helm, self.core, self.name, self.namespace = helm, core, name, namespace
-        self.account = f"system:serviceaccount:{namespace}:{name}"
-
-    def install(self, *values: str) -> None:
-        self.helm(
-            "install", self.name, str(CHART), f"--namespace={self.namespace}",
-            "--set=image.repository=localhost/dsgd-operator", *values,
-            "--wait", "--timeout=180s",
-        )  # fmt: skip
-
-    def healthz_test(self, pod: client.V1Pod) -> str:
-        """`helm test`, its Pod pointed at the operator pod's IP (no Service routing here)."""
-        url = f"http://{pod.status.pod_ip}:8080/healthz"
-        self.helm(
-            "upgrade", self.name, str(CHART), f"--namespace={self.namespace}", "--reuse-values",
-            f"--set=helmTest.url={url}", "--wait", "--timeout=180s",
-        )  # fmt: skip
-        return self.helm("test", self.name, f"--namespace={self.namespace}", "--timeout=180s")
-
-    def uninstall(self) -> None:
-        self.helm("uninstall", self.name, f"--namespace={self.namespace}", "--wait")
-        wait_until(lambda: not _operator_pods(self.core, self.namespace), 60, "operator pods gone")
-
-
-@pytest.fixture
-def helm(cluster: ClusterInfo) -> Helm:
-    return Helm(cluster)
-
-
-@pytest.fixture
-def release(helm: Helm, kube_api: client.ApiClient, crd_installed: None) -> Iterator[Release]:
-    namespace = create_namespace(kube_api, "dsgd")
-    core = client.CoreV1Api(kube_api)
-    rel = Release(helm, core, "dsgd", namespace)
-    try:
-        yield rel
-    finally:
-        subprocess.run(
-            [*helm.argv, "uninstall", rel.name, f"--namespace={namespace}", "--wait"],
-            capture_output=True,
-            timeout=120,
-        )
-        core.delete_namespace(namespace)
 
 
 def _run_job_to_success(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

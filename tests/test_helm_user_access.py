@@ -8,16 +8,19 @@ controller, and `helm install` itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
 
 from tests._cluster import Kubectl, create_namespace
+from tests._helm_release import Release
 from tests._polling import wait_until
-from tests.test_helm_cluster import EXAMPLE, Helm, Release, helm, release  # noqa: F401
 
 pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-hierarchical.yaml"
 
 
 def _job(name: str) -> str:
