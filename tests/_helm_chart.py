@@ -24,9 +24,18 @@ RELEASE_NAMESPACE = "dsgd-system"
 
 #: Every option of values.yaml switched on (namespaced mode included).
 ALL_OPTIONS: dict[str, Any] = {
-    "image": {"tag": "0.1.0-test", "pullPolicy": "Always"},
+    "global": {"imageRegistry": "", "imagePullSecrets": [{"name": "mirror-cred"}]},
+    "image": {
+        "tag": "0.1.0-test",
+        "digest": "sha256:" + "0123456789abcdef" * 4,
+        "pullPolicy": "Always",
+    },
     "imagePullSecrets": [{"name": "regcred"}],
-    "trainerImage": {"repository": "registry.example.com/dsgd-trainer", "tag": "custom"},
+    "trainerImage": {
+        "registry": "registry.example.com:5000",
+        "repository": "ml/dsgd-trainer",
+        "tag": "custom",
+    },
     "watchNamespaces": ["team-a", "team-b"],
     "gpuPods": {
         "runtimeClassName": "nvidia",
@@ -85,6 +94,16 @@ ALL_OPTIONS: dict[str, Any] = {
         "enabled": True,
         "namespace": "monitoring",
         "annotations": {"grafana_folder": "dsgd"},
+    },
+    "helmTest": {
+        "image": {
+            "registry": "registry.example.com:5000",
+            "repository": "library/python",
+            "tag": "3.12-slim",
+            "digest": "",
+        },
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
     },
 }
 

@@ -52,7 +52,7 @@ class Release:
     def install(self, *values: str) -> None:
         self.helm(
             "install", self.name, str(CHART), f"--namespace={self.namespace}",
-            "--set=image.repository=localhost/dsgd-operator", *values,
+            "--set=image.registry=localhost", "--set=image.repository=dsgd-operator", *values,
             "--wait", "--timeout=180s",
         )  # fmt: skip
 
@@ -60,7 +60,8 @@ class Release:
         """`helm test`, its Pod pointed at the operator pod's IP (no Service routing here)."""
         url = f"http://{pod.status.pod_ip}:8080/healthz"
         self.helm(
-            "upgrade", self.name, str(CHART), f"--namespace={self.namespace}", "--reuse-values",
+            "upgrade", self.name, str(CHART), f"--namespace={self.namespace}",
+            "--reset-then-reuse-values",
             f"--set=helmTest.url={url}", "--wait", "--timeout=180s",
         )  # fmt: skip
         return self.helm("test", self.name, f"--namespace={self.namespace}", "--timeout=180s")

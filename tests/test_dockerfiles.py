@@ -221,8 +221,10 @@ def test_make_images_tags_are_the_chart_defaults() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     version = _project()["version"]
     expected = {
-        f"{values['image']['repository']}:{version}": "Dockerfile",
-        f"{values['trainerImage']['repository']}:{version}": "trainer_image/Dockerfile",
+        f"{values['image']['registry']}/{values['image']['repository']}:{version}": "Dockerfile",
+        f"{values['trainerImage']['registry']}/{values['trainerImage']['repository']}:{version}": (
+            "trainer_image/Dockerfile"
+        ),
     }
     registry = re.search(r"^REGISTRY \?= (\S+)$", makefile, re.MULTILINE)[1]
     built = {

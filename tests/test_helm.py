@@ -152,6 +152,14 @@ def test_chart_version_is_the_package_version() -> None:
         ("monitoring:\n  serviceMonitor:\n    enable: true\n", "enable"),
         ("dashbords:\n  enabled: true\n", "dashbords"),
         ("image:\n  pullPolicy: Sometimes\n", "pullPolicy"),
+        ("image:\n  digest: sha256:abc\n", "digest"),
+        ("image:\n  digest: 0123abcd\n", "digest"),
+        ("image:\n  repository: Dsgd/Operator\n", "repository"),
+        ("image:\n  tag: 'v1:2'\n", "tag"),
+        ("global:\n  imageRegistry: https://mirror.example.com\n", "imageRegistry"),
+        ("trainerImage:\n  registry: 'mirror example'\n", "registry"),
+        ("helmTest:\n  image:\n    tag: ''\n", "helmTest/image"),
+        ("helmTest:\n  image: python:3.12\n", "helmTest/image"),
     ],
 )
 def test_values_schema_rejects_a_bad_values_file(
@@ -167,6 +175,62 @@ def test_values_schema_rejects_a_bad_values_file(
 def test_values_schema_accepts_the_documented_examples() -> None:
     for values in ({}, ALL_OPTIONS, {"monitoring": {"labels": {"release": "kps"}}}):
         render(values)
+
+
+DIGEST = "sha256:" + "9f86d081884c7d65" * 4
+
+
+def _images(values: dict[str, Any]) -> dict[str, Any]:
+    """operator and helm-test images, the --trainer-image argument, and both pods' pull secrets."""
+    pod = _only("Deployment", values)["spec"]["template"]["spec"]
+    test_pod = _only("Pod", values)["spec"]
+    args = pod["containers"][0]["args"]
+    (trainer,) = [a.removeprefix("--trainer-image=") for a in args if "--trainer-image=" in a]
+    return {
+        "operator": pod["containers"][0]["image"],
+        "trainer": trainer,
+        "test": test_pod["containers"][0]["image"],
+        "secrets": [pod.get("imagePullSecrets"), test_pod.get("imagePullSecrets")],
+        "test_pod": test_pod,
+    }
+
+
+def test_images_pinned_by_digest_render_as_digest_references() -> None:
+    """cert-manager's convention: a digest replaces the tag (one image, whatever tags move)."""
+    values = {
+        "image": {"digest": DIGEST},
+        "trainerImage": {"tag": "0.1.0@" + DIGEST},  # the tag@digest form, as some pin it
+        "helmTest": {"image": {"digest": DIGEST, "tag": ""}},
+    }
+    images = _images(values)
+    assert images["operator"] == f"ghcr.io/dsgd-io/dsgd-operator@{DIGEST}"
+    assert images["trainer"] == f"ghcr.io/dsgd-io/dsgd-trainer:0.1.0@{DIGEST}"
+    assert images["test"] == f"docker.io/library/python@{DIGEST}"
+    for obj in objects(values):
+        if obj["kind"] in ("Deployment", "Pod"):
+            kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_global_image_registry_mirrors_every_image_with_pull_secrets() -> None:
+    """An air-gapped install: one value moves the operator, trainer and helm test images."""
+    mirror = "harbor.internal:5000/proxy"
+    values = {
+        "global": {"imageRegistry": mirror, "imagePullSecrets": [{"name": "mirror-cred"}]},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "helmTest": {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"pool": "cpu"}},
+    }
+    images = _images(values)
+    assert images["operator"] == f"{mirror}/dsgd-io/dsgd-operator:0.1.0"
+    assert images["trainer"] == f"{mirror}/dsgd-io/dsgd-trainer:0.1.0"
+    assert images["test"] == f"{mirror}/library/python:3.12-slim"
+    both = [{"name": "mirror-cred"}, {"name": "regcred"}]
+    assert images["secrets"] == [both, both]
+    assert images["test_pod"]["tolerations"] == [{"operator": "Exists"}]
+    assert images["test_pod"]["nodeSelector"] == {"pool": "cpu"}
+    # Without the global registry each image keeps its own; an empty one means none at all.
+    images = _images({"image": {"registry": "", "repository": "dsgd-operator"}})
+    assert images["operator"] == "dsgd-operator:0.1.0"
+    assert images["secrets"] == [None, None]
 
 
 def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses() -> None:
@@ -266,7 +330,9 @@ def test_operator_deployment_runs_the_cli_with_the_values(values: dict[str, Any]
     assert parsed.metrics_port == merged["operator"]["metricsPort"]
     assert (parsed.namespace or []) == merged["watchNamespaces"]
     trainer = merged["trainerImage"]
-    assert parsed.trainer_image == f"{trainer['repository']}:{trainer['tag'] or '0.1.0'}"
+    registry = trainer.get("registry", "ghcr.io")
+    expected = f"{registry}/{trainer['repository']}:{trainer['tag'] or '0.1.0'}"
+    assert parsed.trainer_image == expected
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {

@@ -46,12 +46,40 @@ app.kubernetes.io/part-of: dsgd
 {{- end -}}
 {{- end -}}
 
+{{/*
+An image reference from (list <image values> <root>): global.imageRegistry, else the
+image's registry, then the repository, then @digest when one is set (the tag is then
+ignored: a digest names exactly one image), else :tag (default: the chart's appVersion).
+*/}}
+{{- define "dsgd.image" -}}
+{{- $image := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- $registry := $root.Values.global.imageRegistry | default $image.registry -}}
+{{- $name := $image.repository -}}
+{{- if $registry -}}
+{{- $name = printf "%s/%s" $registry $image.repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $name $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $name ($image.tag | default $root.Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "dsgd.operatorImage" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- include "dsgd.image" (list .Values.image .) -}}
 {{- end -}}
 
 {{- define "dsgd.trainerImage" -}}
-{{- printf "%s:%s" .Values.trainerImage.repository (.Values.trainerImage.tag | default .Chart.AppVersion) -}}
+{{- include "dsgd.image" (list .Values.trainerImage .) -}}
+{{- end -}}
+
+{{/* Pull secrets of the chart's pods: global.imagePullSecrets, then imagePullSecrets. */}}
+{{- define "dsgd.imagePullSecrets" -}}
+{{- with concat (.Values.global.imagePullSecrets | default list) (.Values.imagePullSecrets | default list) | uniq }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{/*

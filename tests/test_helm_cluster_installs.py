@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 
 from tests._cluster import Kubectl, create_namespace
-from tests._helm_release import Release
+from tests._helm_release import Release, operator_pods
 from tests._polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -89,4 +89,47 @@ def test_edit_users_create_jobs_and_view_users_read_them(
     # The operator takes the job (its finalizer) and lets it go when alice deletes it.
     code, out = alice("delete", "-n", team, "sgdjob/by-alice", "--timeout=120s")
     assert code == 0, out
+    release.uninstall()
+
+
+DIGEST = "sha256:" + "9f86d081884c7d65" * 4
+MIRROR = "mirror.internal:5000/proxy"
+#: values → (operator image, trainer image) the API server must hold in the pods.
+VARIANTS = {
+    "digest-pinned": (
+        ["--set=image.digest=" + DIGEST, "--set=trainerImage.digest=" + DIGEST,
+         "--set=helmTest.image.tag=", "--set=helmTest.image.digest=" + DIGEST],
+        (f"localhost/dsgd-operator@{DIGEST}", f"ghcr.io/dsgd-io/dsgd-trainer@{DIGEST}"),
+    ),
+    "registry-mirrored": (
+        [f"--set=global.imageRegistry={MIRROR}", "--set=global.imagePullSecrets[0].name=mirror",
+         "--set=helmTest.tolerations[0].operator=Exists"],
+        (f"{MIRROR}/dsgd-operator:0.1.0", f"{MIRROR}/dsgd-io/dsgd-trainer:0.1.0"),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANTS)
+def test_digest_pinned_and_mirrored_installs_run(
+    kubectl: Kubectl, kube_api: client.ApiClient, release: Release, namespace: str, variant: str
+) -> None:
+    """The operator and the pods it creates carry the pinned or mirrored references; the API
+    server admits them and `helm test` passes (the node agent runs any image's Python)."""
+    values, (operator_image, trainer_image) = VARIANTS[variant]
+    release.install(*values)
+    (pod,) = operator_pods(release.core, release.namespace)
+    assert pod.spec.containers[0].image == operator_image
+    if variant == "registry-mirrored":
+        assert [s.name for s in pod.spec.image_pull_secrets] == ["mirror"]
+    release.healthz_test(pod)
+    manifest = yaml.safe_load(_job("no-image"))
+    assert "image" not in manifest["spec"]  # the operator's default, i.e. trainerImage
+    kubectl("apply", "-n", namespace, "-f", "-", input=_job("no-image"))
+    core = client.CoreV1Api(kube_api)
+    trainers = wait_until(
+        lambda: core.list_namespaced_pod(namespace, label_selector="dsgd.io/job-name").items,
+        120, "the job's pods",
+    )  # fmt: skip
+    assert {p.spec.containers[0].image for p in trainers} == {trainer_image}
+    kubectl("delete", "-n", namespace, "sgdjob/no-image", "--timeout=120s")
     release.uninstall()
