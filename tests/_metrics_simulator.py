@@ -21,6 +21,10 @@ import time
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+#: The (namespace, name) of the job whose restarts and failure the simulated operator reports;
+#: it is Running as far as the operator knows, and no trainer target serves it.
+OPERATOR_JOB = ("team-a", "resnet-sweep")
+
 
 def serve_operator(port: int) -> None:
     from dsgd_operator.reconcile import metrics
@@ -34,8 +38,9 @@ def tick_operator(second: int) -> None:
 
     metrics.RECONCILE_DURATION.observe(0.01 + 0.002 * (second % 7))
     metrics.PODS_CREATED.inc(2)
-    metrics.GANG_RESTARTS.inc()
-    metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded").inc()
+    metrics.gang_restarted(*OPERATOR_JOB)
+    metrics.job_failed(*OPERATOR_JOB, "BackoffLimitExceeded")
+    metrics.job_phase(*OPERATOR_JOB, "Running")
 
 
 def serve_sick_trainer(port: int) -> None:

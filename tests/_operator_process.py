@@ -44,6 +44,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.starts = 0
+        self.metrics_port = 0
 
     def start(self, timeout: float = 60) -> None:
         """Start the operator and return once its liveness endpoint answers 200."""
@@ -54,7 +55,8 @@ class OperatorProcess:
         env = {**os.environ, **FAST_ENV, "KUBECONFIG": str(self.cluster.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster credentials
         argv = [dsgd, "operator", "--namespace", self.namespace]
-        argv += ["--liveness-port", str(port), "--metrics-port", "0"]
+        self.metrics_port = pick_free_port()
+        argv += ["--liveness-port", str(port), "--metrics-port", str(self.metrics_port)]
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {self.starts} ===\n".encode())
             log.flush()
@@ -71,6 +73,19 @@ class OperatorProcess:
                 return False
 
         wait_until(ready, timeout, "the operator's liveness endpoint")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the operator's /metrics now (None when it is not there)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    return sample.value
+        return None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers run, as when its node dies."""

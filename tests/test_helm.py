@@ -454,8 +454,12 @@ def test_prometheus_rule_carries_the_values() -> None:
         "DSGDJobRestartingRepeatedly",
         "DSGDTrainingStalled",
         "DSGDLossNaN",
+        "DSGDTrainerMetricsMissing",
+        "DSGDOperatorDown",
+        "DSGDOperatorReconcileErrors",
     }
     assert alerts["DSGDTrainingStalled"]["for"] == "20m"
+    assert 'namespace="dsgd-system", job="dsgd"' in alerts["DSGDOperatorDown"]["expr"]
     assert "[2h]" in alerts["DSGDJobRestartingRepeatedly"]["expr"]
     assert alerts["DSGDJobRestartingRepeatedly"]["expr"].rstrip().endswith(">= 3")
     for alert in alerts.values():

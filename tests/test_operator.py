@@ -145,8 +145,13 @@ async def test_status_follows_pod_phases_to_success(cluster, operator):
 
 async def test_failed_worker_restarts_the_whole_gang_until_the_backoff_limit(cluster, operator):
     await started_gang(cluster, "flaky", backoffLimit=1)
-    restarts_before = metrics.GANG_RESTARTS._value.get()
-    failures_before = metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded")._value.get()
+    job = {"namespace": "default", "dsgd_job": "flaky"}
+    failure = {**job, "reason": "BackoffLimitExceeded"}
+    sample = metrics.REGISTRY.get_sample_value
+    # Per-job series start at zero as soon as the operator sees the job (increase() in the
+    # alerts needs the zero before the first restart or failure).
+    assert sample("dsgd_gang_restarts_total", job) == 0
+    assert sample("dsgd_job_failures_total", failure) == 0
 
     await cluster.set_pod("flaky-node-1", "Failed", exit_code=1)
     failed_at = time.monotonic()
@@ -163,11 +168,13 @@ async def test_failed_worker_restarts_the_whole_gang_until_the_backoff_limit(clu
     assert time.monotonic() - failed_at >= FAST_OPTIONS.restart_backoff_seconds * 0.9
     assert cluster.count("POST", "/pods") == 4
     await wait_for(lambda: "GangRestart" in cluster.event_reasons("flaky"), what="event")
-    assert metrics.GANG_RESTARTS._value.get() == restarts_before + 1
+    assert sample("dsgd_gang_restarts_total", job) == 1
+    assert sample("dsgd_job_running", job) is None  # Restarting: no series
 
     await cluster.set_gang("flaky", "Running")
     await wait_for(phase_is(cluster, "flaky", "Running"), what="Running again")
     assert cluster.condition("flaky", "Restarting")["status"] == "False"
+    await wait_for(lambda: sample("dsgd_job_running", job) == 1, what="dsgd_job_running")
     await cluster.set_pod("flaky-node-0", "Failed", exit_code=137, reason="OOMKilled")
     await wait_for(phase_is(cluster, "flaky", "Failed"), what="Failed")
     failed = cluster.condition("flaky", "Failed")
@@ -178,8 +185,12 @@ async def test_failed_worker_restarts_the_whole_gang_until_the_backoff_limit(clu
     await wait_for(lambda: pod_names(cluster, "flaky") == ["flaky-node-0"], what="cleanup")
     assert cluster.count("POST", "/pods") == 4
     await wait_for(lambda: "OOMKilled" in cluster.event_reasons("flaky"), what="OOM event")
-    after = metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded")._value.get()
-    assert after == failures_before + 1
+    assert sample("dsgd_job_failures_total", failure) == 1
+    assert sample("dsgd_job_running", job) is None
+    # Deleting the job drops its series: the count follows the jobs that exist.
+    await cluster.delete_job("flaky")
+    await wait_for(lambda: sample("dsgd_gang_restarts_total", job) is None, what="forgotten")
+    assert sample("dsgd_job_failures_total", failure) is None
 
 
 async def test_non_retryable_exit_code_fails_at_once(cluster, operator):

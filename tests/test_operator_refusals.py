@@ -73,6 +73,11 @@ def test_refused_child_gives_a_condition_and_a_warning_event(kube_api, namespace
     jobs.create("refused", job_spec(**sections))
     assert_reported(jobs, "refused", code, reason, text)
     assert not [p for p in jobs.pods("refused") if p.metadata.name.startswith("refused-node")]
+    # The refused passes are counted, and timed like the others (the job's first pass
+    # already failed, so every timed pass so far may be a failed one).
+    errors = operator.metric("dsgd_reconcile_errors_total")
+    assert errors and errors >= 1
+    assert operator.metric("dsgd_reconcile_duration_seconds_count") >= errors
 
 
 def test_quota_exceeded_is_reported_and_clears_once_the_quota_goes(kube_api, namespace, operator):

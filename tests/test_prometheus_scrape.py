@@ -32,6 +32,7 @@ from tests._dashboards import (
     variable_queries,
 )
 from tests._helm_chart import REPO, dashboards, objects_of_kind, prometheus_rule_groups
+from tests._metrics_simulator import OPERATOR_JOB
 from tests._polling import wait_until
 from tests._prometheus import (
     PrometheusQueryError,
@@ -72,6 +73,10 @@ DATA_TIMEOUT = 90
 SCRAPE_INTERVAL = "2s"
 #: How long a query that should have data may be retried (a stale moment, see above).
 RETRY_SECONDS = 15
+#: Every alert: those of the operator and of missing trainer targets need both monitors.
+ALL_MONITORS = {
+    "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+}
 
 
 @dataclass
@@ -107,6 +112,10 @@ def _scrape_configs(trainer_port: int, sick_port: int, operator_port: int) -> li
         "PodMonitor", {"monitoring": {"podMonitor": {"enabled": True}}}
     )
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    (service_monitor,) = objects_of_kind(
+        "ServiceMonitor", {"monitoring": {"serviceMonitor": {"enabled": True}}}
+    )
+    (service_endpoint,) = service_monitor["spec"]["endpoints"]
     return [
         {
             "job_name": "podMonitor/dsgd-system/dsgd-trainers/0",
@@ -119,6 +128,8 @@ def _scrape_configs(trainer_port: int, sick_port: int, operator_port: int) -> li
         },
         {
             "job_name": "dsgd",
+            # As the chart's ServiceMonitor: per-job series keep the job's namespace.
+            "honor_labels": service_endpoint["honorLabels"],
             "static_configs": [
                 {
                     "targets": [f"127.0.0.1:{operator_port}"],
@@ -178,7 +189,7 @@ def _fetch(url: str) -> str:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("prometheus-scrape")
     trainer_port, sick_port, operator_port = (pick_free_port() for _ in range(3))
-    rule_groups = prometheus_rule_groups()
+    rule_groups = prometheus_rule_groups(ALL_MONITORS)
     processes: list[subprocess.Popen[bytes]] = []
     prometheus = None
     try:
@@ -284,11 +295,14 @@ def test_prometheus_scrapes_every_target(stack: Stack) -> None:
 
 def test_every_dashboard_query_and_alert_is_accepted(stack: Stack) -> None:
     refused = {}
-    for query in [*all_dashboard_queries(), *alert_queries()]:
+    for query in [*all_dashboard_queries(), *alert_queries(ALL_MONITORS)]:
         expr = query.expr
         if expr.lstrip().startswith("label_values("):
             expr, _label = label_values_query(expr)
-        board_variables = {"datasource": "prometheus", "namespace": ".*", "job": ".*", "rank": ".*"}
+        board_variables = {
+            "datasource": "prometheus", "namespace": ".*", "job": ".*", "rank": ".*",
+            "job_namespace": ".*",
+        }  # fmt: skip
         try:
             stack.prometheus.query(to_promql(expr, board_variables))
         except PrometheusQueryError as error:
@@ -322,7 +336,10 @@ def test_training_variables_list_the_job_and_its_ranks(stack: Stack) -> None:
 
 
 def test_every_operator_panel_returns_data(stack: Stack) -> None:
-    variables = {"datasource": "prometheus", "namespace": "dsgd-system", "job": "dsgd"}
+    variables = {
+        "datasource": "prometheus", "namespace": "dsgd-system", "job": "dsgd",
+        "job_namespace": OPERATOR_JOB[0],
+    }  # fmt: skip
     board = dashboards()["operator"]
 
     def all_have_data() -> bool:
@@ -357,7 +374,16 @@ def test_alerts_fire_on_the_sick_job_and_not_on_the_healthy_run(stack: Stack) ->
         )
         assert result, alert
     failed = _eventually(stack, _alert_expr(stack, "DSGDJobFailed"))
-    assert {s["reason"] for s in _series_labels(failed)} == {"BackoffLimitExceeded"}
+    # The operator's per-job labels survive the scrape (honorLabels): the alert names the job.
+    assert [(s["namespace"], s["dsgd_job"], s["reason"]) for s in _series_labels(failed)] == [
+        (*OPERATOR_JOB, "BackoffLimitExceeded")
+    ]
+    # The simulated operator reports a Running job no trainer target serves: the absence
+    # alert names it, and not the healthy run (which has no dsgd_job_running series).
+    missing = _eventually(stack, _alert_expr(stack, "DSGDTrainerMetricsMissing"))
+    assert [(s["namespace"], s["dsgd_job"]) for s in _series_labels(missing)] == [OPERATOR_JOB]
+    # The operator is up: its absence alert stays quiet.
+    assert stack.prometheus.query(_alert_expr(stack, "DSGDOperatorDown")) == []
 
 
 def test_prometheus_loads_and_evaluates_the_alert_rules(stack: Stack) -> None:
@@ -372,6 +398,9 @@ def test_prometheus_loads_and_evaluates_the_alert_rules(stack: Stack) -> None:
         "DSGDJobRestartingRepeatedly",
         "DSGDTrainingStalled",
         "DSGDLossNaN",
+        "DSGDTrainerMetricsMissing",
+        "DSGDOperatorDown",
+        "DSGDOperatorReconcileErrors",
     }
     assert {rule["health"] for rule in rules} == {"ok"}, rules
     nan_alerts = wait_until(

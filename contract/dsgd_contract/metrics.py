@@ -1,8 +1,9 @@
-"""The trainer's Prometheus series: the names it exports and the operator reads back.
+"""Prometheus series names: the trainer's (which the operator reads back) and the operator's.
 
-Every series carries a `rank` label (the global rank); the communication
+Every trainer series carries a `rank` label (the global rank); the communication
 counters also carry `scope`. Names follow Prometheus conventions: base units,
-`_total` for counters, all prefixed `dsgd_`.
+`_total` for counters, all prefixed `dsgd_`. The chart's alerts and dashboards use
+only these names (a test checks it).
 """
 
 from __future__ import annotations
@@ -47,3 +48,23 @@ EXPORTED_METRICS = (
     STEP_DURATION,
     SAMPLES_PER_SECOND,
 )
+
+# --- the operator's series ---------------------------------------------------------------
+
+#: Per-job operator series are labelled with the job's namespace and name, the same label
+#: names the chart's PodMonitor gives trainer series, so one alert route serves both (the
+#: ServiceMonitor keeps them with honorLabels instead of the operator pod's namespace).
+NAMESPACE_LABEL = "namespace"
+JOB_LABEL = "dsgd_job"
+PHASE_LABEL = "phase"
+REASON_LABEL = "reason"
+VERSION_LABEL = "version"
+
+JOBS = "dsgd_jobs"
+JOB_RUNNING = "dsgd_job_running"
+RECONCILE_DURATION = "dsgd_reconcile_duration_seconds"
+RECONCILE_ERRORS = "dsgd_reconcile_errors_total"
+PODS_CREATED = "dsgd_pods_created_total"
+GANG_RESTARTS = "dsgd_gang_restarts_total"
+JOB_FAILURES = "dsgd_job_failures_total"
+BUILD_INFO = "dsgd_build_info"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -79,13 +80,19 @@ async def job_loop(ctx: OperatorContext, runtime: JobRuntime, logger: Any) -> No
     """The job's reconcile loop: a pass now, then whenever poked or due; ends when cancelled."""
     errors = 0
     while True:
+        started = time.perf_counter()
         try:
             due = await reconcile_once(ctx, runtime, runtime.body, logger)
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
             errors = 0
         except asyncio.CancelledError:
             raise
-        except Exception as error:  # any failure: log it, retry later
+        except Exception as error:  # any failure: log it, count it, retry later
             errors += 1
+            metrics.RECONCILE_ERRORS.inc()
+            # A failed pass is timed too: slow failures (API timeouts) are what the
+            # latency histogram is for.
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
             due = min(MAX_ERROR_BACKOFF_SECONDS, 2.0**errors)
             logger.error(f"Reconcile failed (retrying in {due:g}s): {error}")
         wait = ctx.options.resync_seconds if due is None else min(due, ctx.options.resync_seconds)
@@ -114,6 +121,7 @@ async def job_event(
     ctx = _context(memo)
     if type == "DELETED":
         ctx.jobs.forget(namespace, name)
+        metrics.job_forgotten(namespace, name)
         metrics.set_job_phases(ctx.jobs.phases())
         return
     runtime = ctx.jobs.get(namespace, name)
@@ -122,6 +130,7 @@ async def job_event(
     runtime.body = copy.deepcopy(dict(body))
     runtime.generation = generation
     if runtime.task is None:
+        metrics.job_seen(namespace, name)
         runtime.task = asyncio.get_running_loop().create_task(job_loop(ctx, runtime, logger))
     elif changed:  # suspend, a refused immutable change, ...: the loop decides
         runtime.poke()

@@ -171,8 +171,9 @@ async def reconcile_once(
     body: Mapping[str, Any],
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> float | None:
-    """Run one pass for the job in `body`; returns seconds until the next pass is due."""
-    started = time.perf_counter()
+    """Run one pass for the job in `body`; returns seconds until the next pass is due.
+
+    The caller (handlers.job_loop) times it and counts its failures."""
     namespace, name = runtime.namespace, runtime.name
     if runtime.status is None:
         runtime.status = DistributedSGDJobStatus.model_validate(body.get("status") or {})
@@ -221,13 +222,13 @@ async def reconcile_once(
         if event.key is not None:
             runtime.posted.add(event.key)
     if result.gang_restarted:
-        metrics.GANG_RESTARTS.inc()
+        metrics.gang_restarted(namespace, name)
     if result.failure_reason:
-        metrics.JOB_FAILURES.labels(reason=result.failure_reason).inc()
+        metrics.job_failed(namespace, name, result.failure_reason)
     runtime.phase = result.status.phase
+    metrics.job_phase(namespace, name, runtime.phase)
     metrics.set_job_phases(ctx.jobs.phases())
     if result.delete_job:
         logger.info("ttlSecondsAfterFinished passed: deleting the job")
         await ctx.kube.delete(api.API_VERSION, api.KIND, namespace, name)
-    metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
     return result.requeue_after
