@@ -49,9 +49,9 @@ class Release:
         self.helm, self.core, self.name, self.namespace = helm, core, name, namespace
         self.account = f"system:serviceaccount:{namespace}:{name}"
 
-    def install(self, *values: str) -> None:
+    def install(self, *values: str, chart: Path = CHART) -> None:
         self.helm(
-            "install", self.name, str(CHART), f"--namespace={self.namespace}",
+            "install", self.name, str(chart), f"--namespace={self.namespace}",
             "--set=image.registry=localhost", "--set=image.repository=dsgd-operator", *values,
             "--wait", "--timeout=180s",
         )  # fmt: skip

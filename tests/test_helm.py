@@ -35,7 +35,7 @@ from tests._helm_chart import (
 from tests._monitoring_schemas import SCHEMAS, validate_monitoring_object
 
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas.
-KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+KUBE_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 VALUE_SETS = {"defaults": {}, "all-options": ALL_OPTIONS}
 
 
@@ -125,6 +125,32 @@ def test_chart_crd_is_the_generated_crd() -> None:
     shown = helm("show", "crds")  # what `helm install` applies first
     for name in ("distributedsgdjobs.dsgd.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings"):
         assert f"name: {name}" in shown
+
+
+def test_templated_crd_is_the_generated_crd_kept_on_uninstall() -> None:
+    """crds.enabled (GitOps): the crds/ file itself as a release object, with Helm's keep
+    policy unless crds.keep is off; off by default (Helm's crds/ directory installs it)."""
+    generated = yaml.safe_load((CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml").read_text())
+    assert objects_of_kind("CustomResourceDefinition", {}) == []
+    (crd,) = objects_of_kind("CustomResourceDefinition", {"crds": {"enabled": True}})
+    assert crd["spec"] == generated["spec"]
+    assert crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    kubernetes_validate.validate(crd, KUBE_VERSIONS[0], strict=True)
+    (unkept,) = objects_of_kind(
+        "CustomResourceDefinition", {"crds": {"enabled": True, "keep": False}}
+    )
+    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+
+
+def test_chart_needs_the_kubernetes_release_of_the_crds_validation_rules() -> None:
+    """The CRD's CEL rules use fieldPath/reason (1.28+): helm refuses older clusters."""
+    uses_reason = "reason:" in (CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml").read_text()
+    assert uses_reason
+    with pytest.raises(HelmError, match="kubeVersion"):
+        helm("template", "dsgd", "--kube-version=1.27.9", values={})
+    helm("template", "dsgd", "--kube-version=1.28.0", values={})
 
 
 def test_chart_version_is_the_package_version() -> None:
@@ -494,6 +520,14 @@ def test_notes_tell_the_user_what_to_do_next() -> None:
     )
     assert "helm test dsgd" in notes and "team-a" in notes
     assert "monitoring.labels.release" in notes  # the kube-prometheus-stack hint
-    assert "kubectl apply --server-side" in notes  # the CRD upgrade path
+    # The one upgrade story: the new CRD applied BEFORE helm upgrade, values reset to the
+    # new chart's defaults and then the release's own reapplied.
+    apply, upgrade = notes.index("kubectl apply --server-side"), notes.index("helm upgrade dsgd")
+    assert apply < upgrade and "BEFORE" in notes
+    assert "--reset-then-reuse-values" in notes and "--reuse-values" not in notes.replace(
+        "--reset-then-reuse-values", ""
+    )
+    gitops = render_notes({"crds": {"enabled": True}})
+    assert "--skip-crds" in gitops and "kubectl apply --server-side" not in gitops
     example = notes.split("-f examples/")[1].split()[0]
     assert (REPO / "examples" / example).is_file()

@@ -7,15 +7,18 @@ controller, and `helm install` itself.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from dsgd_cluster.control_plane import ClusterInfo
 from kubernetes import client
 
 from tests._cluster import Kubectl, create_namespace
-from tests._helm_release import Release, operator_pods
+from tests._helm_release import CHART, Release, operator_pods
 from tests._polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -23,9 +26,11 @@ pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits-hierarchical.yaml"
 
 
-def _job(name: str) -> str:
+def _job(name: str, epochs: int | None = None) -> str:
     job = yaml.safe_load(EXAMPLE.read_text())
     job["metadata"]["name"] = name
+    if epochs is not None:
+        job["spec"]["training"]["epochs"] = epochs
     return yaml.safe_dump(job)
 
 
@@ -132,4 +137,82 @@ def test_digest_pinned_and_mirrored_installs_run(
     )  # fmt: skip
     assert {p.spec.containers[0].image for p in trainers} == {trainer_image}
     kubectl("delete", "-n", namespace, "sgdjob/no-image", "--timeout=120s")
+    release.uninstall()
+
+
+def _status(kubectl: Kubectl, namespace: str, name: str) -> dict:
+    job = kubectl("get", "-n", namespace, f"sgdjob/{name}", "-o=json").stdout
+    return json.loads(job).get("status") or {}
+
+
+def _pod_uids(core: client.CoreV1Api, namespace: str, job: str) -> dict[str, str]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"dsgd.io/job-name={job}").items
+    return {pod.metadata.name: pod.metadata.uid for pod in pods}
+
+
+def _listed_pods_in(info: ClusterInfo, account: str, pod_name: str, namespace: str) -> bool:
+    """Whether the operator pod `pod_name` (its bound token) listed pods in `namespace`."""
+    for line in info.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref, user = event.get("objectRef") or {}, event["user"]
+        if (
+            user["username"] == account
+            and user.get("extra", {}).get("authentication.kubernetes.io/pod-name") == [pod_name]
+            and ref.get("resource") == "pods"
+            and ref.get("namespace") == namespace
+            and event["verb"] == "list"
+        ):
+            return True
+    return False
+
+
+def test_upgrade_from_the_previous_version_keeps_a_running_job(
+    cluster: ClusterInfo, kubectl: Kubectl, kube_api: client.ApiClient, release: Release,
+    namespace: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The documented upgrade: the new CRD applied first (server-side, from `helm show
+    crds`), then `helm upgrade --reset-then-reuse-values`. The operator is replaced; the
+    running job keeps its pods and the new operator carries on reporting its progress."""
+    previous = tmp_path / "dsgd"
+    shutil.copytree(CHART, previous)
+    chart_yaml = previous / "Chart.yaml"
+    # The previous release: its version and appVersion (the operator image's tag) one back.
+    text = chart_yaml.read_text().replace("version: 0.1.0", "version: 0.0.9", 1)
+    chart_yaml.write_text(text.replace('appVersion: "0.1.0"', 'appVersion: "0.0.9"', 1))
+    release.install("--set=operator.restartBackoffSeconds=7", chart=previous)
+    (old_operator,) = operator_pods(release.core, release.namespace)
+    kubectl("apply", "-n", namespace, "-f", "-", input=_job("long", epochs=40))
+    core = client.CoreV1Api(kube_api)
+
+    wait_until(lambda: _status(kubectl, namespace, "long").get("phase") == "Running", 400,
+               "the job Running")  # fmt: skip
+    pods = _pod_uids(core, namespace, "long")
+    crds = release.helm("show", "crds", str(CHART))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=crds)
+    release.helm(
+        "upgrade", release.name, str(CHART), f"--namespace={release.namespace}",
+        "--reset-then-reuse-values", "--wait", "--timeout=180s",
+    )  # fmt: skip
+    history = json.loads(
+        release.helm("history", release.name, f"--namespace={release.namespace}", "-o=json")
+    )
+    assert [h["chart"] for h in history] == ["dsgd-0.0.9", "dsgd-0.1.0"]
+    values = json.loads(
+        release.helm("get", "values", release.name, f"--namespace={release.namespace}", "-o=json")
+    )
+    assert values["operator"] == {"restartBackoffSeconds": 7}  # the user's value survived
+    (new_operator,) = operator_pods(release.core, release.namespace)
+    assert new_operator.metadata.uid != old_operator.metadata.uid
+    assert old_operator.spec.containers[0].image.endswith(":0.0.9")
+    assert new_operator.spec.containers[0].image.endswith(":0.1.0")
+    # The new operator adopts the gang (the API server's audit log: its own bound token
+    # lists the job's pods) and leaves it alone: same pods, still Running, no restart.
+    wait_until(
+        lambda: _listed_pods_in(cluster, release.account, new_operator.metadata.name, namespace),
+        120, "the new operator reconciling the job",
+    )  # fmt: skip
+    assert _pod_uids(core, namespace, "long") == pods
+    status = _status(kubectl, namespace, "long")
+    assert status["phase"] == "Running" and status.get("restarts", 0) == 0, status
+    kubectl("delete", "-n", namespace, "sgdjob/long", "--timeout=120s")
     release.uninstall()
