@@ -77,7 +77,15 @@ def kube_api(cluster: ClusterInfo) -> client.ApiClient:
 def crd_installed(kubectl: Kubectl) -> None:
     """The generated CRDs applied with server-side apply, and Established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD_DIR))
+    # `kubectl wait` errors out at once (".status.conditions accessor error") while a just-
+    # created CRD has no conditions yet, instead of waiting: retried until it can wait.
+    wait_until(
+        lambda: kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD_DIR),
+            check=False, timeout=90,
+        ).returncode == 0,
+        90, "the CRDs Established",
+    )  # fmt: skip
 
 
 def create_namespace(api: client.ApiClient, prefix: str = "t") -> str:

@@ -78,7 +78,7 @@ def test_crd_names_scope_version_and_subresources() -> None:
         "plural": "distributedsgdjobs",
         "singular": "distributedsgdjob",
         "shortNames": ["sgdjob", "dsgdjob"],
-        "categories": ["dsgd"],
+        "categories": ["all", "dsgd"],
     }
     assert [(v["name"], v["served"], v["storage"]) for v in spec["versions"]] == [
         ("v1alpha1", True, True)
@@ -95,14 +95,17 @@ def schema_at(json_path: str) -> dict[str, Any]:
 
 def test_printer_columns_point_at_fields_of_their_type() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Algorithm", "Nodes", "Phase", "Epoch", "Test-Acc", "Restarts", "Age"]
+    default = [c["name"] for c in columns.values() if not c.get("priority")]
+    assert default == ["Algorithm", "Nodes", "Phase", "Epoch", "Test-Acc", "Restarts", "Age"]
+    wide = [c["name"] for c in columns.values() if c.get("priority") == 1]
+    assert wide == ["GPU", "Procs/Node", "Reason"]
     assert columns["Age"] == {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
     }
     for name, column in columns.items():
-        if name != "Age":
+        if name not in ("Age", "Reason"):  # Reason: a filter, tested on the server
             assert schema_at(column["jsonPath"])["type"] == column["type"], name
 
 

@@ -531,3 +531,22 @@ def test_notes_tell_the_user_what_to_do_next() -> None:
     assert "--skip-crds" in gitops and "kubectl apply --server-side" not in gitops
     example = notes.split("-f examples/")[1].split()[0]
     assert (REPO / "examples" / example).is_file()
+
+
+def test_name_overrides_rename_every_object_and_label() -> None:
+    """fullnameOverride names every object; nameOverride the chart part of names and the
+    app.kubernetes.io/name label, which the Deployment's selector and the monitors follow."""
+    renamed = objects({"fullnameOverride": "ml-ops", "monitoring": {
+        "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})  # fmt: skip
+    names = {obj["metadata"]["name"] for obj in renamed}
+    assert names and all(name.startswith("ml-ops") for name in names), names
+    (rule,) = [obj for obj in renamed if obj["kind"] == "PrometheusRule"]
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert any('job="ml-ops"' in expr for expr in exprs)  # the Service's name is the scrape job
+    (deployment,) = objects_of_kind("Deployment", {"nameOverride": "sgd-ops"})
+    assert deployment["metadata"]["name"] == "dsgd-sgd-ops"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/name"] == "sgd-ops"
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    with pytest.raises(HelmError, match="fullnameOverride"):
+        render({"fullnameOverride": "ML_Ops"})

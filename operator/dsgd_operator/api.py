@@ -23,7 +23,7 @@ from dsgd_contract.config import (
     cross_field_errors,
     raise_cross_field_errors,
 )
-from dsgd_contract.job_status import Phase
+from dsgd_contract.job_status import CONDITION_TYPES, Phase
 from dsgd_contract.pod import GROUP, POD_NAME_INFIX
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -203,21 +203,30 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
+    type: str = Field(
+        description=f"Condition type, at most one of each: {', '.join(CONDITION_TYPES)}."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason of the last transition, for machines.")
+    message: str = Field("", description="What happened, for people.")
+    last_transition_time: str = Field(
+        description="When status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation of the job when the condition was set."
+    )
 
 
 class WorkerCounts(BaseModel):
+    """Trainer pods of the current gang by pod phase."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    pending: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
+    pending: int = Field(0, description="Pods not yet running (scheduling, pulling images).")
+    running: int = Field(0, description="Pods running.")
+    succeeded: int = Field(0, description="Pods that exited 0.")
+    failed: int = Field(0, description="Pods that failed.")
 
 
 class Progress(BaseModel):
@@ -274,18 +283,40 @@ class DistributedSGDJobStatus(BaseModel):
     # The failure policy edits this model; `to_wire()` is what the operator patches.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    phase: Phase | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    restarts: int = 0
+    phase: Phase | None = Field(
+        None,
+        description="Pending, Running, Restarting, Succeeded, Failed or Suspended; the "
+        "conditions say why.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Latest observations, one per type (metav1.Condition)."
+    )
+    restarts: int = Field(
+        0, description="Gang restarts after failed workers; the job fails after backoffLimit."
+    )
     disruptions: int = Field(
         0,
         description="Gang restarts caused by disruptions; they do not count against backoffLimit.",
     )
-    workers: WorkerCounts = Field(default_factory=WorkerCounts)
-    progress: Progress | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-    observed_generation: int | None = None
+    workers: WorkerCounts = Field(
+        default_factory=WorkerCounts, description="Trainer pods of the current gang by phase."
+    )
+    progress: Progress | None = Field(
+        None, description="Training progress scraped from node 0's metrics endpoint."
+    )
+    start_time: str | None = Field(
+        None,
+        description="When the first gang was created (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    completion_time: str | None = Field(
+        None,
+        description="When the job Succeeded or Failed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation the operator last acted on."
+    )
     applied_spec: AppliedSpec | None = Field(
         None, description="The immutable sections the running gang was built from."
     )
