@@ -95,6 +95,7 @@ ALL_OPTIONS: dict[str, Any] = {
         "namespace": "monitoring",
         "annotations": {"grafana_folder": "dsgd"},
     },
+    "networkPolicy": {"enabled": True},
     "helmTest": {
         "image": {
             "registry": "registry.example.com:5000",

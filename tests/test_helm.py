@@ -445,7 +445,9 @@ def test_pod_monitor_selects_trainer_pods_and_their_metrics_port() -> None:
     monitor = _only("PodMonitor", ALL_OPTIONS)
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
-    cluster_wide = _only("PodMonitor", chart_values_with(watchNamespaces=[]))
+    cluster_wide = _only(
+        "PodMonitor", chart_values_with(watchNamespaces=[], networkPolicy={"enabled": False})
+    )
     assert cluster_wide["spec"]["namespaceSelector"] == {"any": True}
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     (expression,) = monitor["spec"]["selector"]["matchExpressions"]
