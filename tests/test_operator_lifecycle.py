@@ -26,7 +26,7 @@ from tests._api_kubelet import (  # noqa: F401  (fixtures)
     operator_options,
     unscheduled_job_spec,
 )
-from tests._kmock_cluster import FAST_OPTIONS, Operator
+from tests._operator_in_process import FAST_OPTIONS, Operator
 from tests._polling import wait_until, wait_until_async
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from dsgd_operator.reconcile.status import (
     set_condition,
 )
 
-from tests._kmock_cluster import job_spec
+from tests._operator_in_process import job_spec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 OPTIONS = OperatorOptions(
