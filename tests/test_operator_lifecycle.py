@@ -196,8 +196,8 @@ async def test_failed_worker_restarts_the_whole_gang_until_the_backoff_limit(kub
     restarts_before = metrics.GANG_RESTARTS._value.get()
     failures_before = metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded")._value.get()
 
+    failed_at = time.monotonic()  # before: the operator may see it before the call returns
     await kube.set_pod("flaky-node-1", "Failed", exit_code=1)
-    failed_at = time.monotonic()
     await wait_for(phase_is(kube, "flaky", "Restarting"), what="Restarting")
     restarting = kube.condition("flaky", "Restarting")
     assert restarting["status"] == "True" and restarting["reason"] == "ExitCode1"
