@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.manifest import ManifestError, load_jobs
+from dsgd_operator.manifest import ManifestError, load_jobs, read_manifest_documents
 
 EXIT_INVALID = 1
 
@@ -74,8 +74,8 @@ def _validate_on_server(
         api_client, namespace = connect(namespace)
         status = 0
         for path, jobs in valid:
-            # load_jobs already parsed these documents: the file is readable, valid YAML.
-            documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+            # load_jobs already read these documents: the file is readable, valid YAML.
+            documents = read_manifest_documents(path)
             refusals = [
                 refusal
                 for job, document in zip(jobs, documents, strict=True)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.yaml_reader import MAX_BYTES, YamlProblem, read_documents
 
 
 @dataclass(frozen=True)
@@ -72,26 +72,46 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
         raise ManifestError(source, describe_validation_error(error)) from None
 
 
-def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
-    """All DistributedSGDJobs of a YAML (or JSON) file, possibly multi-document.
+def read_manifest_documents(path: str | Path) -> list[Any]:
+    """The non-empty YAML documents of a file (dsgd_operator.yaml_reader's rules).
 
-    Raises ManifestError for a missing or unreadable file, broken YAML, a file
-    without jobs, or any invalid job (all problems of all documents at once).
+    Raises ManifestError, one line, for a missing, unreadable or refused file.
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            # One byte more than the reader allows is enough to know it is too large.
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ManifestError(
+                source, (f"larger than {MAX_BYTES // 1024} KiB; no Kubernetes object is",)
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(source, ("no such file",)) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(source, (f"cannot read: {error}",)) from None
+    except IsADirectoryError:
+        raise ManifestError(source, ("is a directory, not a file",)) from None
+    except OSError as error:
+        raise ManifestError(source, (f"cannot read: {error.strerror or error}",)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            source, (f"not UTF-8 text (byte {error.start}: {error.reason})",)
+        ) from None
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ManifestError(source, (f"{where}malformed YAML: {problem}",)) from None
+        return read_documents(text)
+    except YamlProblem as problem:
+        raise ManifestError(source, (str(problem),)) from None
+
+
+def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
+    """All DistributedSGDJobs of a YAML (or JSON) file, possibly multi-document.
+
+    Raises ManifestError for a missing or unreadable file, YAML that the reader
+    refuses (dsgd_operator.yaml_reader), a file without jobs, or any invalid
+    job (all problems of all documents at once).
+    """
+    source = str(path)
+    documents = read_manifest_documents(path)
     if not documents:
         raise ManifestError(source, ("no DistributedSGDJob in this file",))
     jobs, problems = [], []
