@@ -7,6 +7,8 @@ line per problem, naming the file and the field path (`spec.topology.nodes`).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +57,55 @@ def describe_validation_error(error: ValidationError) -> tuple[str, ...]:
     return tuple(lines)
 
 
+@functools.cache
+def _job_schema() -> dict[str, Any]:
+    from dsgd_operator.crd import openapi_schema  # crd imports the models; so late
+
+    return openapi_schema()
+
+
+def as_the_server_reads(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` as the API server validates it against `schema` (the CRD's), in two ways.
+
+    A `null` for a field the schema declares is gone: the server prunes a null of
+    a declared, non-nullable field (none of ours is nullable) and then applies
+    the field's default, as the models do with an absent field. Nulls elsewhere
+    (list items, free-form objects) stay, to be refused or kept as the server does.
+
+    A whole number written as a float (`2.0`) in an integer field is that
+    integer: the server accepts and stores it so (`2.5` stays, and is refused).
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is not None:
+            return {
+                key: as_the_server_reads(item, properties.get(key, {}))
+                for key, item in value.items()
+                if not (item is None and key in properties)
+            }
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict):
+            return {key: as_the_server_reads(item, values) for key, item in value.items()}
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [as_the_server_reads(item, schema["items"]) for item in value]
+    if (
+        schema.get("type") == "integer"
+        and isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+    ):
+        return int(value)
+    return value
+
+
 def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
-    """Validate one manifest document, or raise ManifestError naming every bad field."""
+    """Validate one manifest document, or raise ManifestError naming every bad field.
+
+    Exactly what the API server with our CRD accepts (tests/test_crd_server.py):
+    strict types (no "2" for 2, no "true" or 1 for true), a null read as an
+    absent field whose default applies, 2.0 read as 2 (`as_the_server_reads`).
+    """
     if not isinstance(document, dict):
         raise ManifestError(
             source, (f"expected a mapping (a Kubernetes object), got {type(document).__name__}",)
@@ -65,6 +114,7 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
         raise ManifestError(
             source, (f"kind: expected DistributedSGDJob, got {document.get('kind')!r}",)
         )
+    document = as_the_server_reads(document, _job_schema())
     try:
         # strict: no "2" for 2 or "true" for true; the API server would refuse them.
         return DistributedSGDJob.model_validate(document, strict=True)
