@@ -33,6 +33,9 @@ MAX_PROCESSES_PER_NODE = 16
 MAX_EPOCHS = 100_000
 MAX_STEPS = 100_000
 MAX_COUNT = 2**31 - 1  # batch sizes and sample counts: int32
+#: The warm-up of the recipe (Goyal et al.: 5 epochs) when warmupEpochs is unset,
+#: capped at half of training so that a default never makes a short run invalid.
+DEFAULT_WARMUP_EPOCHS = 5.0
 #: Paths are at most PATH_MAX bytes on Linux.
 MAX_PATH_LENGTH = 4096
 
@@ -137,8 +140,13 @@ class Optimizer(SpecModel):
         "linear",
         description="linear: lr × globalBatch / baseBatchSize (Goyal et al. 2017); none: as given.",
     )
-    warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] = Field(
-        5, description="Epochs over which the lr rises linearly, per iteration, to the scaled lr."
+    warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] | None = Field(
+        None,
+        description=(
+            "Epochs over which the lr rises linearly, per iteration, to the scaled lr. "
+            f"Default: {DEFAULT_WARMUP_EPOCHS:g} (Goyal et al.), or half of training.epochs "
+            "when that is shorter."
+        ),
     )
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
     nesterov: bool = Field(True, description="Nesterov momentum (needs momentum > 0).")
@@ -273,6 +281,18 @@ class TrainingConfig(SpecModel):
         """The post-local switch epoch, defaulted to the first lr milestone."""
         return resolve_switch_epoch(self.algorithm, self.optimizer, self.training)
 
+    @property
+    def warmup_epochs(self) -> float:
+        """The warm-up length in epochs: as set, or the default rule (resolve_warmup_epochs)."""
+        return resolve_warmup_epochs(self.optimizer, self.training)
+
+
+def resolve_warmup_epochs(optimizer: Optimizer, training: Training) -> float:
+    """warmupEpochs as set, else DEFAULT_WARMUP_EPOCHS capped at half of training.epochs."""
+    if optimizer.warmup_epochs is not None:
+        return optimizer.warmup_epochs
+    return min(DEFAULT_WARMUP_EPOCHS, training.epochs / 2)
+
 
 def resolve_switch_epoch(
     algorithm: Algorithm, optimizer: Optimizer, training: Training
@@ -339,7 +359,7 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                     f"between 1 and training.epochs - 1 ({train.epochs - 1})",
                 )
             )
-    if opt.warmup_epochs > train.epochs:
+    if opt.warmup_epochs is not None and opt.warmup_epochs > train.epochs:
         errors.append(
             (
                 ("optimizer", "warmupEpochs"),
