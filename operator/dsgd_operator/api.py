@@ -67,14 +67,11 @@ class RunPolicy(SpecModel):
         None,
         description="Fail the job when it has been active longer than this (at most 10 years).",
     )
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=MAX_DURATION_SECONDS)] | None = (
-        Field(
-            None,
-            description=(
-                "Delete the finished job (and its objects) this long after it ended "
-                "(at most 10 years)."
-            ),
-        )
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=MAX_DURATION_SECONDS)] | None = Field(
+        None,
+        description=(
+            "Delete the finished job (and its objects) this long after it ended (at most 10 years)."
+        ),
     )
     clean_pod_policy: Literal["Running", "All", "None"] = Field(
         "Running",
@@ -254,6 +251,13 @@ class Progress(BaseModel):
     )
     communicated_bytes: int | None = Field(
         None, description="Payload bytes rank 0 passed to collectives, all scopes."
+    )
+    checkpoints_skipped: int | None = Field(
+        None,
+        description=(
+            "Unusable checkpoints (corrupt, incomplete) rank 0 skipped for an older one when "
+            "the gang resumed; a Warning Event CheckpointFallback says so too."
+        ),
     )
 
     def updated_with(self, newer: Progress) -> Progress:

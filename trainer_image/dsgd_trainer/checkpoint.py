@@ -8,11 +8,15 @@ Layout under training.checkpointDir:
                               memory and (between averagings) the parameters differ by rank
 
 Writes are crash-safe: each file goes to a temporary name and is renamed over
-the final one (os.replace is atomic), and rank 0 writes `latest.json` only after a
-barrier, when every rank's file is complete. A run killed at any moment therefore
+the final one (dsgd_trainer.storage.atomic_write; a full volume leaves no
+temporary file behind), and rank 0 writes `latest.json` only after a barrier,
+when every rank's file is complete. A run killed at any moment therefore
 resumes from a checkpoint that all ranks finished. The last `KEEP` checkpoints are
 kept; each rank deletes its own old files (the directory may be one shared volume
 or one volume per pod).
+
+A checkpoint that cannot be used when resuming is skipped, loudly, for the previous
+one every rank can load; only when none is usable does the run end with exit 64.
 
 A rank file holds the model, optimizer and algorithm state, the epoch and step
 (the lr schedule is a function of the step), the RNG states (torch, CUDA, numpy,
@@ -26,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -42,11 +45,13 @@ from torch import nn
 from dsgd_trainer.algorithms import Algorithm
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
+from dsgd_trainer.storage import atomic_write, write_together
 
 LATEST = "latest.json"
 #: How many checkpoints stay on disk (the newest first).
 KEEP = 2
 FORMAT_VERSION = 1
+CPU = torch.device("cpu")
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
 
 
@@ -73,23 +78,34 @@ def rank_file(directory: Path, checkpoint: str, rank: int) -> Path:
 
 
 def save(
-    directory: Path, epoch: int, step: int, rank: int, world_size: int, state: dict[str, Any]
+    directory: Path,
+    epoch: int,
+    step: int,
+    rank: int,
+    world_size: int,
+    state: dict[str, Any],
+    device: torch.device = CPU,
 ) -> None:
     """Write this rank's `state` as the checkpoint after `epoch` epochs (collective: all ranks).
 
-    Returns when every rank's file is on disk and `latest.json` points at it.
+    Returns when every rank's file is on disk and `latest.json` points at it. A full
+    volume on any rank stops every rank (dsgd_trainer.storage.write_together).
     """
     name = checkpoint_name(epoch)
     path = rank_file(directory, name, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda file: torch.save(state, file))
-    dist.barrier()
-    if rank == 0:
+
+    def write_rank_file() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda file: torch.save(state, file))
+
+    def write_latest() -> None:
         latest = CheckpointRef(epoch=epoch, step=step, checkpoint=name, world_size=world_size)
         record = {**asdict(latest), "saved_at": datetime.datetime.now(datetime.UTC).isoformat()}
-        _atomic_write(directory / LATEST, lambda file: file.write(json.dumps(record).encode()))
+        atomic_write(directory / LATEST, lambda file: file.write(json.dumps(record).encode()))
+
+    write_together(write_rank_file, "training.checkpointDir", device)
     # Nobody deletes an older checkpoint before latest.json has moved past it.
-    dist.barrier()
+    write_together(write_latest if rank == 0 else lambda: None, "training.checkpointDir", device)
     _prune(directory, epoch, rank)
 
 
@@ -217,16 +233,6 @@ def to_device(state: Any, device: torch.device) -> Any:
     return state
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via `write(binary file)` to a temporary sibling, fsync it, rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def _prune(directory: Path, current_epoch: int, rank: int) -> None:
     """Delete all but the newest KEEP checkpoints up to `current_epoch` (collective).
 
@@ -263,6 +269,7 @@ class RunState:
     train_seconds: float = 0.0  # wall time inside training steps, all attempts
     wall_seconds: float = 0.0  # wall time of the run up to the last checkpoint, all attempts
     record: dict[str, Any] | None = None  # the latest evaluation record
+    checkpoints_skipped: int = 0  # unusable newer checkpoints skipped at the last resume
 
 
 @dataclass
@@ -279,32 +286,16 @@ class Learner:
 def resume(
     directory: Path, gang: GangPosition, steps_per_epoch: int, learner: Learner, run: RunState
 ) -> bool:
-    """Load the latest checkpoint into `learner` and `run` if there is one (collective).
+    """Load the newest usable checkpoint into `learner` and `run` if there is one (collective).
 
-    Returns whether it resumed; TrainerExit(64) when the checkpoint cannot be used.
+    Returns whether it resumed; `run.checkpoints_skipped` counts the newer
+    checkpoints found unusable on the way. TrainerExit(64) when none is usable.
     """
     try:
         latest = find_resume_point(directory, gang.rank, gang.world_size, learner.device)
         if latest is None:
             return False
-        state = load(directory, latest, gang.rank)
-        if state["steps_per_epoch"] != steps_per_epoch:
-            raise CheckpointError(
-                f"{directory} holds a run with {state['steps_per_epoch']} steps per epoch, this "
-                f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
-                "training.checkpointDir"
-            )
-        try:
-            learner.model.load_state_dict(state["model"])
-            learner.optimizer.load_state_dict(state["optimizer"])
-            algorithm_state = to_device(state["algorithm"], learner.device)
-            learner.algorithm.load_state_dict(algorithm_state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"the checkpoint in {directory / latest.checkpoint} does not fit this run's "
-                f"model, optimizer or algorithm: {error}"
-            ) from error
-        restore_rng(state["rng"], learner.augment_generator, learner.device)
+        state, skipped = _newest_usable(directory, latest, gang, steps_per_epoch, learner)
     except CheckpointError as error:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
     run.epoch, run.step = state["epoch"], state["step"]
@@ -312,7 +303,76 @@ def resume(
     run.train_seconds = state["train_seconds"]
     run.wall_seconds = state["wall_seconds"]
     run.record = state["record"]
+    run.checkpoints_skipped = skipped
     return True
+
+
+def _candidates(directory: Path, latest: CheckpointRef) -> list[CheckpointRef]:
+    """The checkpoint latest.json names, then the older kept ones, newest first."""
+    names = (_CHECKPOINT_NAME.match(entry.name) for entry in directory.iterdir())
+    older = sorted(int(m.group(1)) for m in names if m and int(m.group(1)) < latest.epoch)
+    return [latest] + [
+        CheckpointRef(epoch, -1, checkpoint_name(epoch), latest.world_size)
+        for epoch in reversed(older)
+    ]
+
+
+def _newest_usable(
+    directory: Path,
+    latest: CheckpointRef,
+    gang: GangPosition,
+    steps_per_epoch: int,
+    learner: Learner,
+) -> tuple[dict[str, Any], int]:
+    """(this rank's state of the newest checkpoint every rank can use, how many were skipped).
+
+    Collective: one all-reduce per candidate decides whether all ranks could
+    load and apply their file. Raises CheckpointError when none is usable.
+    """
+    reasons = []
+    candidates = _candidates(directory, latest)
+    for skipped, candidate in enumerate(candidates):
+        state, problem = None, None
+        try:
+            state = load(directory, candidate, gang.rank)
+            _apply(state, directory / candidate.checkpoint, steps_per_epoch, learner)
+        except CheckpointError as error:
+            problem = str(error)
+        usable = torch.tensor([int(problem is None)], device=learner.device)
+        dist.all_reduce(usable, op=dist.ReduceOp.MIN)
+        if usable.item():
+            return state, skipped
+        if problem is not None:
+            where = directory / candidate.checkpoint
+            print(f"WARNING: rank {gang.rank} cannot resume from {where}: {problem}", flush=True)
+        reasons.append(f"{candidate.checkpoint}: {problem or 'unusable on another rank'}")
+        if gang.rank == 0 and skipped + 1 < len(candidates):
+            print(
+                f"WARNING: checkpoint {candidate.checkpoint} is unusable; falling back to "
+                f"{candidates[skipped + 1].checkpoint}: the epochs after it are trained again",
+                flush=True,
+            )
+    raise CheckpointError(f"no usable checkpoint in {directory}: " + "; ".join(reasons))
+
+
+def _apply(state: dict[str, Any], where: Path, steps_per_epoch: int, learner: Learner) -> None:
+    """Put a loaded rank state into `learner`; CheckpointError when it does not fit."""
+    if state["steps_per_epoch"] != steps_per_epoch:
+        raise CheckpointError(
+            f"{where} holds a run with {state['steps_per_epoch']} steps per epoch, this "
+            f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
+            "training.checkpointDir"
+        )
+    try:
+        learner.model.load_state_dict(state["model"])
+        learner.optimizer.load_state_dict(state["optimizer"])
+        learner.algorithm.load_state_dict(to_device(state["algorithm"], learner.device))
+        restore_rng(state["rng"], learner.augment_generator, learner.device)
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"the checkpoint in {where} does not fit this run's model, optimizer or "
+            f"algorithm: {error}"
+        ) from error
 
 
 def snapshot(

@@ -21,6 +21,7 @@ from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 
 from dsgd_trainer.stopping import TrainerExit
+from dsgd_trainer.storage import atomic_write
 
 if TYPE_CHECKING:  # annotations only: reading and writing results needs no torch
     import torch
@@ -35,10 +36,20 @@ SUMMARY_FILE = "summary.json"
 
 
 def append_record(output_dir: Path, record: dict[str, Any]) -> None:
-    """Append one evaluation record as a line of metrics.jsonl."""
+    """Append one evaluation record as a line of metrics.jsonl.
+
+    All of the line or none of it: on a full volume the file is cut back to
+    its previous length, and the OSError (ENOSPC) propagates.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / METRICS_FILE, "a") as file:
-        file.write(json.dumps(record) + "\n")
+    with open(output_dir / METRICS_FILE, "ab") as file:
+        before = file.tell()
+        try:
+            file.write((json.dumps(record) + "\n").encode())
+            file.flush()
+        except OSError:
+            file.truncate(before)
+            raise
 
 
 def drop_records_after(output_dir: Path, epoch: int) -> None:
@@ -70,9 +81,15 @@ def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def written_directories(config: TrainingConfig) -> dict[str, Path]:
+    """The directories a run writes to, by the field that names them."""
+    return {
+        "training.checkpointDir": Path(config.training.checkpoint_dir),
+        "training.outputDir": Path(config.training.resolved_output_dir),
+    }
 
 
 def prepare_directories(config: TrainingConfig, gang: GangPosition) -> tuple[Path, Path]:

@@ -36,7 +36,11 @@ from dsgd_operator.reconcile.in_memory import JobRuntime, OperatorContext
 from dsgd_operator.reconcile.kube import ApiError
 from dsgd_operator.reconcile.plan import Plan, Snapshot
 from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.progress_scrape import metrics_url, scrape
+from dsgd_operator.reconcile.progress_scrape import (
+    checkpoint_fallback_event,
+    metrics_url,
+    scrape,
+)
 from dsgd_operator.reconcile.status import PodState, observe_pod, set_condition
 
 
@@ -117,6 +121,9 @@ async def refresh_progress(
     progress = await scrape(ctx.http, url)
     if progress is not None:
         result.status.progress = (result.status.progress or api.Progress()).updated_with(progress)
+        fallback = checkpoint_fallback_event(progress, attempt)
+        if fallback is not None:
+            result.events.append(fallback)
 
 
 def disrupted_and_gone(runtime: JobRuntime, listed: list[dict]) -> tuple[PodState, ...]:
