@@ -7,9 +7,10 @@ from dataclasses import dataclass, fields
 
 from dsgd_operator import api
 from dsgd_operator.builders.build_settings import BuildSettings
+from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy
 
-#: How from_env() reads each annotation (annotations are strings here).
-_FIELD_TYPES = {"int": int, "float": float, "str": str}
+#: How from_env() reads each annotation (annotations are strings here); sections are JSON.
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "TemplatePolicy": TemplatePolicy.from_json}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class OperatorOptions:
     resync_seconds: float = 60  # a job is reconciled at least this often, events or not
     debounce_seconds: float = 0.2  # pod events this close together share one reconcile pass
     watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
+    # What spec.template may carry (Helm values templatePolicy; DSGD_TEMPLATE_POLICY as JSON).
+    template_policy: TemplatePolicy = DEFAULT_POLICY
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -74,6 +77,8 @@ class OperatorOptions:
             kind = _FIELD_TYPES[field.type]
             try:
                 values[field.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+            except ValueError as error:
+                if field.type in ("int", "float", "str"):
+                    raise ValueError(f"{variable}={raw!r} is not a valid {field.type}") from None
+                raise ValueError(f"{variable}: {error}") from None
         return cls(**values)

@@ -42,16 +42,22 @@ from dsgd_operator.reconcile.progress_scrape import (
     scrape,
 )
 from dsgd_operator.reconcile.status import PodState, observe_pod, set_condition
+from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy, policy_problems
 
 
-def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
-    """The job from kopf's body, or None and the problems that make the operator refuse it."""
+def parse_body(
+    body: Mapping[str, Any], policy: TemplatePolicy = DEFAULT_POLICY
+) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
+    """The job from kopf's body, or None and the problems that make the operator refuse it:
+    the spec's own, or what the installation's template policy does not allow."""
     document = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
     name = (body.get("metadata") or {}).get("name", "?")
     try:
-        return parse_job(document, source=f"{api.KIND} {name}"), ()
+        job = parse_job(document, source=f"{api.KIND} {name}")
     except ManifestError as error:
         return None, error.problems
+    refused = policy_problems(job, policy)
+    return (None, refused) if refused else (job, ())
 
 
 async def create_gang(
@@ -183,7 +189,7 @@ async def reconcile_once(
     namespace, name = runtime.namespace, runtime.name
     if runtime.status is None:
         runtime.status = DistributedSGDJobStatus.model_validate(body.get("status") or {})
-    job, problems = parse_body(body)
+    job, problems = parse_body(body, ctx.options.template_policy)
     pods: tuple[PodState, ...] = ()
     if job is not None:
         job, problems = effective_job(job, runtime.status)
