@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 
 from dsgd_operator import api
 from dsgd_operator.builders.build_settings import BuildSettings
+from dsgd_operator.builders.pod_defaults import PodDefaults
 from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy
 
 #: How from_env() reads each annotation (annotations are strings here); sections are JSON.
-_FIELD_TYPES = {"int": int, "float": float, "str": str, "TemplatePolicy": TemplatePolicy.from_json}
+_FIELD_TYPES = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "TemplatePolicy": TemplatePolicy.from_json,
+    "PodDefaults": PodDefaults.from_json,
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class OperatorOptions:
     watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
     # What spec.template may carry (Helm values templatePolicy; DSGD_TEMPLATE_POLICY as JSON).
     template_policy: TemplatePolicy = DEFAULT_POLICY
+    # What trainer pods get that their job does not say (Helm values trainerPods;
+    # DSGD_POD_DEFAULTS as JSON): per-rank requests/limits, emptyDir sizes, pull policy.
+    pod_defaults: PodDefaults = dataclasses.field(default_factory=PodDefaults)
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -55,7 +66,7 @@ class OperatorOptions:
     @property
     def build_settings(self) -> BuildSettings:
         """What the builders need from these options (every object of a job is built with it)."""
-        return BuildSettings(default_image=self.trainer_image)
+        return BuildSettings(default_image=self.trainer_image, pod_defaults=self.pod_defaults)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:

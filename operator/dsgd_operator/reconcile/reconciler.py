@@ -70,7 +70,7 @@ async def create_gang(
     """Service, ConfigMap, PDB and PodGroup (once), then the pods of `ranks`, concurrently."""
     namespace = runtime.namespace
     if not runtime.children_created:
-        pod_group = build_pod_group(job)
+        pod_group = build_pod_group(job, ctx.options.build_settings)
         budget = build_pod_disruption_budget(job)
         for obj in (build_service(job), build_config_map(job), budget, pod_group):
             if obj is None:
