@@ -215,6 +215,25 @@ def test_a_full_checkpoint_volume_exits_74_with_one_line_and_no_temporary_file(
     assert not exit_codes.is_retryable(exit_codes.DISK_FULL)
 
 
+def test_a_full_output_volume_stops_the_gang_with_74_and_one_line(tmp_path: Path, pods: Pods):
+    """Rank 0 appends metrics.jsonl; when that fails with ENOSPC the other rank learns it at
+    once (no vanished-peer traceback at the next collective) and both end with 74. Only
+    local rank 0 speaks for a pod: here the failing rank itself, so one line."""
+    config = tiny_config(tmp_path)
+    metrics_file = tmp_path / "out" / "metrics.jsonl"
+    metrics_file.parent.mkdir()
+    metrics_file.symlink_to("/dev/full")
+    pod = pods.start(config, tmp_path)
+    assert pod.wait() == exit_codes.DISK_FULL, pod.output
+    full = [line for line in pod.output.splitlines() if " is full" in line]
+    assert full == [
+        f"error: training.outputDir {tmp_path / 'out'} is full: No space left on device "
+        f"(writing {metrics_file}); make room or mount a larger volume there, then the job "
+        "can be run again"
+    ], pod.output
+    assert "Traceback" not in pod.output
+
+
 def scrape(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:

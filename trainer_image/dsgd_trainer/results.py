@@ -12,6 +12,8 @@ epoch (`epoch_line`), and the directories it writes to (`prepare_directories`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -42,14 +44,18 @@ def append_record(output_dir: Path, record: dict[str, Any]) -> None:
     its previous length, and the OSError (ENOSPC) propagates.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / METRICS_FILE, "ab") as file:
+    path = output_dir / METRICS_FILE
+    line = (json.dumps(record) + "\n").encode()
+    # Unbuffered: the write reaches the OS here, not again when the file closes.
+    with open(path, "ab", buffering=0) as file:
         before = file.tell()
         try:
-            file.write((json.dumps(record) + "\n").encode())
-            file.flush()
-        except OSError:
-            file.truncate(before)
-            raise
+            if file.write(line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:
+            with contextlib.suppress(OSError):  # what cannot be cut back is cut short
+                file.truncate(before)
+            raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def drop_records_after(output_dir: Path, epoch: int) -> None:

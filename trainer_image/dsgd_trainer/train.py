@@ -33,6 +33,7 @@ import math
 import random
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ from dsgd_trainer.results import (
 )
 from dsgd_trainer.schedule import LearningRateSchedule
 from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
-from dsgd_trainer.storage import disk_full_exit, is_disk_full
+from dsgd_trainer.storage import disk_full_exit, is_disk_full, write_together
 
 
 @record  # torchrun's error file gets the traceback of anything unexpected
@@ -240,8 +241,13 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         }
         metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
         metrics.publish_evaluation(test_loss, test_accuracy)
+        # Rank 0 writes; all learn together whether it could (a full outputDir stops the gang).
+        write_together(
+            partial(results.append_record, output_dir, run.record) if gang.rank == 0 else str,
+            "training.outputDir",
+            device,
+        )
         if gang.rank == 0:
-            results.append_record(output_dir, run.record)
             log(epoch_line(run.record, epochs))
 
         every = config.training.checkpoint_every
