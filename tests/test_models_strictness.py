@@ -150,4 +150,4 @@ def test_spec_mutants_are_accepted_or_refused_never_a_crash() -> None:
         accepted += 1
         assert built
     print(f"spec mutants: {MUTANTS}, accepted {accepted}, refused {refused}, crashed 0")
-    assert accepted > 150 and refused > 500, (accepted, refused)  # 209 and 1,291
+    assert accepted > 150 and refused > 500, (accepted, refused)  # 219 and 1,281 with seed 14

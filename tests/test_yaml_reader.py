@@ -165,4 +165,4 @@ def test_generated_text_mutants_never_crash_dsgd_validate(tmp_path: Path) -> Non
     print(f"text mutants: {MUTANTS}, {counts}")
     assert crashes == [], f"{len(crashes)} crashed:\n" + "\n".join(crashes[:5])
     # Both verdicts often enough for the test to mean something.
-    assert counts["accepted"] > 50 and counts["refused"] > 500, counts  # 82 and 1,418
+    assert counts["accepted"] > 50 and counts["refused"] > 500, counts  # 103 and 1,397 with seed 14
