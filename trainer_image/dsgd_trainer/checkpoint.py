@@ -15,14 +15,14 @@ resumes from a checkpoint that all ranks finished. The last `KEEP` checkpoints a
 kept; each rank deletes its own old files (the directory may be one shared volume
 or one volume per pod).
 
-A checkpoint that cannot be used when resuming is skipped, loudly, for the previous
-one every rank can load; only when none is usable does the run end with exit 64.
+Resuming, with the fallback from an unusable checkpoint to the previous intact one,
+is dsgd_trainer.resume.
 
 A rank file holds the model, optimizer and algorithm state, the epoch and step
 (the lr schedule is a function of the step), the RNG states (torch, CUDA, numpy,
 python, augmentation generator), and the last evaluation record. The data order
 needs nothing more: it is seeded by epoch (`rank_batches(..., epoch, seed, ...)`).
-`snapshot` gathers what a rank file holds, `resume` puts it back.
+`snapshot` gathers what a rank file holds, `dsgd_trainer.resume.resume` puts it back.
 """
 
 from __future__ import annotations
@@ -39,12 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from dsgd_contract import exit_codes
 from torch import nn
 
 from dsgd_trainer.algorithms import Algorithm
 from dsgd_trainer.gang import GangPosition
-from dsgd_trainer.stopping import TrainerExit
 from dsgd_trainer.storage import atomic_write, write_together
 
 LATEST = "latest.json"
@@ -52,7 +50,7 @@ LATEST = "latest.json"
 KEEP = 2
 FORMAT_VERSION = 1
 CPU = torch.device("cpu")
-_CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
+CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -187,6 +185,9 @@ def capture_rng(augment_generator: torch.Generator, device: torch.device) -> dic
     """Every random stream a run draws from, in a form that weights_only loading accepts."""
     numpy_state = np.random.get_state()
     return {
+        # The generators' states are device-specific (a CPU generator's is 5056 bytes, a
+        # CUDA one's 16): a resume on another kind of device is refused by restore_rng.
+        "device": device.type,
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": {
@@ -203,7 +204,18 @@ def capture_rng(augment_generator: torch.Generator, device: torch.device) -> dic
 def restore_rng(
     state: dict[str, Any], augment_generator: torch.Generator, device: torch.device
 ) -> None:
-    """Put back what `capture_rng` saved."""
+    """Put back what `capture_rng` saved; CheckpointError if it was saved on another device type.
+
+    (Checkpoints from before the "device" entry: a CUDA state is saved exactly
+    when the device was a GPU.) Checked before anything is changed.
+    """
+    saved_on = state.get("device") or ("cuda" if state["cuda"] is not None else "cpu")
+    if saved_on != device.type:
+        raise CheckpointError(
+            f"its random generators were saved by a run on {saved_on}, this run trains on "
+            f"{device.type}: topology.gpu changed; restore it, or use a fresh "
+            "training.checkpointDir"
+        )
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -244,7 +256,7 @@ def _prune(directory: Path, current_epoch: int, rank: int) -> None:
     epochs = sorted(
         (int(match.group(1)), entry)
         for entry in directory.iterdir()
-        if entry.is_dir() and (match := _CHECKPOINT_NAME.match(entry.name))
+        if entry.is_dir() and (match := CHECKPOINT_NAME.match(entry.name))
     )
     kept = [epoch for epoch, _ in epochs if epoch <= current_epoch][-KEEP:]
     stale = [entry for epoch, entry in epochs if epoch not in kept]
@@ -281,98 +293,6 @@ class Learner:
     algorithm: Algorithm
     augment_generator: torch.Generator
     device: torch.device
-
-
-def resume(
-    directory: Path, gang: GangPosition, steps_per_epoch: int, learner: Learner, run: RunState
-) -> bool:
-    """Load the newest usable checkpoint into `learner` and `run` if there is one (collective).
-
-    Returns whether it resumed; `run.checkpoints_skipped` counts the newer
-    checkpoints found unusable on the way. TrainerExit(64) when none is usable.
-    """
-    try:
-        latest = find_resume_point(directory, gang.rank, gang.world_size, learner.device)
-        if latest is None:
-            return False
-        state, skipped = _newest_usable(directory, latest, gang, steps_per_epoch, learner)
-    except CheckpointError as error:
-        raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
-    run.epoch, run.step = state["epoch"], state["step"]
-    run.samples = state["samples"]
-    run.train_seconds = state["train_seconds"]
-    run.wall_seconds = state["wall_seconds"]
-    run.record = state["record"]
-    run.checkpoints_skipped = skipped
-    return True
-
-
-def _candidates(directory: Path, latest: CheckpointRef) -> list[CheckpointRef]:
-    """The checkpoint latest.json names, then the older kept ones, newest first."""
-    names = (_CHECKPOINT_NAME.match(entry.name) for entry in directory.iterdir())
-    older = sorted(int(m.group(1)) for m in names if m and int(m.group(1)) < latest.epoch)
-    return [latest] + [
-        CheckpointRef(epoch, -1, checkpoint_name(epoch), latest.world_size)
-        for epoch in reversed(older)
-    ]
-
-
-def _newest_usable(
-    directory: Path,
-    latest: CheckpointRef,
-    gang: GangPosition,
-    steps_per_epoch: int,
-    learner: Learner,
-) -> tuple[dict[str, Any], int]:
-    """(this rank's state of the newest checkpoint every rank can use, how many were skipped).
-
-    Collective: one all-reduce per candidate decides whether all ranks could
-    load and apply their file. Raises CheckpointError when none is usable.
-    """
-    reasons = []
-    candidates = _candidates(directory, latest)
-    for skipped, candidate in enumerate(candidates):
-        state, problem = None, None
-        try:
-            state = load(directory, candidate, gang.rank)
-            _apply(state, directory / candidate.checkpoint, steps_per_epoch, learner)
-        except CheckpointError as error:
-            problem = str(error)
-        usable = torch.tensor([int(problem is None)], device=learner.device)
-        dist.all_reduce(usable, op=dist.ReduceOp.MIN)
-        if usable.item():
-            return state, skipped
-        if problem is not None:
-            where = directory / candidate.checkpoint
-            print(f"WARNING: rank {gang.rank} cannot resume from {where}: {problem}", flush=True)
-        reasons.append(f"{candidate.checkpoint}: {problem or 'unusable on another rank'}")
-        if gang.rank == 0 and skipped + 1 < len(candidates):
-            print(
-                f"WARNING: checkpoint {candidate.checkpoint} is unusable; falling back to "
-                f"{candidates[skipped + 1].checkpoint}: the epochs after it are trained again",
-                flush=True,
-            )
-    raise CheckpointError(f"no usable checkpoint in {directory}: " + "; ".join(reasons))
-
-
-def _apply(state: dict[str, Any], where: Path, steps_per_epoch: int, learner: Learner) -> None:
-    """Put a loaded rank state into `learner`; CheckpointError when it does not fit."""
-    if state["steps_per_epoch"] != steps_per_epoch:
-        raise CheckpointError(
-            f"{where} holds a run with {state['steps_per_epoch']} steps per epoch, this "
-            f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
-            "training.checkpointDir"
-        )
-    try:
-        learner.model.load_state_dict(state["model"])
-        learner.optimizer.load_state_dict(state["optimizer"])
-        learner.algorithm.load_state_dict(to_device(state["algorithm"], learner.device))
-        restore_rng(state["rng"], learner.augment_generator, learner.device)
-    except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"the checkpoint in {where} does not fit this run's model, optimizer or "
-            f"algorithm: {error}"
-        ) from error
 
 
 def snapshot(

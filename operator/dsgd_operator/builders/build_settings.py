@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dsgd_operator import api
+from dsgd_operator.builders.gpu_pods import GpuPodSettings
 from dsgd_operator.builders.pod_defaults import PodDefaults
 
 
@@ -19,6 +20,8 @@ class BuildSettings:
 
     default_image: str = api.DEFAULT_IMAGE
     pod_defaults: PodDefaults = field(default_factory=PodDefaults)
+    #: What GPU jobs' pods get from the cluster's set-up (runtime class, RDMA, NCCL env).
+    gpu_pods: GpuPodSettings = field(default_factory=GpuPodSettings)
 
     def __post_init__(self) -> None:
         if not self.default_image:

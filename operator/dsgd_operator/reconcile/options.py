@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 from dsgd_operator import api
 from dsgd_operator.builders.build_settings import BuildSettings
+from dsgd_operator.builders.gpu_pods import GpuPodSettings
 from dsgd_operator.builders.pod_defaults import PodDefaults
 from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy
 
@@ -51,6 +52,10 @@ class OperatorOptions:
     # What trainer pods get that their job does not say (Helm values trainerPods;
     # DSGD_POD_DEFAULTS as JSON): per-rank requests/limits, emptyDir sizes, pull policy.
     pod_defaults: PodDefaults = dataclasses.field(default_factory=PodDefaults)
+    # -- what GPU jobs' pods get (builders/gpu_pods.py; Helm values gpuPods) -----------
+    gpu_runtime_class_name: str = ""  # RuntimeClass of GPU pods; empty = the nodes' default
+    gpu_rdma_resources: str = ""  # JSON {resource: count} per GPU pod; adds IPC_LOCK; empty = none
+    gpu_nccl_env: str = ""  # JSON {NAME: value} for GPU pods; empty = {"NCCL_DEBUG": "WARN"}
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -62,11 +67,26 @@ class OperatorOptions:
                 raise ValueError(f"{port_field} {getattr(self, port_field)} is not a TCP port")
         if not self.trainer_image:
             raise ValueError("trainer_image must not be empty")
+        self.gpu_pod_settings  # noqa: B018 - refuse bad GPU settings at start, not per job
+
+    @property
+    def gpu_pod_settings(self) -> GpuPodSettings:
+        """The gpu_* options parsed; ValueError naming the DSGD_GPU_* variable at fault."""
+        try:
+            return GpuPodSettings.from_json(
+                self.gpu_runtime_class_name, self.gpu_rdma_resources, self.gpu_nccl_env
+            )
+        except ValueError as error:
+            raise ValueError(f"DSGD_GPU_* settings: {error}") from None
 
     @property
     def build_settings(self) -> BuildSettings:
         """What the builders need from these options (every object of a job is built with it)."""
-        return BuildSettings(default_image=self.trainer_image, pod_defaults=self.pod_defaults)
+        return BuildSettings(
+            default_image=self.trainer_image,
+            pod_defaults=self.pod_defaults,
+            gpu_pods=self.gpu_pod_settings,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:

@@ -59,7 +59,7 @@ class LocalSGD(Algorithm):
         self.name = config.algorithm.name
         self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
         self.synchronisers: dict[str, ModelSync] = {
-            GLOBAL: make_global_sync(config.algorithm.compression),
+            GLOBAL: make_global_sync(config.algorithm.compression, ctx.stop_vote),
             INTRA_NODE: DenseSync(group=ctx.intra_node_group),
         }
         #: The step being run, or the next one after after_optimizer_step.

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dsgd_trainer.stop_vote import StopVote
+
 from . import compression
 from .averaging import (
     average_,
@@ -52,13 +54,19 @@ class ModelSync(ABC):
 
 
 class DenseSync(ModelSync):
-    """Average trainable parameters and floating buffers over `group` (None: all ranks)."""
+    """Average trainable parameters and floating buffers over `group` (None: all ranks).
 
-    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+    `vote`: the stop ballot rides on each averaging (global ones; see dsgd_trainer.stop_vote).
+    """
+
+    def __init__(
+        self, group: dist.ProcessGroup | None = None, vote: StopVote | None = None
+    ) -> None:
         self.group = group
+        self.vote = vote
 
     def synchronize(self, model: nn.Module) -> int:
-        return average_(averaged_tensors(model), group=self.group)
+        return average_(averaged_tensors(model), group=self.group, vote=self.vote)
 
 
 class SignSync(ModelSync):
@@ -120,10 +128,13 @@ class SignSync(ModelSync):
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
 
 
-def make_global_sync(compression_name: str) -> ModelSync:
-    """The global synchronization for `algorithm.compression` (none | sign | ef-sign)."""
+def make_global_sync(compression_name: str, vote: StopVote | None = None) -> ModelSync:
+    """The global synchronization for `algorithm.compression` (none | sign | ef-sign).
+
+    `vote` rides on dense averagings (compressed ones carry no stop ballot yet).
+    """
     if compression_name == "none":
-        return DenseSync()
+        return DenseSync(vote=vote)
     if compression_name in ("sign", "ef-sign"):
         return SignSync(error_feedback=compression_name == "ef-sign")
     raise ValueError(f"unknown algorithm.compression {compression_name!r}")
