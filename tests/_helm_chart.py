@@ -109,6 +109,12 @@ ALL_OPTIONS: dict[str, Any] = {
 }
 
 
+#: The monitors on: every alert renders (the operator's and missing-target ones need them).
+ALL_MONITORS: dict[str, Any] = {
+    "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+}
+
+
 def chart_values_with(**overrides: Any) -> dict[str, Any]:
     """A deep copy of ALL_OPTIONS with top-level keys replaced."""
     values = copy.deepcopy(ALL_OPTIONS)
@@ -215,3 +221,24 @@ def prometheus_rule_groups(values: dict[str, Any] | None = None) -> list[dict[st
 def dashboards() -> dict[str, dict[str, Any]]:
     """Dashboard file stem → Grafana dashboard model."""
     return {path.stem: json.loads(path.read_text()) for path in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def is_user_role(obj: dict[str, Any]) -> bool:
+    """The ClusterRoles for people (templates/user-roles.yaml), not the operator's own."""
+    return obj["metadata"]["labels"].get("app.kubernetes.io/component") == "user-rbac"
+
+
+def operator_roles(kind: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The operator's (Cluster)Roles of `kind`: every one but the users' aggregated roles."""
+    return [obj for obj in objects_of_kind(kind, values) if not is_user_role(obj)]
+
+
+def rbac_grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """RBAC rules flattened to (apiGroup, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

@@ -19,11 +19,9 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests._helm_chart import REPO, prometheus_rule_groups
+from tests._helm_chart import ALL_MONITORS, REPO, prometheus_rule_groups
 from tests._prometheus import promtool
 
-#: The rules as a cluster with both monitors gets them.
-VALUES = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
 OPERATOR_TARGET = {"job": "dsgd", "instance": "10.0.0.5:9300", "service": "dsgd"}
 TEAM, JOB = "team-a", "resnet-sweep"
 TRAINERS = "dsgd-system/dsgd-trainers"  # a PodMonitor's job label: <namespace>/<name>
@@ -58,7 +56,7 @@ def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
 def _rule_groups() -> list[dict[str, Any]]:
     """The chart's rules with only the `summary` annotation: promtool compares annotations
     exactly, and the summary is the one that has to name the job."""
-    groups = prometheus_rule_groups(VALUES)
+    groups = prometheus_rule_groups(ALL_MONITORS)
     for group in groups:
         for rule in group["rules"]:
             rule["annotations"] = {"summary": rule["annotations"]["summary"]}
@@ -216,7 +214,7 @@ def _github_anchor(heading: str) -> str:
 def test_every_alert_links_a_runbook_section_that_exists() -> None:
     docs = (REPO / "docs" / "operations.md").read_text()
     anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", docs, re.MULTILINE)}
-    rules = [rule for group in prometheus_rule_groups(VALUES) for rule in group["rules"]]
+    rules = [rule for group in prometheus_rule_groups(ALL_MONITORS) for rule in group["rules"]]
     assert len(rules) == 7
     for rule in rules:
         url = rule["annotations"]["runbook_url"]

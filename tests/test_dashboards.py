@@ -23,7 +23,7 @@ from tests._dashboards import (
     variable_queries,
 )
 from tests._exported_metrics import operator_metric_names, trainer_metric_names
-from tests._helm_chart import dashboards, prometheus_rule_groups
+from tests._helm_chart import ALL_MONITORS, dashboards, prometheus_rule_groups
 from tests._prometheus import promtool
 from tests._promql import PromQLSyntaxError, label_values_query, metric_names, selectors
 
@@ -31,8 +31,7 @@ BOARDS = dashboards()
 STANDARD_PREFIXES = ("process_", "python_")
 #: The operator's series labelled with a job's namespace and name.
 PER_JOB_SERIES = {"dsgd_gang_restarts_total", "dsgd_job_failures_total", "dsgd_job_running"}
-#: Alerts as a cluster with both monitors renders them; `up` is Prometheus' own series.
-ALL_ALERTS = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+#: `up` is Prometheus' own series.
 PROMETHEUS_SERIES = {"up"}
 
 
@@ -77,7 +76,7 @@ def test_every_dashboard_and_alert_metric_is_exported_by_the_code(exported: set[
         query
         for board in BOARDS.values()
         for query in (*panel_queries(board), *variable_queries(board))
-    ] + alert_queries(ALL_ALERTS)
+    ] + alert_queries(ALL_MONITORS)
     known = exported | PROMETHEUS_SERIES
     unknown = {
         query.origin: sorted(_names(query) - known) for query in queries if _names(query) - known

@@ -29,25 +29,15 @@ from tests._helm_chart import (
     helm,
     objects,
     objects_of_kind,
+    operator_roles,
+    rbac_grants,
     render,
-    render_notes,
 )
 from tests._monitoring_schemas import SCHEMAS, validate_monitoring_object
 
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas.
 KUBE_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
 VALUE_SETS = {"defaults": {}, "all-options": ALL_OPTIONS}
-
-
-def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    """RBAC rules flattened to (apiGroup, resource, verb) triples."""
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 def _required_grants(namespaced: bool = False) -> set[tuple[str, str, str]]:
@@ -63,15 +53,6 @@ def _required_grants(namespaced: bool = False) -> set[tuple[str, str, str]]:
 def _only(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     (obj,) = objects_of_kind(kind, values)
     return obj
-
-
-def _user_role(obj: dict[str, Any]) -> bool:
-    """The ClusterRoles for people (templates/user-roles.yaml), not the operator's own."""
-    return obj["metadata"]["labels"].get("app.kubernetes.io/component") == "user-rbac"
-
-
-def _operator_roles(kind: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-    return [obj for obj in objects_of_kind(kind, values) if not _user_role(obj)]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -127,32 +108,6 @@ def test_chart_crd_is_the_generated_crd() -> None:
         assert f"name: {name}" in shown
 
 
-def test_templated_crd_is_the_generated_crd_kept_on_uninstall() -> None:
-    """crds.enabled (GitOps): the crds/ file itself as a release object, with Helm's keep
-    policy unless crds.keep is off; off by default (Helm's crds/ directory installs it)."""
-    generated = yaml.safe_load((CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml").read_text())
-    assert objects_of_kind("CustomResourceDefinition", {}) == []
-    (crd,) = objects_of_kind("CustomResourceDefinition", {"crds": {"enabled": True}})
-    assert crd["spec"] == generated["spec"]
-    assert crd["metadata"]["name"] == generated["metadata"]["name"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    kubernetes_validate.validate(crd, KUBE_VERSIONS[0], strict=True)
-    (unkept,) = objects_of_kind(
-        "CustomResourceDefinition", {"crds": {"enabled": True, "keep": False}}
-    )
-    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
-
-
-def test_chart_needs_the_kubernetes_release_of_the_crds_validation_rules() -> None:
-    """The CRD's CEL rules use fieldPath/reason (1.28+): helm refuses older clusters."""
-    uses_reason = "reason:" in (CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml").read_text()
-    assert uses_reason
-    with pytest.raises(HelmError, match="kubeVersion"):
-        helm("template", "dsgd", "--kube-version=1.27.9", values={})
-    helm("template", "dsgd", "--kube-version=1.28.0", values={})
-
-
 def test_chart_version_is_the_package_version() -> None:
     from dsgd_operator.api import DEFAULT_IMAGE
 
@@ -203,66 +158,10 @@ def test_values_schema_accepts_the_documented_examples() -> None:
         render(values)
 
 
-DIGEST = "sha256:" + "9f86d081884c7d65" * 4
-
-
-def _images(values: dict[str, Any]) -> dict[str, Any]:
-    """operator and helm-test images, the --trainer-image argument, and both pods' pull secrets."""
-    pod = _only("Deployment", values)["spec"]["template"]["spec"]
-    test_pod = _only("Pod", values)["spec"]
-    args = pod["containers"][0]["args"]
-    (trainer,) = [a.removeprefix("--trainer-image=") for a in args if "--trainer-image=" in a]
-    return {
-        "operator": pod["containers"][0]["image"],
-        "trainer": trainer,
-        "test": test_pod["containers"][0]["image"],
-        "secrets": [pod.get("imagePullSecrets"), test_pod.get("imagePullSecrets")],
-        "test_pod": test_pod,
-    }
-
-
-def test_images_pinned_by_digest_render_as_digest_references() -> None:
-    """cert-manager's convention: a digest replaces the tag (one image, whatever tags move)."""
-    values = {
-        "image": {"digest": DIGEST},
-        "trainerImage": {"tag": "0.1.0@" + DIGEST},  # the tag@digest form, as some pin it
-        "helmTest": {"image": {"digest": DIGEST, "tag": ""}},
-    }
-    images = _images(values)
-    assert images["operator"] == f"ghcr.io/dsgd-io/dsgd-operator@{DIGEST}"
-    assert images["trainer"] == f"ghcr.io/dsgd-io/dsgd-trainer:0.1.0@{DIGEST}"
-    assert images["test"] == f"docker.io/library/python@{DIGEST}"
-    for obj in objects(values):
-        if obj["kind"] in ("Deployment", "Pod"):
-            kubernetes_validate.validate(obj, KUBE_VERSIONS[-1], strict=True)
-
-
-def test_global_image_registry_mirrors_every_image_with_pull_secrets() -> None:
-    """An air-gapped install: one value moves the operator, trainer and helm test images."""
-    mirror = "harbor.internal:5000/proxy"
-    values = {
-        "global": {"imageRegistry": mirror, "imagePullSecrets": [{"name": "mirror-cred"}]},
-        "imagePullSecrets": [{"name": "regcred"}],
-        "helmTest": {"tolerations": [{"operator": "Exists"}], "nodeSelector": {"pool": "cpu"}},
-    }
-    images = _images(values)
-    assert images["operator"] == f"{mirror}/dsgd-io/dsgd-operator:0.1.0"
-    assert images["trainer"] == f"{mirror}/dsgd-io/dsgd-trainer:0.1.0"
-    assert images["test"] == f"{mirror}/library/python:3.12-slim"
-    both = [{"name": "mirror-cred"}, {"name": "regcred"}]
-    assert images["secrets"] == [both, both]
-    assert images["test_pod"]["tolerations"] == [{"operator": "Exists"}]
-    assert images["test_pod"]["nodeSelector"] == {"pool": "cpu"}
-    # Without the global registry each image keeps its own; an empty one means none at all.
-    images = _images({"image": {"registry": "", "repository": "dsgd-operator"}})
-    assert images["operator"] == "dsgd-operator:0.1.0"
-    assert images["secrets"] == [None, None]
-
-
 def test_cluster_wide_rbac_grants_exactly_what_the_operator_uses() -> None:
     assert objects_of_kind("Role", {}) == [] and objects_of_kind("RoleBinding", {}) == []
-    (role,) = _operator_roles("ClusterRole", {})
-    assert _grants(role["rules"]) == _required_grants()
+    (role,) = operator_roles("ClusterRole", {})
+    assert rbac_grants(role["rules"]) == _required_grants()
     binding = _only("ClusterRoleBinding", {})
     account = _only("ServiceAccount", {})
     assert binding["roleRef"] == {
@@ -286,10 +185,10 @@ def test_namespaced_rbac_uses_roles_in_the_watched_namespaces_only() -> None:
         assert binding["subjects"][0]["namespace"] == RELEASE_NAMESPACE
     # Nothing cluster-wide for the operator: no list/watch of namespaces or CRDs in
     # namespaced mode (the users' aggregated roles grant nothing until someone is bound).
-    assert _operator_roles("ClusterRole", values) == []
+    assert operator_roles("ClusterRole", values) == []
     assert objects_of_kind("ClusterRoleBinding", values) == []
     for role in roles:
-        assert _grants(role["rules"]) == _required_grants(namespaced=True)
+        assert rbac_grants(role["rules"]) == _required_grants(namespaced=True)
     deployment = _only("Deployment", values)
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [
@@ -306,31 +205,6 @@ def test_rbac_has_no_wildcards_and_can_be_turned_off() -> None:
                     assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
     off = {obj["kind"] for obj in objects({"rbac": {"create": False}})}
     assert not off & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-
-
-@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"]}], ids=["cluster", "ns"])
-def test_user_roles_aggregate_into_the_built_in_edit_and_view(values: dict[str, Any]) -> None:
-    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
-    roles = {
-        obj["metadata"]["name"].removeprefix("dsgd-"): obj
-        for obj in objects_of_kind("ClusterRole", values)
-        if _user_role(obj)
-    }
-    assert roles.keys() == {"view", "edit"}
-    into = {
-        name: {k.removeprefix(aggregate) for k, v in role["metadata"]["labels"].items()
-               if k.startswith(aggregate) and v == "true"}
-        for name, role in roles.items()
-    }  # fmt: skip
-    assert into == {"view": {"view", "edit", "admin"}, "edit": {"edit", "admin"}}
-    view, edit = _grants(roles["view"]["rules"]), _grants(roles["edit"]["rules"])
-    assert {verb for _, _, verb in view} == {"get", "list", "watch"}
-    assert ("dsgd.io", "distributedsgdjobs", "create") in edit
-    # Status is the operator's: no user role writes it.
-    reads = {"get", "list", "watch"}
-    assert not [g for g in view | edit if g[1].endswith("/status") and g[2] not in reads]
-    off = objects_of_kind("ClusterRole", values | {"rbac": {"aggregateClusterRoles": False}})
-    assert not [obj for obj in off if _user_role(obj)]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -514,41 +388,3 @@ def test_dashboards_ship_as_grafana_sidecar_config_maps() -> None:
 def test_monitoring_is_off_by_default() -> None:
     kinds = {obj["kind"] for obj in objects({})}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
-
-
-def test_notes_tell_the_user_what_to_do_next() -> None:
-    notes = render_notes(
-        {"watchNamespaces": ["team-a"], "monitoring": {"podMonitor": {"enabled": True}}}
-    )
-    assert "helm test dsgd" in notes and "team-a" in notes
-    assert "monitoring.labels.release" in notes  # the kube-prometheus-stack hint
-    # The one upgrade story: the new CRD applied BEFORE helm upgrade, values reset to the
-    # new chart's defaults and then the release's own reapplied.
-    apply, upgrade = notes.index("kubectl apply --server-side"), notes.index("helm upgrade dsgd")
-    assert apply < upgrade and "BEFORE" in notes
-    assert "--reset-then-reuse-values" in notes and "--reuse-values" not in notes.replace(
-        "--reset-then-reuse-values", ""
-    )
-    gitops = render_notes({"crds": {"enabled": True}})
-    assert "--skip-crds" in gitops and "kubectl apply --server-side" not in gitops
-    example = notes.split("-f examples/")[1].split()[0]
-    assert (REPO / "examples" / example).is_file()
-
-
-def test_name_overrides_rename_every_object_and_label() -> None:
-    """fullnameOverride names every object; nameOverride the chart part of names and the
-    app.kubernetes.io/name label, which the Deployment's selector and the monitors follow."""
-    renamed = objects({"fullnameOverride": "ml-ops", "monitoring": {
-        "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}})  # fmt: skip
-    names = {obj["metadata"]["name"] for obj in renamed}
-    assert names and all(name.startswith("ml-ops") for name in names), names
-    (rule,) = [obj for obj in renamed if obj["kind"] == "PrometheusRule"]
-    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert any('job="ml-ops"' in expr for expr in exprs)  # the Service's name is the scrape job
-    (deployment,) = objects_of_kind("Deployment", {"nameOverride": "sgd-ops"})
-    assert deployment["metadata"]["name"] == "dsgd-sgd-ops"
-    selector = deployment["spec"]["selector"]["matchLabels"]
-    assert selector["app.kubernetes.io/name"] == "sgd-ops"
-    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    with pytest.raises(HelmError, match="fullnameOverride"):
-        render({"fullnameOverride": "ML_Ops"})

@@ -31,7 +31,13 @@ from tests._dashboards import (
     to_promql,
     variable_queries,
 )
-from tests._helm_chart import REPO, dashboards, objects_of_kind, prometheus_rule_groups
+from tests._helm_chart import (
+    ALL_MONITORS,
+    REPO,
+    dashboards,
+    objects_of_kind,
+    prometheus_rule_groups,
+)
 from tests._metrics_simulator import OPERATOR_JOB
 from tests._polling import wait_until
 from tests._prometheus import (
@@ -73,10 +79,6 @@ DATA_TIMEOUT = 90
 SCRAPE_INTERVAL = "2s"
 #: How long a query that should have data may be retried (a stale moment, see above).
 RETRY_SECONDS = 15
-#: Every alert: those of the operator and of missing trainer targets need both monitors.
-ALL_MONITORS = {
-    "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
-}
 
 
 @dataclass
