@@ -104,7 +104,10 @@ async def test_run_operator_serves_liveness_and_metrics_and_stops_cleanly(
         assert 'dsgd_jobs{phase="Running"} 1.0' in text
         assert "dsgd_pods_created_total 2.0" in text
         assert "dsgd_reconcile_duration_seconds_bucket" in text
-        assert "dsgd_gang_restarts_total 0.0" in text
+        served = f'dsgd_job="served",namespace="{kube.namespace}"'
+        assert f"dsgd_gang_restarts_total{{{served}}} 0.0" in text
+        assert f"dsgd_job_running{{{served}}} 1.0" in text
+        assert 'dsgd_build_info{python_version="' in text and "process_cpu_seconds_total" in text
         # Only the namespaces it was given: the other job is left alone.
         assert not elsewhere.pods("ignored") and not elsewhere.status("ignored")
         elsewhere.close()
