@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from dsgd_contract.config import TrainingConfig
+from dsgd_contract.config import TrainingConfig, milestone_step
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,13 @@ class LearningRateSchedule:
         opt = config.optimizer
         global_batch = config.training.batch_size_per_process * world_size
         scale = global_batch / opt.base_batch_size if opt.scaling == "linear" else 1.0
-        total_steps = config.training.epochs * steps_per_epoch
         return cls(
             base_lr=opt.learning_rate,
             peak_lr=opt.learning_rate * scale,
             warmup_steps=round(opt.warmup_epochs * steps_per_epoch),
-            milestone_steps=tuple(round(m * total_steps) for m in opt.milestones),
+            milestone_steps=tuple(
+                milestone_step(m, config.training.epochs, steps_per_epoch) for m in opt.milestones
+            ),
             gamma=opt.gamma,
         )
 
