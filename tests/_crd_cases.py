@@ -123,6 +123,10 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
         },
         {"spec.algorithm.compression"},
     ),
+    "LARS with sign steps": (
+        {"algorithm": {"name": "local-sgd", "compression": "sign"}, "optimizer": {"lars": True}},
+        {"spec.optimizer.lars"},
+    ),
     "switch epoch without post-local": (
         {"algorithm": {"name": "local-sgd", "switchEpoch": 3}},
         {"spec.algorithm.switchEpoch"},

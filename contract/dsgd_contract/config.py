@@ -109,10 +109,16 @@ class Algorithm(SpecModel):
     compression: Compression = Field(
         "none",
         description=(
-            "Compression of the global model deltas: none, sign or ef-sign (error feedback). "
-            "Only for local-sgd and post-local-sgd."
+            "Compression of the global model deltas, as Lin et al.'s code runs it: none; sign "
+            "(sign steps locally, ranks average signs and scales apart); ef-sign (SGD steps, "
+            "error feedback). Only for local-sgd and post-local-sgd."
         ),
     )
+
+    @property
+    def local_sign_steps(self) -> bool:
+        """Whether local steps are sign steps (compression `sign`, Lin et al.'s local_sign_sgd)."""
+        return self.compression == "sign"
 
 
 class Optimizer(SpecModel):
@@ -358,6 +364,14 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                     f"between 1 and training.epochs - 1 ({train.epochs - 1})",
                 )
             )
+    if opt.lars and algo.local_sign_steps:
+        errors.append(
+            (
+                ("optimizer", "lars"),
+                "LARS does not apply with sign compression: its local steps are sign steps, "
+                "which ignore a trust ratio",
+            )
+        )
     if opt.warmup_epochs > train.epochs:
         errors.append(
             (

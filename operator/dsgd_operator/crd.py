@@ -141,6 +141,12 @@ SPEC_RULES = [
         field_path=".algorithm.switchEpoch",
     ),
     cel_rule(
+        "!self.optimizer.lars || self.algorithm.compression != 'sign'",
+        "spec.optimizer.lars: LARS does not apply with sign compression: its local steps "
+        "are sign steps, which ignore a trust ratio",
+        field_path=".optimizer.lars",
+    ),
+    cel_rule(
         "self.optimizer.warmupEpochs <= double(self.training.epochs)",
         "spec.optimizer.warmupEpochs: the warm-up is longer than training.epochs",
         field_path=".optimizer.warmupEpochs",

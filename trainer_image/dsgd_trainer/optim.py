@@ -11,6 +11,7 @@ from dsgd_contract.config import Optimizer as OptimizerConfig
 from torch import nn
 
 from dsgd_trainer.lars import LARS
+from dsgd_trainer.sign_sgd import SignSGD
 
 #: Modules whose parameters are normalisation scales and shifts (excluded from LARS).
 NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
@@ -22,13 +23,29 @@ NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 
-def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: OptimizerConfig, *, sign_steps: bool = False
+) -> torch.optim.Optimizer:
     """SGD over `model`'s parameters, or LARS with biases and norm parameters excluded.
+
+    `sign_steps` (compression `sign`, dsgd_contract.config.Algorithm.local_sign_steps):
+    SGD's direction applied as lr · sign(direction) (dsgd_trainer.sign_sgd);
+    the config refuses it together with LARS.
 
     Without LARS every parameter gets weight decay (Goyal et al.'s recipe).
     With LARS, biases and normalisation parameters use the global lr and no
     weight decay (You et al.): their norms say nothing about a layer's scale.
     """
+    if sign_steps:
+        if config.lars:
+            raise ValueError("sign steps and LARS exclude each other (optimizer.lars)")
+        return SignSGD(
+            model.parameters(),
+            lr=config.learning_rate,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
     if not config.lars:
         return torch.optim.SGD(
             model.parameters(),

@@ -121,7 +121,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
     schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
-    optimizer = build_optimizer(model, config.optimizer)
+    optimizer = build_optimizer(
+        model, config.optimizer, sign_steps=config.algorithm.local_sign_steps
+    )
     algorithm = build_algorithm(config, model, ctx, steps_per_epoch)
     # From here on randomness differs by rank (dropout, augmentation): independent streams.
     rank_seed = int(np.random.SeedSequence([seed, gang.rank]).generate_state(1)[0])

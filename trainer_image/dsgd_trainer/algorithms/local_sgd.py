@@ -10,8 +10,8 @@ behind the Algorithm interface.
 Local phase: every rank takes optimizer steps on its own batches without
 communicating (momentum buffers stay local) and averages parameters and
 floating buffers when the schedule says so. Bytes per round: dense, Σ numel ×
-element size of the averaged tensors; compressed, the packed payload (see
-compression.py) plus the dense buffers.
+element size of the averaged tensors; compressed, the int8 sign sums and
+float32 scales (see compression.py) plus the dense buffers.
 
 Start of the local phase at step 0 (local-sgd, hierarchical): rank 0's
 parameters and buffers are broadcast so that the replicas start identical, as
@@ -41,7 +41,7 @@ from dsgd_contract.metrics import GLOBAL, INTRA_NODE
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .averaging import averaged_copy, broadcast_, make_replicas_identical_
+from .averaging import broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
 from .mini_batch import ddp_step_bytes, rank0_buffers_, wrap_in_ddp
@@ -104,12 +104,15 @@ class LocalSGD(Algorithm):
         self._synced = scope == GLOBAL
 
     def synchronize_for_evaluation(self) -> nn.Module:
-        """Local phase: the model itself right after a global averaging, else a globally
-        averaged deep copy (a plain uncompressed average, also with compression).
+        """Local phase: the model itself right after a global sync, else a copy holding
+        what the global sync would produce now (model_sync.ModelSync.consensus_now:
+        the plain average; with compression, the compressed consensus).
         Mini-batch phase: the model, with rank 0's buffers, as mini-batch SGD.
         """
         if self.in_local_phase():
-            return self.model if self._synced else averaged_copy(self.model)
+            return (
+                self.model if self._synced else self.synchronisers[GLOBAL].consensus_now(self.model)
+            )
         self.training_model()  # before step 0 the DDP wrap is what makes replicas identical
         rank0_buffers_(self.model)  # parameters are identical already
         return self.model
