@@ -123,6 +123,10 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
         },
         {"spec.algorithm.compression"},
     ),
+    "zero-γ init without residual blocks": (
+        {"training": {"model": "mlp", "zeroInitResidual": True}},
+        {"spec.training.zeroInitResidual"},
+    ),
     "LARS with sign steps": (
         {"algorithm": {"name": "local-sgd", "compression": "sign"}, "optimizer": {"lars": True}},
         {"spec.optimizer.lars"},

@@ -159,6 +159,7 @@ def compressed_run(rank: int, world_size: int, compression: str) -> dict:
                 "momentum": MOMENTUM,
                 "nesterov": False,
                 "weightDecay": WEIGHT_DECAY,
+                "weightDecayOnNormalization": True,  # the transcription decays every tensor
                 "warmupEpochs": 0,
             },
             "training": {"epochs": STEPS},

@@ -31,6 +31,8 @@ MAX_PROCESSES_PER_NODE = 16
 AlgorithmName = Literal["mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"]
 Compression = Literal["none", "sign", "ef-sign"]
 BUILTIN_MODELS = ("resnet20", "cnn", "mlp")
+#: The built-in models with residual blocks, where training.zeroInitResidual applies.
+RESIDUAL_MODELS = ("resnet20",)
 BUILTIN_DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 #: The algorithms whose global sync may be compressed (sign, ef-sign); the CRD's CEL rule,
 #: this model's cross-field check and the trainer all read it from here.
@@ -140,7 +142,35 @@ class Optimizer(SpecModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
     nesterov: bool = Field(True, description="Nesterov momentum (needs momentum > 0).")
     weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(1e-4, description="L2 weight decay.")
-    lars: bool = Field(False, description="Layer-wise adaptive rate scaling (You et al. 2017).")
+    weight_decay_on_normalization: bool = Field(
+        False,
+        description=(
+            "Apply weightDecay to normalisation parameters (BatchNorm γ and β, …). Off, as "
+            "Goyal et al. 2017 §5.1 and Lin et al.'s code."
+        ),
+    )
+    weight_decay_on_biases: bool = Field(
+        True,
+        description="Apply weightDecay to the biases of other layers (the authors' code does).",
+    )
+    schedule: Literal["step", "poly"] = Field(
+        "step",
+        description=(
+            "After the warm-up: step (× gamma at each milestone, Goyal et al.) or poly "
+            "(peak × (1 − progress)^polyPower to 0 at the end, You et al.'s LARS schedule)."
+        ),
+    )
+    poly_power: Annotated[float, Field(gt=0, le=10)] = Field(
+        2.0, description="The power of the poly schedule (You et al.: 2)."
+    )
+    lars: bool = Field(
+        False,
+        description=(
+            "Layer-wise adaptive rate scaling (You et al. 2017). Pair it with a large scaled "
+            "learningRate, a warm-up and schedule: poly, as You et al.; with the small lr of "
+            "plain SGD the trust ratio makes layer steps tiny."
+        ),
+    )
     lars_trust: Annotated[float, Field(gt=0, le=1)] = Field(
         0.001, description="LARS trust coefficient η in η‖w‖ / (‖∇w‖ + weightDecay‖w‖)."
     )
@@ -217,6 +247,13 @@ class Training(SpecModel):
     )
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
         0, description="Seed shared by all ranks: initial model, data order."
+    )
+    zero_init_residual: bool = Field(
+        False,
+        description=(
+            "Start the last BatchNorm of each residual block at γ = 0, so each block starts "
+            "as the identity (Goyal et al. 2017 §5.1). Built-in resnet20 only."
+        ),
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast the forward pass to bfloat16 (GPUs)."
@@ -364,6 +401,14 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                     f"between 1 and training.epochs - 1 ({train.epochs - 1})",
                 )
             )
+    if train.zero_init_residual and train.model not in RESIDUAL_MODELS:
+        errors.append(
+            (
+                ("training", "zeroInitResidual"),
+                f"zero-γ initialisation applies to the residual models "
+                f"({', '.join(RESIDUAL_MODELS)}), not {train.model}",
+            )
+        )
     if opt.lars and algo.local_sign_steps:
         errors.append(
             (

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS
+from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, RESIDUAL_MODELS
 
 from dsgd_operator.api import (
     API_VERSION,
@@ -139,6 +139,12 @@ SPEC_RULES = [
         "spec.algorithm.switchEpoch: the switch point must lie inside training: "
         "between 1 and training.epochs - 1",
         field_path=".algorithm.switchEpoch",
+    ),
+    cel_rule(
+        f"!self.training.zeroInitResidual || self.training.model in {_cel_list(RESIDUAL_MODELS)}",
+        "spec.training.zeroInitResidual: zero-γ initialisation applies to the residual models "
+        f"({', '.join(RESIDUAL_MODELS)})",
+        field_path=".training.zeroInitResidual",
     ),
     cel_rule(
         "!self.optimizer.lars || self.algorithm.compression != 'sign'",

@@ -28,45 +28,64 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """SGD over `model`'s parameters, or LARS with biases and norm parameters excluded.
 
+    Weight decay (SGD and sign steps): not on normalisation parameters unless
+    `weightDecayOnNormalization` (Goyal et al. 2017 §5.1; Lin et al.'s code
+    leaves BatchNorm undecayed), not on biases if `weightDecayOnBiases` is off.
+    With LARS, biases and normalisation parameters use the global lr and no
+    weight decay (You et al.): their norms say nothing about a layer's scale.
+
     `sign_steps` (compression `sign`, dsgd_contract.config.Algorithm.local_sign_steps):
     SGD's direction applied as lr · sign(direction) (dsgd_trainer.sign_sgd);
     the config refuses it together with LARS.
-
-    Without LARS every parameter gets weight decay (Goyal et al.'s recipe).
-    With LARS, biases and normalisation parameters use the global lr and no
-    weight decay (You et al.): their norms say nothing about a layer's scale.
     """
-    if sign_steps:
-        if config.lars:
+    if config.lars:
+        if sign_steps:
             raise ValueError("sign steps and LARS exclude each other (optimizer.lars)")
-        return SignSGD(
-            model.parameters(),
+        layers, excluded = split_lars_parameters(model)
+        lars_groups = [
+            {"params": layers},
+            {"params": excluded, "lars": False, "weight_decay": 0.0},
+        ]
+        return LARS(
+            [group for group in lars_groups if group["params"]],
             lr=config.learning_rate,
             momentum=config.momentum,
             nesterov=config.nesterov,
             weight_decay=config.weight_decay,
+            trust=config.lars_trust,
         )
-    if not config.lars:
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=config.learning_rate,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        )
-    layers, excluded = split_lars_parameters(model)
+    decayed, undecayed = split_weight_decay(model, config)
     groups = [
-        {"params": layers},
-        {"params": excluded, "lars": False, "weight_decay": 0.0},
+        group
+        for group in ({"params": decayed}, {"params": undecayed, "weight_decay": 0.0})
+        if group["params"]
     ]
-    return LARS(
-        [group for group in groups if group["params"]],
+    optimizer_class = SignSGD if sign_steps else torch.optim.SGD
+    return optimizer_class(
+        groups,
         lr=config.learning_rate,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
-        trust=config.lars_trust,
     )
+
+
+def split_weight_decay(
+    model: nn.Module, config: OptimizerConfig
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(parameters with weight decay, parameters without), in model order (see build_optimizer)."""
+    undecayed_ids: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, NORMALIZATION_LAYERS):
+                if not config.weight_decay_on_normalization:
+                    undecayed_ids.add(id(param))
+            elif name == "bias" and not config.weight_decay_on_biases:
+                undecayed_ids.add(id(param))
+    decayed, undecayed = [], []
+    for param in model.parameters():
+        (undecayed if id(param) in undecayed_ids else decayed).append(param)
+    return decayed, undecayed
 
 
 def split_lars_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -111,7 +111,12 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         # may never get to print; the same line twice beats none.
         raise TrainerExit(exit_codes.DATA_ERROR, f"data error: {error}", every_rank=True) from error
     try:
-        model = build_model(config.training.model, data.input_shape, data.num_classes)
+        model = build_model(
+            config.training.model,
+            data.input_shape,
+            data.num_classes,
+            zero_init_residual=config.training.zero_init_residual,
+        )
     except ModelError as error:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"training.model: {error}") from error
     model.to(device)
