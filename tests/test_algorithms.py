@@ -123,6 +123,17 @@ def ranks_identical(per_rank: list[dict], names: list[str] | None = None) -> boo
     return all(identical(per_rank[0], other, names) for other in per_rank[1:])
 
 
+def ring_all_reduce_sends(payload: int, ranks: int) -> int:
+    """What one rank sends in a ring all-reduce (NCCL's and gloo's ring): a reduce-scatter
+    then an all-gather, each ranks − 1 steps that pass one payload/ranks chunk on."""
+    return round(2 * (ranks - 1) * payload / ranks)
+
+
+def broadcast_share(payload: int, ranks: int) -> int:
+    """A broadcast hands the payload to ranks − 1 receivers; one rank's share of that."""
+    return round((ranks - 1) * payload / ranks)
+
+
 def rounds_per_step(rounds: list[dict], scope: str = "global") -> list[int]:
     counts = [r[scope] for r in rounds]
     return [b - a for a, b in zip([0, *counts], counts, strict=False)]
@@ -433,8 +444,12 @@ def test_mini_batch_counts_one_round_and_the_gradient_payload_per_step(
         assert mini["hook_bytes"] == steps * grad_bytes  # what DDP's buckets really carried
         assert mini["counters"]["rounds"] == {"global": steps, "intra_node": 0}
         # + DDP's broadcast of all buffers (num_batches_tracked included) before each forward
-        expected = steps * (grad_bytes + all_buffer_bytes(model))
-        assert mini["counters"]["bytes"] == {"global": expected, "intra_node": 0}
+        payload = steps * (grad_bytes + all_buffer_bytes(model))
+        assert mini["counters"]["payload_bytes"] == {"global": payload, "intra_node": 0}
+        wire = steps * (
+            ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(all_buffer_bytes(model), 2)
+        )
+        assert mini["counters"]["bytes"] == {"global": wire, "intra_node": 0}
 
 
 def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
@@ -444,7 +459,9 @@ def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
         local = result["local"]
         rounds = local["steps"] // local["period"]
         assert local["counters"]["rounds"] == {"global": rounds, "intra_node": 0}
-        assert local["counters"]["bytes"] == {"global": rounds * dense, "intra_node": 0}
+        assert local["counters"]["payload_bytes"] == {"global": rounds * dense, "intra_node": 0}
+        wire = rounds * ring_all_reduce_sends(dense, 2)
+        assert local["counters"]["bytes"] == {"global": wire, "intra_node": 0}
 
 
 def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
@@ -455,10 +472,16 @@ def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
     assert (global_rounds, intra_rounds) == (2, 3)
     for result in four_ranks:
         assert result["counters"]["rounds"] == {"global": global_rounds, "intra_node": intra_rounds}
-        assert result["counters"]["bytes"] == {
+        assert result["counters"]["payload_bytes"] == {
             "global": global_rounds * dense,
             "intra_node": intra_rounds * dense,
         }
+        # 4 ranks globally (each sends 1.5 × the payload), 2 within a node (1 ×).
+        assert result["counters"]["bytes"] == {
+            "global": global_rounds * ring_all_reduce_sends(dense, 4),
+            "intra_node": intra_rounds * ring_all_reduce_sends(dense, 2),
+        }
+        assert ring_all_reduce_sends(dense, 4) == 3 * dense // 2
 
 
 def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
@@ -479,7 +502,14 @@ def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
         dense = nbytes(model, params + float_buffer_names(model))
         mini = switch * (grad_bytes + all_buffer_bytes(model))
         switch_broadcast = all_buffer_bytes(model)
-        assert counters["bytes"]["global"] == mini + switch_broadcast + local_rounds * dense
+        payload = mini + switch_broadcast + local_rounds * dense
+        assert counters["payload_bytes"]["global"] == payload
+        wire = (
+            switch * (ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(switch_broadcast, 2))
+            + broadcast_share(switch_broadcast, 2)
+            + local_rounds * ring_all_reduce_sends(dense, 2)
+        )
+        assert counters["bytes"]["global"] == wire
     for step in range(steps):
         snaps = [r["post_local"]["snapshots"][step] for r in two_ranks]
         if step < switch - 1:
@@ -495,17 +525,26 @@ def test_compressed_post_local_counts_both_phases(two_ranks: list[dict]) -> None
     switch, h, total = 2 * 2, 3, RESUME["total"]  # switchEpoch 2 × 2 steps per epoch
     grad_bytes = nbytes(model, parameter_names(model))
     # int8 sign sums (one byte per element) + one float32 scale per tensor
-    compressed = sum(p.numel() + 4 for p in model.parameters())
+    signs = sum(p.numel() for p in model.parameters())
+    scales = 4 * len(list(model.parameters()))
+    buffers = nbytes(model, float_buffer_names(model))
     local_rounds = (total - switch) // h
-    expected_bytes = (
+    expected_payload = (
         switch * (grad_bytes + all_buffer_bytes(model))  # DDP steps
         + all_buffer_bytes(model)  # rank 0's buffers at the switch
-        + local_rounds * (compressed + nbytes(model, float_buffer_names(model)))
+        + local_rounds * (signs + scales + buffers)
+    )
+    expected_wire = (
+        switch
+        * (ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(all_buffer_bytes(model), 2))
+        + broadcast_share(all_buffer_bytes(model), 2)
+        + local_rounds * sum(ring_all_reduce_sends(part, 2) for part in (signs, scales, buffers))
     )
     for result in two_ranks:
         counters = result["resume_post_local_ef"]["straight"]["counters"]
         assert counters["rounds"] == {"global": switch + local_rounds, "intra_node": 0}
-        assert counters["bytes"] == {"global": expected_bytes, "intra_node": 0}
+        assert counters["payload_bytes"] == {"global": expected_payload, "intra_node": 0}
+        assert counters["bytes"] == {"global": expected_wire, "intra_node": 0}
 
 
 @pytest.mark.parametrize("case", ["resume_post_local_ef", "resume_local_sign"])
@@ -523,12 +562,15 @@ def test_state_dict_round_trip_resumes_identically(two_ranks: list[dict], case: 
 
 def test_counters_refuse_unknown_scopes() -> None:
     from dsgd_trainer.algorithms import SyncCounters
+    from dsgd_trainer.algorithms.traffic import Traffic
 
     counters = SyncCounters()
-    counters.record("intra_node", 10)
+    counters.record("intra_node", Traffic(payload=10, wire=15))
     assert counters.rounds == {"global": 0, "intra_node": 1}
+    assert counters.payload_bytes == {"global": 0, "intra_node": 10}
+    assert counters.bytes == {"global": 0, "intra_node": 15}
     with pytest.raises(ValueError, match="scope"):
-        counters.record("cluster", 1)
+        counters.record("cluster", Traffic(1, 1))
 
 
 def test_state_of_another_algorithm_is_refused() -> None:

@@ -24,7 +24,10 @@ EPOCH = "dsgd_epoch"
 STEPS = "dsgd_steps_total"
 SAMPLES = "dsgd_samples_total"
 SYNC_ROUNDS = "dsgd_sync_rounds_total"
+#: Bytes this rank sent on the wire under the collectives' algorithms (ring all-reduce etc.).
 COMMUNICATED_BYTES = "dsgd_communicated_bytes_total"
+#: The size of the tensors this rank contributed to collectives.
+PAYLOAD_BYTES = "dsgd_payload_bytes_total"
 COMMUNICATION_SECONDS = "dsgd_communication_seconds_total"
 COMPUTE_SECONDS = "dsgd_compute_seconds_total"
 STEP_DURATION = "dsgd_step_duration_seconds"
@@ -42,6 +45,7 @@ EXPORTED_METRICS = (
     SAMPLES,
     SYNC_ROUNDS,
     COMMUNICATED_BYTES,
+    PAYLOAD_BYTES,
     COMMUNICATION_SECONDS,
     COMPUTE_SECONDS,
     STEP_DURATION,

@@ -242,7 +242,7 @@ class Progress(BaseModel):
         default_factory=dict, description="Rank 0's sync rounds by scope (global, intra_node)."
     )
     communicated_bytes: int | None = Field(
-        None, description="Payload bytes rank 0 passed to collectives, all scopes."
+        None, description="Bytes rank 0 sent on the wire in collectives, all scopes."
     )
 
     def updated_with(self, newer: Progress) -> Progress:

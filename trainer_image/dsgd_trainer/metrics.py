@@ -55,6 +55,7 @@ class RankProgress:
     samples_per_second: float | None = None
     sync_rounds: dict[str, int] = field(default_factory=dict)
     communicated_bytes: dict[str, int] = field(default_factory=dict)
+    payload_bytes: dict[str, int] = field(default_factory=dict)
     communication_seconds: float = 0.0
     compute_seconds: float = 0.0
 
@@ -100,7 +101,13 @@ class TrainerMetrics:
         )
         self.communicated_bytes = Counter(
             names.COMMUNICATED_BYTES,
-            "Payload bytes this rank passed to collectives, by scope.",
+            "Bytes this rank sent on the wire in the algorithm's collectives, by scope.",
+            [RANK_LABEL, SCOPE_LABEL],
+            registry=registry,
+        )
+        self.payload_bytes = Counter(
+            names.PAYLOAD_BYTES,
+            "Size of the tensors this rank contributed to the algorithm's collectives, by scope.",
             [RANK_LABEL, SCOPE_LABEL],
             registry=registry,
         )
@@ -128,6 +135,7 @@ class TrainerMetrics:
             # Make both scopes visible from the start, at 0, so that queries find them.
             self.sync_rounds.labels(label, scope)
             self.communicated_bytes.labels(label, scope)
+            self.payload_bytes.labels(label, scope)
 
     def observe_step(self, seconds: float) -> None:
         self.step_duration.observe(seconds)
@@ -151,6 +159,9 @@ class TrainerMetrics:
         for scope, sent in progress.communicated_bytes.items():
             done = sent - last.communicated_bytes.get(scope, 0)
             self.communicated_bytes.labels(label, scope).inc(max(0, done))
+        for scope, contributed in progress.payload_bytes.items():
+            done = contributed - last.payload_bytes.get(scope, 0)
+            self.payload_bytes.labels(label, scope).inc(max(0, done))
         self.communication_seconds.labels(label).inc(
             max(0.0, progress.communication_seconds - last.communication_seconds)
         )
@@ -162,6 +173,7 @@ class TrainerMetrics:
             samples=progress.samples,
             sync_rounds=dict(progress.sync_rounds),
             communicated_bytes=dict(progress.communicated_bytes),
+            payload_bytes=dict(progress.payload_bytes),
             communication_seconds=progress.communication_seconds,
             compute_seconds=progress.compute_seconds,
         )

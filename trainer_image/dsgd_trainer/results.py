@@ -108,6 +108,8 @@ def communication(algorithm: Algorithm) -> dict[str, Any]:
         "sync_rounds": dict(counters.rounds),
         "communicated_bytes": sum(counters.bytes.values()),
         "communicated_bytes_by_scope": dict(counters.bytes),
+        "payload_bytes": sum(counters.payload_bytes.values()),
+        "payload_bytes_by_scope": dict(counters.payload_bytes),
         "communication_seconds": counters.communication_seconds,
     }
 

@@ -279,6 +279,7 @@ def progress(
         samples_per_second=count / seconds if count and seconds > 0 else None,
         sync_rounds=dict(counters.rounds),
         communicated_bytes=dict(counters.bytes),
+        payload_bytes=dict(counters.payload_bytes),
         communication_seconds=counters.communication_seconds,
         compute_seconds=max(0.0, run.train_seconds - counters.communication_seconds),
     )

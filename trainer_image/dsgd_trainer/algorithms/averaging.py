@@ -23,6 +23,9 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from . import traffic
+from .traffic import Traffic
+
 
 def trainable_parameters(model: nn.Module) -> list[torch.Tensor]:
     """The parameters an optimizer step changes (and DDP reduces gradients of)."""
@@ -54,11 +57,11 @@ def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 @torch.no_grad()
-def average_(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup | None = None) -> int:
+def average_(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup | None = None) -> Traffic:
     """Replace each tensor by its mean over the ranks of `group` (None: all ranks), in place.
 
     Sums with all-reduce and divides afterwards (gloo has no AVG op). Returns
-    the payload bytes this rank passed to the collective.
+    this rank's traffic (traffic.py: a ring all-reduce of the payload).
     """
     size = dist.get_world_size(group)
     for same_dtype in _by_dtype(tensors):
@@ -68,14 +71,14 @@ def average_(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup | None = 
         means = _unflatten_dense_tensors(flat, same_dtype)
         for tensor, mean in zip(same_dtype, means, strict=True):
             tensor.copy_(mean)
-    return payload_bytes(tensors)
+    return traffic.all_reduce(payload_bytes(tensors), size)
 
 
 @torch.no_grad()
 def broadcast_(
     tensors: Sequence[torch.Tensor], src: int = 0, group: dist.ProcessGroup | None = None
-) -> int:
-    """Overwrite each tensor with global rank `src`'s value, in place; returns payload bytes."""
+) -> Traffic:
+    """Overwrite each tensor with global rank `src`'s value, in place; returns the traffic."""
     for same_dtype in _by_dtype(tensors):
         flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
         dist.broadcast(flat, src=src, group=group)
@@ -83,7 +86,7 @@ def broadcast_(
             same_dtype, _unflatten_dense_tensors(flat, same_dtype), strict=True
         ):
             tensor.copy_(value)
-    return payload_bytes(tensors)
+    return traffic.broadcast(payload_bytes(tensors), dist.get_world_size(group))
 
 
 def make_replicas_identical_(model: nn.Module) -> None:

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from . import traffic
+from .traffic import Traffic
+
 _SCALE_DTYPE = torch.float32
 #: The most ranks whose sign sums fit int8 (|Σ sign| ≤ K ≤ 127).
 INT8_SIGN_SUM_MAX_RANKS = 127
@@ -86,11 +89,11 @@ class Compressed:
 
 def mean_of_ranks(
     compressed: Compressed, layout: SegmentLayout, group: dist.ProcessGroup | None = None
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, Traffic]:
     """mean_k(scale_k) · mean_k(sign_k) over the ranks of `group`, flat (collective).
 
-    Returns the flat update and the payload bytes this rank contributed (the
-    integer signs plus the float32 scales).
+    Returns the flat update and this rank's traffic (two ring all-reduces:
+    the integer sign sums and the float32 scales).
     """
     world_size = dist.get_world_size(group)
     sign_sums = compressed.sign.to(sign_sum_dtype(world_size))
@@ -99,6 +102,6 @@ def mean_of_ranks(
     dist.all_reduce(scale_sums, group=group)
     mean_sign = sign_sums.to(_SCALE_DTYPE).div_(world_size)
     mean_scale = scale_sums.div_(world_size)
-    payload = sign_sums.numel() * sign_sums.element_size()
-    payload += scale_sums.numel() * scale_sums.element_size()
-    return layout.per_element(mean_scale) * mean_sign, payload
+    sent = traffic.all_reduce(sign_sums.numel() * sign_sums.element_size(), world_size)
+    sent += traffic.all_reduce(scale_sums.numel() * scale_sums.element_size(), world_size)
+    return layout.per_element(mean_scale) * mean_sign, sent

@@ -9,9 +9,10 @@ behind the Algorithm interface.
 
 Local phase: every rank takes optimizer steps on its own batches without
 communicating (momentum buffers stay local) and averages parameters and
-floating buffers when the schedule says so. Bytes per round: dense, Σ numel ×
+floating buffers when the schedule says so. Payload per round: dense, Σ numel ×
 element size of the averaged tensors; compressed, the int8 sign sums and
-float32 scales (see compression.py) plus the dense buffers.
+float32 scales (see compression.py) plus the dense buffers; wire bytes are
+those of ring all-reduces of these over the scope's ranks (traffic.py).
 
 Start of the local phase at step 0 (local-sgd, hierarchical): rank 0's
 parameters and buffers are broadcast so that the replicas start identical, as
@@ -44,7 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .averaging import broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
-from .mini_batch import ddp_step_bytes, rank0_buffers_, wrap_in_ddp
+from .mini_batch import ddp_step_traffic, rank0_buffers_, wrap_in_ddp
 from .model_sync import DenseSync, ModelSync, make_global_sync
 from .sync_schedule import SyncSchedule, make_sync_schedule
 
@@ -90,7 +91,7 @@ class LocalSGD(Algorithm):
     def after_optimizer_step(self, step: int) -> None:
         self._step = step + 1
         if not self.schedule.in_local_phase(step):
-            self.counters.record(GLOBAL, ddp_step_bytes(self.model))
+            self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
             if step + 1 == self.schedule.switch_step:
                 self._switch_to_local()
             return
@@ -99,8 +100,8 @@ class LocalSGD(Algorithm):
             self._synced = False
             return
         with self.counters.timed(self.ctx.device):
-            nbytes = self.synchronisers[scope].synchronize(self.model)
-        self.counters.record(scope, nbytes)
+            sent = self.synchronisers[scope].synchronize(self.model)
+        self.counters.record(scope, sent)
         self._synced = scope == GLOBAL
 
     def synchronize_for_evaluation(self) -> nn.Module:
@@ -128,8 +129,8 @@ class LocalSGD(Algorithm):
         buffers = list(self.model.buffers())
         if buffers:
             with self.counters.timed(self.ctx.device):
-                nbytes = broadcast_(buffers, src=0)
-            self.counters.record(GLOBAL, nbytes, rounds=0)
+                sent = broadcast_(buffers, src=0)
+            self.counters.record(GLOBAL, sent, rounds=0)
         self._ddp = None
         self.synchronisers[GLOBAL].reset(self.model)
         self._synced = True

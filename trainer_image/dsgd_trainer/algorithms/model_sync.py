@@ -42,16 +42,17 @@ from .averaging import (
     floating_buffers,
     trainable_parameters,
 )
+from .traffic import Traffic
 
 
 class ModelSync(ABC):
-    """One synchronization of the ranks' models; returns the payload bytes this rank sent."""
+    """One synchronization of the ranks' models; returns this rank's traffic."""
 
     def reset(self, model: nn.Module) -> None:  # noqa: B027 - optional hook, default: nothing
         """Called when the replicas are identical at the start of a local phase."""
 
     @abstractmethod
-    def synchronize(self, model: nn.Module) -> int: ...
+    def synchronize(self, model: nn.Module) -> Traffic: ...
 
     def consensus_now(self, model: nn.Module) -> nn.Module:
         """A copy of the model this sync would produce now; collective; state untouched."""
@@ -70,7 +71,7 @@ class DenseSync(ModelSync):
     def __init__(self, group: dist.ProcessGroup | None = None) -> None:
         self.group = group
 
-    def synchronize(self, model: nn.Module) -> int:
+    def synchronize(self, model: nn.Module) -> Traffic:
         return average_(averaged_tensors(model), group=self.group)
 
 
@@ -104,7 +105,7 @@ class SignSync(ModelSync):
         return to_send
 
     @torch.no_grad()
-    def synchronize(self, model: nn.Module) -> int:
+    def synchronize(self, model: nn.Module) -> Traffic:
         params = trainable_parameters(model)
         layout = compression.SegmentLayout.of(params)
         to_send = self._to_send(params)
@@ -112,13 +113,13 @@ class SignSync(ModelSync):
         if self.error is not None:
             # e_k ← p_k − scale(p_k)·sign(p_k): what this rank's message left out.
             self.error = to_send.sub_(compressed.decompressed(layout))
-        update, nbytes = compression.mean_of_ranks(compressed, layout)
+        update, sent = compression.mean_of_ranks(compressed, layout)
         self.reference.sub_(update)
         _copy_flat_(params, self.reference)
         buffers = floating_buffers(model)
         if buffers:
-            nbytes += average_(buffers)
-        return nbytes
+            sent += average_(buffers)
+        return sent
 
     @torch.no_grad()
     def consensus_now(self, model: nn.Module) -> nn.Module:
