@@ -82,6 +82,35 @@ class Topology(SpecModel):
         return self.nodes * self.processes_per_node
 
 
+class OuterOptimizer(SpecModel):
+    """SGD with momentum on the averaged pseudo-gradient at each global sync (SlowMo, DiLoCo).
+
+    Δ = x_sync − mean_k(x_k); buf ← momentum·buf + Δ; x_sync ← x_sync −
+    learningRate·(Δ + momentum·buf if nesterov else buf). learningRate 1 with
+    momentum 0 is plain averaging (and runs as exactly that).
+    """
+
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = Field(
+        1.0, description="Outer learning rate (1 with momentum 0: plain averaging)."
+    )
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="Outer momentum on the pseudo-gradients of successive global syncs."
+    )
+    nesterov: bool = Field(False, description="Nesterov outer momentum (needs momentum > 0).")
+
+    @property
+    def is_plain_averaging(self) -> bool:
+        return self.learning_rate == 1.0 and self.momentum == 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> OuterOptimizer:
+        if self.nesterov and self.momentum == 0:
+            raise_cross_field_errors(
+                "OuterOptimizer", [(("nesterov",), "Nesterov momentum needs momentum > 0")]
+            )
+        return self
+
+
 class Algorithm(SpecModel):
     """The distributed SGD algorithm and its communication schedule."""
 
@@ -114,6 +143,16 @@ class Algorithm(SpecModel):
             "Compression of the global model deltas, as Lin et al.'s code runs it: none; sign "
             "(sign steps locally, ranks average signs and scales apart); ef-sign (SGD steps, "
             "error feedback). Only for local-sgd and post-local-sgd."
+        ),
+    )
+
+    outer_optimizer: OuterOptimizer = Field(
+        default_factory=OuterOptimizer,
+        description=(
+            "At each global sync of local-sgd, post-local-sgd and hierarchical-local-sgd "
+            "(uncompressed): SGD with momentum on the averaged pseudo-gradient. Presets: "
+            "SlowMo {learningRate: 1, momentum: 0.6}; DiLoCo {learningRate: 0.7, "
+            "momentum: 0.9, nesterov: true}."
         ),
     )
 
@@ -380,6 +419,16 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                 ("algorithm", "compression"),
                 f"{algo.compression} compression applies only to "
                 f"{' and '.join(COMPRESSIBLE_ALGORITHMS)}, not {algo.name}",
+            )
+        )
+    if not algo.outer_optimizer.is_plain_averaging and (
+        algo.name == "mini-batch-sgd" or algo.compression != "none"
+    ):
+        errors.append(
+            (
+                ("algorithm", "outerOptimizer"),
+                "an outer optimizer applies to the uncompressed global syncs of the local "
+                f"variants, not to {algo.name} with compression {algo.compression}",
             )
         )
     if algo.switch_epoch is not None and algo.name != "post-local-sgd":

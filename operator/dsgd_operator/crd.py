@@ -185,6 +185,18 @@ ALGORITHM_RULES = [
         ),
     ),
     cel_rule(
+        "!self.outerOptimizer.nesterov || self.outerOptimizer.momentum > 0.0",
+        "spec.algorithm.outerOptimizer.nesterov: Nesterov momentum needs momentum > 0",
+        field_path=".outerOptimizer.nesterov",
+    ),
+    cel_rule(
+        "(self.outerOptimizer.learningRate == 1.0 && self.outerOptimizer.momentum == 0.0) "
+        "|| (self.name != 'mini-batch-sgd' && self.compression == 'none')",
+        "spec.algorithm.outerOptimizer: an outer optimizer applies to the uncompressed "
+        "global syncs of the local variants",
+        field_path=".outerOptimizer",
+    ),
+    cel_rule(
         "!has(self.switchEpoch) || self.name == 'post-local-sgd'",
         "spec.algorithm.switchEpoch: only post-local-sgd has a switch epoch",
         field_path=".switchEpoch",

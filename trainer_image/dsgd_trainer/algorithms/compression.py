@@ -16,13 +16,14 @@ a ring with int8), not like an all-gather of K payloads. Sums of integers are
 exact and the scale sum is one collective's float sum, so every rank computes
 the same consensus bit for bit.
 
-Tensors are handled as one flat float32 vector; `SegmentLayout` maps it back
+Tensors are handled as one flat vector (their dtype, normally float32); `SegmentLayout` maps it back
 to per-tensor scales on the device, so a sync launches a constant number of
 kernels and copies nothing from the host.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,14 +62,23 @@ class SegmentLayout:
 
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors as one flat float32 vector (a copy)."""
-    return torch.cat([t.detach().reshape(-1).to(_SCALE_DTYPE) for t in tensors])
+    """The tensors as one flat vector of their promoted dtype (a copy)."""
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+
+
+def copy_flat_(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy consecutive pieces of `flat` into `tensors`, in place (dtype converted)."""
+    offset = 0
+    for tensor in tensors:
+        tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
 
 
 def scales(flat: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
     """‖x‖₁ / d for each tensor x of the flat vector (0 for an empty tensor)."""
     sums = torch.segment_reduce(flat.abs(), "sum", lengths=layout.lengths)
-    return sums / layout.lengths.clamp(min=1).to(_SCALE_DTYPE)
+    return (sums / layout.lengths.clamp(min=1).to(sums.dtype)).to(_SCALE_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class Compressed:
     """This rank's C(x): per-tensor scales and per-element signs (−1, 0, +1) of a flat vector."""
 
     scale: torch.Tensor  # float32, one per tensor
-    sign: torch.Tensor  # float32, one per element
+    sign: torch.Tensor  # the flat vector's dtype, one per element
 
     @classmethod
     def of(cls, flat: torch.Tensor, layout: SegmentLayout) -> Compressed:
@@ -100,8 +110,9 @@ def mean_of_ranks(
     scale_sums = compressed.scale.clone()
     dist.all_reduce(sign_sums, group=group)
     dist.all_reduce(scale_sums, group=group)
-    mean_sign = sign_sums.to(_SCALE_DTYPE).div_(world_size)
+    mean_sign = sign_sums.to(compressed.sign.dtype).div_(world_size)
     mean_scale = scale_sums.div_(world_size)
     sent = traffic.all_reduce(sign_sums.numel() * sign_sums.element_size(), world_size)
     sent += traffic.all_reduce(scale_sums.numel() * scale_sums.element_size(), world_size)
-    return layout.per_element(mean_scale) * mean_sign, sent
+    update = layout.per_element(mean_scale.to(compressed.sign.dtype)) * mean_sign
+    return update, sent

@@ -4,8 +4,9 @@ local-sgd, post-local-sgd and hierarchical-local-sgd differ only in their
 schedule (sync_schedule.py: when to average, at which scope, and post-local's
 mini-batch phase); how a model is averaged is a synchroniser (model_sync.py:
 dense all-reduce, or sign / EF-sign compressed deltas for the global scope;
-intra-node averaging is always dense). This module runs the two together
-behind the Algorithm interface.
+intra-node averaging is always dense), followed at the global scope by the
+outer optimizer's step when one is configured (outer.py). This module runs
+them together behind the Algorithm interface.
 
 Local phase: every rank takes optimizer steps on its own batches without
 communicating (momentum buffers stay local) and averages parameters and
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+from dsgd_contract.config import Algorithm as AlgorithmConfig
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import GLOBAL, INTRA_NODE
 from torch import nn
@@ -46,7 +48,8 @@ from .averaging import broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
 from .mini_batch import ddp_step_traffic, rank0_buffers_, wrap_in_ddp
-from .model_sync import DenseSync, ModelSync, make_global_sync
+from .model_sync import DenseSync, ModelSync, SignSync
+from .outer import OuterOptimizedSync, OuterSGD
 from .sync_schedule import SyncSchedule, make_sync_schedule
 
 
@@ -60,7 +63,7 @@ class LocalSGD(Algorithm):
         self.name = config.algorithm.name
         self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
         self.synchronisers: dict[str, ModelSync] = {
-            GLOBAL: make_global_sync(config.algorithm.compression),
+            GLOBAL: make_global_sync(config.algorithm),
             INTRA_NODE: DenseSync(group=ctx.intra_node_group),
         }
         #: The step being run, or the next one after after_optimizer_step.
@@ -148,3 +151,15 @@ class LocalSGD(Algorithm):
         self._step = int(state["step"])
         self._synced = bool(state["synced"])
         self.synchronisers[GLOBAL].load_state_dict(state["global_sync"])
+
+
+def make_global_sync(algorithm: AlgorithmConfig) -> ModelSync:
+    """The global synchronization for `algorithm.compression` (none | sign | ef-sign), followed
+    by the outer optimizer's step unless that is plain averaging (outer.py)."""
+    if algorithm.compression == "none":
+        if algorithm.outer_optimizer.is_plain_averaging:
+            return DenseSync()
+        return OuterOptimizedSync(DenseSync(), OuterSGD(algorithm.outer_optimizer))
+    if algorithm.compression in ("sign", "ef-sign"):
+        return SignSync(error_feedback=algorithm.compression == "ef-sign")
+    raise ValueError(f"unknown algorithm.compression {algorithm.compression!r}")

@@ -78,8 +78,8 @@ class DenseSync(ModelSync):
 class SignSync(ModelSync):
     """Lin et al.'s compressed global sync (module doc); `error_feedback` makes it EF-sign.
 
-    State per rank: x_sync (flat float32, identical on all ranks) and, for
-    EF-sign, the error memory e_k (flat float32, this rank's own).
+    State per rank: x_sync (flat, identical on all ranks) and, for EF-sign,
+    the error memory e_k (flat, this rank's own).
     """
 
     def __init__(self, error_feedback: bool) -> None:
@@ -115,7 +115,7 @@ class SignSync(ModelSync):
             self.error = to_send.sub_(compressed.decompressed(layout))
         update, sent = compression.mean_of_ranks(compressed, layout)
         self.reference.sub_(update)
-        _copy_flat_(params, self.reference)
+        compression.copy_flat_(params, self.reference)
         buffers = floating_buffers(model)
         if buffers:
             sent += average_(buffers)
@@ -132,7 +132,7 @@ class SignSync(ModelSync):
         layout = compression.SegmentLayout.of(params)
         to_send = self._to_send(params)
         update, _ = compression.mean_of_ranks(compression.Compressed.of(to_send, layout), layout)
-        _copy_flat_(params, self.reference - update)
+        compression.copy_flat_(params, self.reference - update)
         buffers = floating_buffers(replica)
         if buffers:
             average_(buffers)
@@ -153,20 +153,3 @@ class SignSync(ModelSync):
         self.error = None if error is None else error.clone()
         if self.error_feedback and self.reference is not None and self.error is None:
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
-
-
-def _copy_flat_(tensors: list[torch.Tensor], flat: torch.Tensor) -> None:
-    """Copy consecutive pieces of `flat` into `tensors`, in place (dtype converted)."""
-    offset = 0
-    for tensor in tensors:
-        tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
-        offset += tensor.numel()
-
-
-def make_global_sync(compression_name: str) -> ModelSync:
-    """The global synchronization for `algorithm.compression` (none | sign | ef-sign)."""
-    if compression_name == "none":
-        return DenseSync()
-    if compression_name in ("sign", "ef-sign"):
-        return SignSync(error_feedback=compression_name == "ef-sign")
-    raise ValueError(f"unknown algorithm.compression {compression_name!r}")
