@@ -53,6 +53,8 @@ ACCEPTED: dict[str, dict[str, Any]] = {
         "topology": {"nodes": 2, "processesPerNode": 2},
     },
     "local sign": {"algorithm": {"name": "local-sgd", "compression": "sign"}},
+    "evaluation every 50 steps": {"training": {"evalEvery": 50}},
+    "evaluation every quarter epoch": {"training": {"evalEvery": 0.25}},
     "DiLoCo outer optimizer": {
         "algorithm": {
             "name": "local-sgd",
@@ -155,6 +157,7 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
         {"algorithm": {"name": "local-sgd", "outerOptimizer": {"nesterov": True}}},
         {"spec.algorithm.outerOptimizer.nesterov"},
     ),
+    "evalEvery 2.5": ({"training": {"evalEvery": 2.5}}, {"spec.training.evalEvery"}),
     "LARS with sign steps": (
         {"algorithm": {"name": "local-sgd", "compression": "sign"}, "optimizer": {"lars": True}},
         {"spec.optimizer.lars"},

@@ -297,6 +297,13 @@ class Training(SpecModel):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast the forward pass to bfloat16 (GPUs)."
     )
+    eval_every: Annotated[float, Field(gt=0, le=1_000_000_000)] | None = Field(
+        None,
+        description=(
+            "Evaluate every this many steps (a whole number ≥ 1) or this fraction of an epoch "
+            "(a number below 1), and at the end. Default: at the end of every epoch."
+        ),
+    )
     checkpoint_every: Annotated[int, Field(ge=0)] = Field(
         1, description="Checkpoint every this many epochs (0: never); runs resume from the latest."
     )
@@ -354,6 +361,17 @@ def milestone_step(fraction: float, epochs: int, steps_per_epoch: int) -> int:
     post-local switch both read it from here, so the two land on the same step.
     """
     return round(fraction * epochs * steps_per_epoch)
+
+
+def eval_interval_steps(training: Training, steps_per_epoch: int) -> int:
+    """Steps between two evaluations: evalEvery steps, or its fraction of an epoch
+    (rounded, at least 1), or one epoch by default."""
+    every = training.eval_every
+    if every is None:
+        return steps_per_epoch
+    if every >= 1:
+        return int(every)
+    return max(1, round(every * steps_per_epoch))
 
 
 def post_local_switch_step(config: TrainingConfig, steps_per_epoch: int) -> int | None:
@@ -456,6 +474,14 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                 ("training", "zeroInitResidual"),
                 f"zero-γ initialisation applies to the residual models "
                 f"({', '.join(RESIDUAL_MODELS)}), not {train.model}",
+            )
+        )
+    if train.eval_every is not None and train.eval_every >= 1 and train.eval_every % 1:
+        errors.append(
+            (
+                ("training", "evalEvery"),
+                f"{train.eval_every:g} is neither a whole number of steps nor a fraction of an "
+                "epoch below 1",
             )
         )
     if opt.lars and algo.local_sign_steps:

@@ -147,6 +147,13 @@ SPEC_RULES = [
         field_path=".training.zeroInitResidual",
     ),
     cel_rule(
+        "!has(self.training.evalEvery) || self.training.evalEvery < 1.0 "
+        "|| self.training.evalEvery == double(int(self.training.evalEvery))",
+        "spec.training.evalEvery: neither a whole number of steps nor a fraction of an "
+        "epoch below 1",
+        field_path=".training.evalEvery",
+    ),
+    cel_rule(
         "!self.optimizer.lars || self.algorithm.compression != 'sign'",
         "spec.optimizer.lars: LARS does not apply with sign compression: its local steps "
         "are sign steps, which ignore a trust ratio",

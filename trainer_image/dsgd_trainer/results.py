@@ -158,7 +158,8 @@ def describe(
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
     rounds = record["sync_rounds"]
     return (
-        f"epoch {record['epoch']}/{epochs} step {record['step']} lr {record['learning_rate']:.4g} "
+        f"epoch {record['epoch']:.4g}/{epochs} step {record['step']} "
+        f"lr {record['learning_rate']:.4g} "
         f"| train loss {record['train_loss']:.4f} acc {fmt(record['train_accuracy'])} "
         f"| test loss {record['test_loss']:.4f} acc {fmt(record['test_accuracy'])} "
         f"| {record['samples_per_second']:,.0f} samples/s "
