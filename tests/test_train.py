@@ -144,6 +144,11 @@ def test_eval_every_steps_evaluates_on_that_cadence_and_keeps_eval_out_of_traini
     assert [r["epoch"] for r in history] == [3 / 8, 6 / 8, 9 / 8, 12 / 8, 15 / 8, 2]
     for record in history:
         assert record["sync_rounds"]["global"] == record["step"] // 4
+        # Mean over ranks of ‖x_k − x̄‖/‖x̄‖ at the last global sync; none before the first.
+        if record["step"] < 4:
+            assert record["consensus_distance"] is None
+        else:
+            assert 0 < record["consensus_distance"] < 1
     # Training time excludes evaluation: the windows add up to the cumulative figure.
     assert sum(r["epoch_seconds"] for r in history) == pytest.approx(history[-1]["train_seconds"])
     assert history[-1]["wall_seconds"] > history[-1]["train_seconds"] + sum(

@@ -31,6 +31,8 @@ PAYLOAD_BYTES = "dsgd_payload_bytes_total"
 COMMUNICATION_SECONDS = "dsgd_communication_seconds_total"
 COMPUTE_SECONDS = "dsgd_compute_seconds_total"
 STEP_DURATION = "dsgd_step_duration_seconds"
+#: ‖x_k − x̄‖ / ‖x̄‖ of this rank at the last global model averaging (local SGD variants).
+CONSENSUS_DISTANCE = "dsgd_consensus_distance"
 SAMPLES_PER_SECOND = "dsgd_samples_per_second"
 
 #: Every metric name the trainer exports, as Prometheus shows it.
@@ -50,4 +52,5 @@ EXPORTED_METRICS = (
     COMPUTE_SECONDS,
     STEP_DURATION,
     SAMPLES_PER_SECOND,
+    CONSENSUS_DISTANCE,
 )

@@ -58,6 +58,7 @@ class RankProgress:
     payload_bytes: dict[str, int] = field(default_factory=dict)
     communication_seconds: float = 0.0
     compute_seconds: float = 0.0
+    consensus_distance: float | None = None
 
 
 class TrainerMetrics:
@@ -88,6 +89,11 @@ class TrainerMetrics:
         self.epoch = gauge(names.EPOCH, "Epochs done, fractional (steps / steps per epoch).")
         self.samples_per_second = gauge(
             names.SAMPLES_PER_SECOND, "Training samples per second of this rank, recently."
+        )
+        self.consensus_distance = gauge(
+            names.CONSENSUS_DISTANCE,
+            "This rank's distance to the consensus at the last global model averaging, "
+            "relative to the consensus: ||x_k - mean|| / ||mean|| (local SGD variants).",
         )
         self.steps = Counter(names.STEPS, "Optimizer steps taken.", [RANK_LABEL], registry=registry)
         self.samples = Counter(
@@ -151,6 +157,8 @@ class TrainerMetrics:
             self.train_accuracy.labels(label).set(progress.train_accuracy)
         if progress.samples_per_second is not None:
             self.samples_per_second.labels(label).set(progress.samples_per_second)
+        if progress.consensus_distance is not None:
+            self.consensus_distance.labels(label).set(progress.consensus_distance)
         self.steps.labels(label).inc(max(0, progress.steps - last.steps))
         self.samples.labels(label).inc(max(0, progress.samples - last.samples))
         for scope, rounds in progress.sync_rounds.items():

@@ -164,9 +164,14 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         check: a NaN/inf on any rank makes the global sum non-finite on all of them),
         evaluate the model the algorithm holds, record, publish, log."""
         nonlocal since_eval
-        totals = since_eval.stats.totals()
+        # The consensus distance rides along: [Σ loss·n, Σ correct, n, Σ distance, ranks with one].
+        distance = algorithm.consensus_distance
+        measured = torch.zeros(2, dtype=torch.float64, device=device)
+        if distance is not None:
+            measured[0], measured[1] = distance, 1.0
+        totals = torch.cat([since_eval.stats.totals(), measured])
         dist.all_reduce(totals)
-        loss_sum, correct_sum, count = totals.tolist()
+        loss_sum, correct_sum, count, distance_sum, distance_ranks = totals.tolist()
         if not math.isfinite(loss_sum):
             raise TrainerExit(
                 exit_codes.DIVERGED,
@@ -189,6 +194,8 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
             "train_accuracy": correct_sum / count,
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
+            # Mean over ranks of ‖x_k − x̄‖/‖x̄‖ at the last global averaging (None: none yet).
+            "consensus_distance": distance_sum / distance_ranks if distance_ranks else None,
             "samples_per_second": count / since_eval.train_seconds,
             # Training time since the previous record (one epoch at the default cadence).
             "epoch_seconds": since_eval.train_seconds,
@@ -294,6 +301,9 @@ def progress(
         payload_bytes=dict(counters.payload_bytes),
         communication_seconds=counters.communication_seconds,
         compute_seconds=max(0.0, run.train_seconds - counters.communication_seconds),
+        consensus_distance=(
+            None if algorithm.consensus_distance is None else algorithm.consensus_distance.item()
+        ),
     )
 
 

@@ -106,6 +106,8 @@ class LocalSGD(Algorithm):
             sent = self.synchronisers[scope].synchronize(self.model)
         self.counters.record(scope, sent)
         self._synced = scope == GLOBAL
+        if scope == GLOBAL:
+            self.consensus_distance = self.synchronisers[GLOBAL].consensus_distance
 
     def synchronize_for_evaluation(self) -> nn.Module:
         """Local phase: the model itself right after a global sync, else a copy holding
@@ -158,8 +160,8 @@ def make_global_sync(algorithm: AlgorithmConfig) -> ModelSync:
     by the outer optimizer's step unless that is plain averaging (outer.py)."""
     if algorithm.compression == "none":
         if algorithm.outer_optimizer.is_plain_averaging:
-            return DenseSync()
-        return OuterOptimizedSync(DenseSync(), OuterSGD(algorithm.outer_optimizer))
+            return DenseSync(measure=True)
+        return OuterOptimizedSync(DenseSync(measure=True), OuterSGD(algorithm.outer_optimizer))
     if algorithm.compression in ("sign", "ef-sign"):
         return SignSync(error_feedback=algorithm.compression == "ef-sign")
     raise ValueError(f"unknown algorithm.compression {algorithm.compression!r}")

@@ -46,7 +46,15 @@ from .traffic import Traffic
 
 
 class ModelSync(ABC):
-    """One synchronization of the ranks' models; returns this rank's traffic."""
+    """One synchronization of the ranks' models; returns this rank's traffic.
+
+    `consensus_distance`: after a sync by a synchroniser that measures it, this
+    rank's ‖x_k − x̄‖ / ‖x̄‖ over the trainable parameters, x_k its model before
+    the sync and x̄ the consensus the sync produced (a 0-d tensor on the
+    device, so that no step waits for it); None otherwise.
+    """
+
+    consensus_distance: torch.Tensor | None = None
 
     def reset(self, model: nn.Module) -> None:  # noqa: B027 - optional hook, default: nothing
         """Called when the replicas are identical at the start of a local phase."""
@@ -66,13 +74,23 @@ class ModelSync(ABC):
 
 
 class DenseSync(ModelSync):
-    """Average trainable parameters and floating buffers over `group` (None: all ranks)."""
+    """Average trainable parameters and floating buffers over `group` (None: all ranks).
 
-    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+    `measure`: also measure the consensus distance (two flat copies of the
+    parameters and two norms per sync: small next to the all-reduce itself).
+    """
+
+    def __init__(self, group: dist.ProcessGroup | None = None, measure: bool = False) -> None:
         self.group = group
+        self.measure = measure
 
     def synchronize(self, model: nn.Module) -> Traffic:
-        return average_(averaged_tensors(model), group=self.group)
+        own = compression.flatten(trainable_parameters(model)) if self.measure else None
+        sent = average_(averaged_tensors(model), group=self.group)
+        if own is not None:
+            mean = compression.flatten(trainable_parameters(model))
+            self.consensus_distance = relative_distance(own, mean)
+        return sent
 
 
 class SignSync(ModelSync):
@@ -113,8 +131,10 @@ class SignSync(ModelSync):
         if self.error is not None:
             # e_k ← p_k − scale(p_k)·sign(p_k): what this rank's message left out.
             self.error = to_send.sub_(compressed.decompressed(layout))
+        own = compression.flatten(params)
         update, sent = compression.mean_of_ranks(compressed, layout)
         self.reference.sub_(update)
+        self.consensus_distance = relative_distance(own, self.reference)
         compression.copy_flat_(params, self.reference)
         buffers = floating_buffers(model)
         if buffers:
@@ -153,3 +173,10 @@ class SignSync(ModelSync):
         self.error = None if error is None else error.clone()
         if self.error_feedback and self.reference is not None and self.error is None:
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
+
+
+def relative_distance(own: torch.Tensor, consensus: torch.Tensor) -> torch.Tensor:
+    """‖own − consensus‖ / ‖consensus‖ as a 0-d float64 tensor (0 when the consensus is 0)."""
+    gap = torch.linalg.vector_norm(own - consensus, dtype=torch.float64)
+    size = torch.linalg.vector_norm(consensus, dtype=torch.float64)
+    return torch.where(size > 0, gap / size, torch.zeros_like(gap))

@@ -93,6 +93,7 @@ class OuterOptimizedSync(ModelSync):
 
     def synchronize(self, model: nn.Module) -> Traffic:
         sent = self.inner.synchronize(model)
+        self.consensus_distance = self.inner.consensus_distance  # to x̄, before the outer step
         self.outer.step_(trainable_parameters(model))
         return sent
 
