@@ -19,7 +19,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from dsgd_contract.config import TrainingConfig, milestone_step
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.training_steps import milestone_step
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from dsgd_contract import exit_codes
-from dsgd_contract.config import TrainingConfig, eval_interval_steps
+from dsgd_contract.config import TrainingConfig
+from dsgd_contract.training_steps import eval_interval_steps
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dsgd_trainer import checkpoint, results

@@ -18,8 +18,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from dsgd_contract.config import TrainingConfig, post_local_switch_step
+from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import GLOBAL, INTRA_NODE
+from dsgd_contract.training_steps import post_local_switch_step
 
 from .context import DistContext
 
