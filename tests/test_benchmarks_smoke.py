@@ -310,6 +310,8 @@ def test_operator_benchmark_smoke_reports_every_figure() -> None:
             "2",
             "--jobs",
             "3",
+            "--rounds",
+            "2",
             "--steady-jobs",
             "2",
         ],
@@ -321,8 +323,12 @@ def test_operator_benchmark_smoke_reports_every_figure() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "1 job × 3 nodes, creation → all pods created: p50" in out
-    assert "× the bare client" in out
+    assert out.count("burst round") == 2
+    assert "× the bare client (median of 2 rounds" in out
     assert "steady 2 jobs/s × 2 jobs: p50" in out
-    # The audit log saw the operator create exactly 3 pods per job.
+    assert "react: p50" in out and "requests: p50" in out
+    # The audit log saw the operator create exactly 3 pods per job, and each burst job's
+    # one status patch (the burst is counted until the control plane settled).
     assert "create pods                                          3.00 per job" in out
+    assert "patch distributedsgdjobs/status                      1.00 per job" in out
     assert "operator RSS: idle" in out
