@@ -285,3 +285,23 @@ def test_evaluation_scores_the_compressed_consensus_without_touching_training(ru
             assert torch.equal(result["before_eval"][name], result["after_eval"][name])
         # Step 6 was a local step: the consensus is not any rank's own model.
         assert not torch.equal(result["evaluated"]["3.weight"], result["before_eval"]["3.weight"])
+
+
+def test_sign_sums_travel_in_the_smallest_exact_type() -> None:
+    from dsgd_trainer.algorithms.compression import sign_sum_dtype
+
+    assert [sign_sum_dtype(k) for k in (2, 127, 128, 2048, 2049)] == [
+        torch.int8,
+        torch.int8,
+        torch.float16,
+        torch.float16,
+        torch.int32,
+    ]
+    # float16 adds ±1/0 signs of up to 2048 ranks exactly, in any order and grouping.
+    generator = torch.Generator().manual_seed(0)
+    signs = torch.randint(-1, 2, (2048, 1000), generator=generator)
+    signs[:, 0] = 1  # the extreme sum 2048
+    running = torch.zeros(1000, dtype=torch.float16)
+    for row in signs[torch.randperm(2048, generator=generator)]:
+        running += row.to(torch.float16)
+    assert torch.equal(running.to(torch.int64), signs.sum(dim=0))

@@ -8,7 +8,9 @@ moves by mean_k(scale_k) · mean_k(sign_k). Only these two means are needed, so
 the exchange is two all-reduces over all ranks:
 
 - one of the signs as small integers (the sum over K ranks lies in [−K, K]):
-  int8 up to K = 127 ranks, int32 beyond (gloo has no int16 all-reduce);
+  int8 up to K = 127 ranks; float16 up to K = 2048 (every integer of that size
+  is exact in float16, so are all partial sums; neither gloo nor NCCL has an
+  int16 all-reduce); int32 beyond;
 - one of the float32 scales, one per tensor.
 
 Traffic therefore scales like an all-reduce (≈ 2·(K−1)/K bytes per element on
@@ -36,11 +38,17 @@ from .traffic import Traffic
 _SCALE_DTYPE = torch.float32
 #: The most ranks whose sign sums fit int8 (|Σ sign| ≤ K ≤ 127).
 INT8_SIGN_SUM_MAX_RANKS = 127
+#: The most ranks whose sign sums (and partial sums) float16 holds exactly: 2^11.
+FLOAT16_SIGN_SUM_MAX_RANKS = 2048
 
 
 def sign_sum_dtype(world_size: int) -> torch.dtype:
-    """The integer type the ranks' sign sums travel in: int8 while they fit, else int32."""
-    return torch.int8 if world_size <= INT8_SIGN_SUM_MAX_RANKS else torch.int32
+    """The type the ranks' sign sums travel in: the smallest that holds them exactly."""
+    if world_size <= INT8_SIGN_SUM_MAX_RANKS:
+        return torch.int8
+    if world_size <= FLOAT16_SIGN_SUM_MAX_RANKS:
+        return torch.float16
+    return torch.int32
 
 
 @dataclass(frozen=True)

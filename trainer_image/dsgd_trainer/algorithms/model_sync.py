@@ -104,6 +104,12 @@ class SignSync(ModelSync):
         self.error_feedback = error_feedback
         self.reference: torch.Tensor | None = None  # x_sync, flat
         self.error: torch.Tensor | None = None  # e_k (ef-sign only), flat
+        self._layout: compression.SegmentLayout | None = None  # made once, on the device
+
+    def _layout_of(self, params: list[torch.Tensor]) -> compression.SegmentLayout:
+        if self._layout is None or self._layout.lengths.device != params[0].device:
+            self._layout = compression.SegmentLayout.of(params)
+        return self._layout
 
     def reset(self, model: nn.Module) -> None:
         self.reference = compression.flatten(trainable_parameters(model))
@@ -125,7 +131,7 @@ class SignSync(ModelSync):
     @torch.no_grad()
     def synchronize(self, model: nn.Module) -> Traffic:
         params = trainable_parameters(model)
-        layout = compression.SegmentLayout.of(params)
+        layout = self._layout_of(params)
         to_send = self._to_send(params)
         compressed = compression.Compressed.of(to_send, layout)
         if self.error is not None:
@@ -149,7 +155,7 @@ class SignSync(ModelSync):
         """
         replica = copy.deepcopy(model)
         params = trainable_parameters(replica)
-        layout = compression.SegmentLayout.of(params)
+        layout = self._layout_of(params)
         to_send = self._to_send(params)
         update, _ = compression.mean_of_ranks(compression.Compressed.of(to_send, layout), layout)
         compression.copy_flat_(params, self.reference - update)
