@@ -1,15 +1,23 @@
-"""Run algorithms on gloo ranks inside a fresh network namespace and count the loopback's bytes.
+"""Run algorithms on gloo ranks and count the bytes an interface transmitted meanwhile.
 
-`python -m tests._wire_probe OUT.json`, started by tests/test_wire_bytes.py under
-`unshare --net` (so the namespace's loopback carries only these ranks' traffic).
-For each scenario it records, per rank, the algorithm's counters over a window
-of training steps and, on rank 0, the bytes the loopback transmitted in that
-window (/proc/self/net/dev of this namespace, read between barriers).
+Two ways in, both started by tests/test_wire_bytes.py:
+
+- `python -m tests._wire_probe OUT.json` under `unshare --net`: every scenario on
+  ranks of this one namespace, whose loopback carries only their traffic; rank 0
+  reads the loopback's counter.
+- `python -m tests._wire_probe --node RANK WORLD MASTER PORT SCENARIO OUT.json`, one
+  process per node namespace of the benchmarks' network-namespace cluster: each
+  rank reads its own node's eth0 (its veth end).
+
+For each run it records the algorithm's counters over a window of training
+steps and the interface's transmit counter (/proc/self/net/dev of the
+namespace) over the same window, read between barriers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,15 +46,15 @@ SCENARIOS = {
 }
 
 
-def loopback_tx_bytes() -> int:
+def tx_bytes(interface: str) -> int:
     for line in Path("/proc/self/net/dev").read_text().splitlines():
         name, _, fields = line.partition(":")
-        if name.strip() == "lo":
+        if name.strip() == interface:
             return int(fields.split()[8])  # Transmit bytes
-    raise RuntimeError("no loopback interface in this namespace")
+    raise RuntimeError(f"no interface {interface} in this namespace")
 
 
-def probe(rank: int, world_size: int, name: str) -> dict:
+def probe(rank: int, world_size: int, name: str, interface: str = "lo") -> dict:
     algorithm, nodes, per_node, before, window = SCENARIOS[name]
     config = TrainingConfig.model_validate(
         {
@@ -77,17 +85,17 @@ def probe(rank: int, world_size: int, name: str) -> dict:
         step(index)
     start = algo.counters.state_dict()
     dist.barrier()
-    tx_before = loopback_tx_bytes()
+    tx_before = tx_bytes(interface)
     dist.barrier()
     for index in range(before, before + window):
         step(index)
     dist.barrier()
-    tx_after = loopback_tx_bytes()
+    tx_after = tx_bytes(interface)
     end = algo.counters.state_dict()
     return {
         "wire": sum(end["bytes"].values()) - sum(start["bytes"].values()),
         "payload": sum(end["payload_bytes"].values()) - sum(start["payload_bytes"].values()),
-        "loopback_tx": tx_after - tx_before if rank == 0 else None,
+        "interface_tx": tx_after - tx_before,
     }
 
 
@@ -109,5 +117,23 @@ def main(out: str) -> None:
     Path(out).write_text(json.dumps(results))
 
 
+def node_main(rank: int, world_size: int, master: str, port: int, name: str, out: str) -> None:
+    """One rank per node namespace (1 process per node): its own eth0 carries its traffic."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    os.environ.update(LOCAL_WORLD_SIZE="1", GROUP_RANK=str(rank), GLOO_SOCKET_IFNAME="eth0")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://{master}:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        Path(out).write_text(json.dumps(probe(rank, world_size, name, interface="eth0")))
+    finally:
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--node":
+        rank, world, master, port, name, out = sys.argv[2:8]
+        node_main(int(rank), int(world), master, int(port), name, out)
+    else:
+        main(sys.argv[1])
