@@ -63,6 +63,13 @@ class AuditLog:
     jobs: dict[str, JobTimes] = field(default_factory=dict)
     _offset: int = 0
     _events: list[dict] = field(default_factory=list)
+    _writes: int = 0
+
+    def writes(self) -> int:
+        """Requests so far that change something (not get, list or watch): a resync's
+        periodic reads never make a quiet control plane look busy."""
+        self.update()
+        return self._writes
 
     def position(self) -> int:
         """Events read so far: where a phase's requests start."""
@@ -80,6 +87,7 @@ class AuditLog:
         for line in data[:complete].splitlines():
             event = json.loads(line)
             self._events.append(event)
+            self._writes += event["verb"] not in ("get", "list", "watch")
             self._record(event)
 
     def _record(self, event: dict) -> None:

@@ -178,15 +178,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def settle(pids: list[int], timeout: float = 120.0) -> float:
-    """Wait until `pids` together use under a tenth of a core for 2 s running (the burst's
-    aftermath, scheduler and controllers included, is over); returns the seconds waited."""
+def settle(pids: list[int], audit: AuditLog, timeout: float = 120.0) -> float:
+    """Wait until `pids` together use under a tenth of a core and the audit log gains no
+    write, for 2 s running (a burst's aftermath, the operator's status patches, the
+    scheduler and controllers included, is over); returns the seconds waited."""
     started = time.perf_counter()
     quiet = 0
     while quiet < 2 and time.perf_counter() - started < timeout:
-        before = cpu_seconds(pids)
+        cpu, writes = cpu_seconds(pids), audit.writes()
         time.sleep(1.0)
-        quiet = quiet + 1 if cpu_seconds(pids) - before < 0.1 else 0
+        idle = cpu_seconds(pids) - cpu < 0.1 and audit.writes() == writes
+        quiet = quiet + 1 if idle else 0
     return time.perf_counter() - started
 
 
@@ -280,7 +282,7 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
             order = ("operator", "bare") if round_index % 2 == 0 else ("bare", "operator")
             seconds: dict[str, float] = {}
             for side in order:
-                settle(quiet)
+                settle(quiet, audit)
                 names = [f"{side[:2]}{round_index}-{i:03d}" for i in range(args.jobs)]
                 start = audit.position()
                 if side == "operator":
@@ -293,12 +295,12 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
                 )
                 if side == "operator":
                     results["burst_latency"] = [t.creation_to_pods for t in times.values()]
-                    settle(quiet)  # its status patches and events are counted too
+                    settle(quiet, audit)  # its status patches and events are counted too
                     results["requests"] += audit.requests_by_kind(OPERATOR_USER, start)
                     results["busy_rss"] = rss_mib(operator.pid)
             results["bursts"].append(seconds)
 
-        results["settle"] = settle(quiet)
+        results["settle"] = settle(quiet, audit)
         names = [f"steady-{i:03d}" for i in range(args.steady_jobs)]
         origin = time.perf_counter()
         for index, name in enumerate(names):

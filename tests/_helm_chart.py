@@ -28,6 +28,11 @@ ALL_OPTIONS: dict[str, Any] = {
     "imagePullSecrets": [{"name": "regcred"}],
     "trainerImage": {"repository": "registry.example.com/dsgd-trainer", "tag": "custom"},
     "watchNamespaces": ["team-a", "team-b"],
+    "gpuPods": {
+        "runtimeClassName": "nvidia",
+        "rdmaResources": {"rdma/rdma_shared_device_a": 1},
+        "ncclEnv": {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5_0,mlx5_1"},
+    },
     "operator": {
         "livenessPort": 8081,
         "metricsPort": 9301,

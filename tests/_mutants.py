@@ -52,6 +52,18 @@ VOLUME_SOURCES = [
     {"secret": {"secretName": "s"}},
     {"emptyDir": {}, "configMap": {"name": "cm"}},
     {},
+    {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+    {"downwardAPI": {"items": [{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]}},
+]
+#: Downward-API fields: served ones, one only volumes serve, unknown ones, bad keys.
+FIELD_PATHS = [
+    "metadata.name",
+    "status.podIP",
+    "spec.nodeName",
+    "metadata.labels['app']",
+    "metadata.labels",
+    "metadata.nope",
+    "metadata.annotations['a b']",
 ]
 VOLUME_NAMES = ["data", "Data", "data_1", "d" * 63, "d" * 64, "dsgd-x", "", "data\n"]
 MOUNT_PATHS = ["/data", "data", "/etc/dsgd", "/mnt/x", "/tmp/sub", "/"]
@@ -123,7 +135,7 @@ def mutate_env(m: Manifest, r: random.Random) -> None:
     if choice < 0.6:
         var["value"] = r.choice(ODD_TEXT)
     elif choice < 0.8:
-        var["valueFrom"] = {"fieldRef": {"fieldPath": "metadata.name"}}
+        var["valueFrom"] = {"fieldRef": {"fieldPath": r.choice(FIELD_PATHS)}}
     else:
         var["value"] = "v"
         var["valueFrom"] = {"fieldRef": {"fieldPath": "metadata.name"}}

@@ -11,6 +11,7 @@ namespaces); without it they are skipped with the reason.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -332,3 +333,53 @@ def test_operator_benchmark_smoke_reports_every_figure() -> None:
     assert "create pods                                          3.00 per job" in out
     assert "patch distributedsgdjobs/status                      1.00 per job" in out
     assert "operator RSS: idle" in out
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_part_and_writes_one_json(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh on CPUs (--dry-run): everything but the GPU, as it will run there.
+
+    The algorithms (2 gloo ranks; hierarchical 2 × 2), SIGTERM after a checkpoint and resume
+    (bit-identical on CPUs), the throughput contenders and their ratios.
+    """
+    out = tmp_path / "gpu-check.json"
+    process = subprocess.run(
+        [str(BENCHMARKS / "gpu_check.sh"), "--dry-run", "--out", str(out), "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT + 120,
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["errors"] == {} and report["dry_run"] is True
+    assert set(report["parts"]) == {
+        "environment",
+        "gpu_tests",
+        "algorithms",
+        "resume",
+        "throughput",
+    }
+    runs = report["parts"]["algorithms"]
+    assert set(runs) == {"mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"}
+    assert all(run["ok"] and run["images_per_second"] > 0 for run in runs.values())
+    assert runs["hierarchical-local-sgd"]["world_size"] == 4
+    resumed = report["parts"]["resume"]
+    assert resumed["stopped_exit_codes"] == [128 + signal.SIGTERM]
+    assert resumed["resumed_from"] and resumed["identical"] is True  # CPUs: deterministic
+    speeds = report["parts"]["throughput"]["images_per_second"]
+    assert set(speeds) == {
+        "dsgd_bf16",
+        "dsgd_fp32",
+        "bare_bf16",
+        "bare_fp32",
+        "bare_bf16_with_per_step_copies",
+        "dataloader_bf16",
+    }
+    assert all(value > 0 for value in speeds.values())
+    ratios = report["parts"]["throughput"]["ratios"]
+    assert ratios["dsgd_over_bare_bf16"] == pytest.approx(
+        speeds["dsgd_bf16"] / speeds["bare_bf16"], rel=0.01
+    )
+    assert report["seconds"] < 450

@@ -198,6 +198,7 @@ def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
         ("DSGD_JOB_NAME", "gpu-job"),
         ("PROMETHEUS_MULTIPROC_DIR", "/tmp/dsgd-metrics"),
         ("PYTHONUNBUFFERED", "1"),
+        ("NCCL_DEBUG", "WARN"),  # the installation's NCCL default (BuildSettings.gpu_pods)
     ]
     assert {(p["name"], p["containerPort"]) for p in trainer["ports"]} == {
         ("rendezvous", 29500),

@@ -13,7 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 from dsgd_contract import exit_codes
+from dsgd_contract.config import TrainingConfig
 from dsgd_trainer import checkpoint
+from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from dsgd_trainer.checkpoint import Learner, RunState, resume
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
@@ -107,3 +109,62 @@ def test_every_random_stream_is_restored() -> None:
     expected = draws(generator)
     checkpoint.restore_rng(loaded, generator, CPU)
     assert draws(generator) == expected
+
+
+def gpu_rng_state() -> dict:
+    """What capture_rng saves on a GPU: a CUDA default-generator state and a CUDA (Philox)
+    augmentation generator, both 16 bytes, unlike a CPU generator's 5056."""
+    saved = checkpoint.capture_rng(torch.Generator().manual_seed(1), CPU)
+    philox = torch.zeros(16, dtype=torch.uint8)
+    return {**saved, "device": "cuda", "cuda": philox.clone(), "augment": philox.clone()}
+
+
+def test_resuming_a_gpu_checkpoint_on_the_cpu_is_a_checkpoint_error_64(
+    tmp_path: Path, single_rank: None
+) -> None:
+    """topology.gpu flipped between runs: refused with 64 (not retried), nothing restored."""
+    gang = GangPosition(0, 1, 0, 1, 0, False)
+    config = TrainingConfig.model_validate(
+        {"topology": {"nodes": 1, "processesPerNode": 1}, "algorithm": {"name": "local-sgd"}}
+    )
+
+    def learner() -> Learner:
+        model = nn.Linear(2, 2)
+        algorithm = build_algorithm(config, model, make_dist_context(CPU, gang), 8)
+        return Learner(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), algorithm, torch.Generator(), CPU
+        )
+
+    saved_by = learner()
+    state = checkpoint.snapshot(RunState(epoch=1, step=8), gang, 8, saved_by)
+    state["rng"] = gpu_rng_state()
+    checkpoint.save(tmp_path, 1, 8, 0, 1, state)
+
+    resumer, run = learner(), RunState()
+    before = resumer.augment_generator.get_state()
+    with pytest.raises(TrainerExit) as refused:
+        resume(tmp_path, gang, 8, resumer, run)
+    assert refused.value.code == exit_codes.INVALID_CONFIG
+    message = refused.value.message
+    assert "\n" not in message and message.startswith("checkpoint error: ")
+    assert "epoch-000001" in message
+    assert "saved by a run on cuda, this run trains on cpu: topology.gpu changed" in message
+    assert torch.equal(resumer.augment_generator.get_state(), before)
+    assert run.step == 0
+
+
+def test_a_cpu_checkpoint_is_refused_on_a_gpu_before_any_generator_is_touched() -> None:
+    """The other direction, checkable here: the check comes before any CUDA call."""
+    saved = checkpoint.capture_rng(torch.Generator().manual_seed(1), CPU)
+    torch_state = torch.get_rng_state()
+    with pytest.raises(
+        checkpoint.CheckpointError, match="saved by a run on cpu, this run trains on cuda"
+    ):
+        checkpoint.restore_rng(saved, torch.Generator(), torch.device("cuda", 0))
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_a_checkpoint_without_the_device_entry_is_judged_by_its_cuda_state() -> None:
+    legacy = {key: value for key, value in gpu_rng_state().items() if key != "device"}
+    with pytest.raises(checkpoint.CheckpointError, match="saved by a run on cuda"):
+        checkpoint.restore_rng(legacy, torch.Generator(), CPU)

@@ -12,6 +12,9 @@ import os
 
 import pytest
 from dsgd_cluster.control_plane import COMPONENTS, down, status, up
+from dsgd_cluster.node_agent.agent import NodeAgent
+from dsgd_cluster.node_agent.pod_status import RunningPod
+from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL
 from kubernetes import client
 
 from tests._polling import wait_until
@@ -161,3 +164,33 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not any(status(tmp_path / "c").values())
+
+
+def test_a_gangs_master_port_is_kept_while_its_pods_live_and_freed_after(tmp_path) -> None:
+    """The node agent gives all pods of a gang (job, attempt) one master port, and forgets
+    it once no pod of that gang is left on its nodes (no map growing with every job)."""
+    agent = NodeAgent(client.ApiClient(), ctx=None, node_names=["node-0"])  # type: ignore[arg-type]
+
+    def pod(job: str, attempt: str, rank: int) -> RunningPod:
+        labels = {JOB_NAME_LABEL: job, ATTEMPT_LABEL: attempt}
+        body = {"metadata": {"namespace": "ns", "name": f"{job}-{rank}", "labels": labels}}
+        running = RunningPod(
+            "ns", f"{job}-{rank}", f"uid-{job}-{attempt}-{rank}", "node-0", "127.64.0.1",
+            "Never", "trainer", tmp_path / "log", final=True, pod=body,
+        )  # fmt: skip
+        agent.pods[running.uid] = running
+        return running
+
+    a0, a1, b0 = pod("a", "0", 0), pod("a", "0", 1), pod("b", "0", 0)
+    port = agent._master_port(a0.pod)
+    assert agent._master_port(a1.pod) == port != agent._master_port(b0.pod)
+    assert agent._master_port(pod("a", "1", 0).pod) != port  # a new attempt, a new gang
+    del agent.pods[a0.uid]
+    agent._tick()
+    assert agent._master_port(a1.pod) == port  # one pod of the gang is left
+    for uid in [
+        u for u, p in agent.pods.items() if p.pod["metadata"]["labels"][JOB_NAME_LABEL] == "a"
+    ]:
+        del agent.pods[uid]
+    agent._tick()
+    assert set(agent.master_ports) == {("ns", "b", "0")}

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from dsgd_operator import crd
+from dsgd_operator.api_requests import call
 from dsgd_operator.manifest import parse_job
 from dsgd_operator.server_validation import field_paths
 from kubernetes import client
@@ -44,17 +45,8 @@ def request(
     api: client.ApiClient, method: str, path: str, body: Any = None, query: list | None = None
 ) -> tuple[int, dict[str, Any]]:
     """One raw API call: (HTTP status, decoded JSON body: the object or a metav1.Status)."""
-    headers = {"Accept": "application/json", "Content-Type": "application/json"}
-    serialized = api.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(*serialized, _request_timeout=30)
-    return response.status, json.loads(response.read() or b"{}")
+    code, data = call(api, method, path, body=body, query=query, timeout=30)
+    return code, json.loads(data or b"{}")
 
 
 def server_create(api: client.ApiClient, manifest: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -263,6 +263,10 @@ def test_operator_environment_becomes_its_options() -> None:
         options = OperatorOptions.from_env()
     assert options.pending_timeout_seconds == ALL_OPTIONS["operator"]["pendingTimeoutSeconds"]
     assert options.restart_backoff_seconds == ALL_OPTIONS["operator"]["restartBackoffSeconds"]
+    gpu_pods = options.build_settings.gpu_pods
+    assert gpu_pods.runtime_class_name == "nvidia"
+    assert gpu_pods.rdma_resources == (("rdma/rdma_shared_device_a", "1"),)
+    assert dict(gpu_pods.nccl_env) == {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5_0,mlx5_1"}
 
 
 def test_metrics_port_zero_turns_operator_metrics_off() -> None:

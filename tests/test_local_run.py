@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders import build_pods
+from dsgd_operator.local_gpus import count_usable_gpus
 from dsgd_operator.local_run import (
     LocalRunError,
+    check_local_gpus,
     fixed_metrics_ports,
     local_config,
     plan_local_processes,
@@ -106,14 +109,98 @@ def test_plan_rewrites_only_what_is_cluster_specific(tmp_path: Path) -> None:
         assert "CUDA_VISIBLE_DEVICES" not in process.env
 
 
-def test_plan_gives_each_gpu_node_its_own_devices(tmp_path: Path) -> None:
+def gpu_job(nodes: int = 2, per_node: int = 2) -> DistributedSGDJob:
     document = job_document()
-    document["spec"]["topology"] = {"nodes": 2, "processesPerNode": 2, "gpu": True}
+    document["spec"]["topology"] = {"nodes": nodes, "processesPerNode": per_node, "gpu": True}
+    return parse_job(document)
+
+
+def test_plan_gives_each_gpu_node_its_own_devices(tmp_path: Path) -> None:
     plan = plan_local_processes(
-        parse_job(document), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], {}, 16
+        gpu_job(), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], {}, 16
     )
     assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plan] == ["0,1", "2,3"]
     assert [p.env["OMP_NUM_THREADS"] for p in plan] == ["4", "4"]
+
+
+def test_plan_slices_an_inherited_cuda_visible_devices_per_node(tmp_path: Path) -> None:
+    # Node i gets entries i·P … i·P + P − 1 of the shell's list, never the whole list twice.
+    inherited = {"CUDA_VISIBLE_DEVICES": "3, 5,GPU-8f3a,MIG-1c2d,7"}
+    plan = plan_local_processes(
+        gpu_job(), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], inherited, 16
+    )
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plan] == ["3,5", "GPU-8f3a,MIG-1c2d"]
+
+
+def test_plan_keeps_the_shells_nccl_settings_over_the_installation_defaults(tmp_path: Path) -> None:
+    def nccl_debug(base_env: dict[str, str]) -> list[str]:
+        plan = plan_local_processes(
+            gpu_job(), tmp_path, tmp_path / "c.json", tmp_path, 1, [2, 3], base_env, 16
+        )
+        return [p.env["NCCL_DEBUG"] for p in plan]
+
+    assert nccl_debug({}) == ["WARN", "WARN"]
+    assert nccl_debug({"NCCL_DEBUG": "INFO"}) == ["INFO", "INFO"]
+
+
+@pytest.mark.parametrize("inherited", ["0,1,2", ""])
+def test_plan_refuses_an_inherited_list_too_short_in_one_line(
+    tmp_path: Path, inherited: str
+) -> None:
+    with pytest.raises(LocalRunError) as refused:
+        plan_local_processes(
+            gpu_job(),
+            tmp_path,
+            tmp_path / "c.json",
+            tmp_path,
+            1,
+            [2, 3],
+            {"CUDA_VISIBLE_DEVICES": inherited},
+            16,
+        )
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "needs 4 GPU(s)" in message and f"CUDA_VISIBLE_DEVICES={inherited} lists" in message
+
+
+def test_run_of_a_gpu_job_without_gpus_fails_at_once_naming_needed_and_present(
+    tmp_path: Path,
+) -> None:
+    """The pre-flight: one line, no process started, in seconds (8 × 2 = 16 GPUs asked)."""
+    document = job_document()
+    document["spec"]["topology"] = {"nodes": 8, "processesPerNode": 2, "gpu": True}
+    out = tmp_path / "out"
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    if count_usable_gpus(env) >= 16:
+        pytest.skip("this machine has 16 GPUs: the pre-flight has nothing to refuse")
+    started = time.monotonic()
+    job_file = write_job(tmp_path, document)
+    result = subprocess.run(
+        [sys.executable, "-m", "dsgd_operator.cli", "run", str(job_file), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "needs 16 GPU(s) (8 node(s) × 2 process(es)" in lines[0]
+    assert f"this machine has {count_usable_gpus(env)} usable" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not out.exists()  # refused before the run directory, before any process
+    # An interpreter start plus (without an NVIDIA driver) one torch import, not 16 ranks.
+    assert elapsed < 30, elapsed
+
+
+def test_preflight_counts_what_cuda_visible_devices_leaves(tmp_path: Path) -> None:
+    # An empty CUDA_VISIBLE_DEVICES hides every GPU, whatever the machine has.
+    with pytest.raises(LocalRunError, match="needs 1 GPU"):
+        check_local_gpus(gpu_job(1, 1), {**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert count_usable_gpus({**os.environ, "CUDA_VISIBLE_DEVICES": ""}) == 0
+    check_local_gpus(parse_job(job_document()), {"CUDA_VISIBLE_DEVICES": ""})  # CPU job: no check
 
 
 def test_local_config_points_outputs_into_the_run_directory(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dsgd_operator import api
 from dsgd_operator.api import Condition, DistributedSGDJobStatus
+from dsgd_operator.api_requests import PLURALS
 from dsgd_operator.manifest import parse_job
 from dsgd_operator.reconcile import REQUIRED_PERMISSIONS, OperatorOptions
 from dsgd_operator.reconcile.applied_spec import effective_job
-from dsgd_operator.reconcile.kube import PLURALS
 from dsgd_operator.reconcile.plan import Snapshot
 from dsgd_operator.reconcile.policy import plan, restart_backoff
 from dsgd_operator.reconcile.status import (

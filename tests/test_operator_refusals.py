@@ -32,16 +32,16 @@ CASES = {
         "NotFound",
         "the PodGroup API scheduling.volcano.sh/v1beta1 is not installed",
     ),
-    # a downward-API field that does not exist: only the server checks fieldRef paths
+    # a container resource the downward API does not serve: only the server checks it
     "invalid-pod": (
         {
             "template": {
-                "env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nope"}}}]
+                "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.x"}}}]
             }
         },
         422,
         "Invalid",
-        "valueFrom.fieldRef.fieldPath",
+        "valueFrom.resourceFieldRef.resource",
     ),
 }
 

@@ -247,6 +247,37 @@ REGRESSIONS: dict[str, tuple[dict[str, Any], str]] = {
         "spec.template.tolerations[0].value",
     ),
     "name with a trailing newline": ({}, "metadata.name"),
+    "downward API field the server does not serve": (
+        {
+            "template": {
+                "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nope"}}}]
+            }
+        },
+        "spec.template.env[0].valueFrom.fieldRef.fieldPath",
+    ),
+    "all labels into an env variable (only volumes take them)": (
+        {
+            "template": {
+                "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}}]
+            }
+        },
+        "spec.template.env[0].valueFrom.fieldRef.fieldPath",
+    ),
+    "pod IP into a downwardAPI volume (only env takes it)": (
+        {
+            "template": {
+                "volumes": [
+                    {
+                        "name": "info",
+                        "downwardAPI": {
+                            "items": [{"path": "ip", "fieldRef": {"fieldPath": "status.podIP"}}]
+                        },
+                    }
+                ]
+            }
+        },
+        "spec.template.volumes[0].downwardAPI.items[0].fieldRef.fieldPath",
+    ),
 }
 
 

@@ -9,6 +9,8 @@ end bit-identical to it. Then the exit codes the operator relies on (64, 65,
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +25,7 @@ from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.schedule import LearningRateSchedule
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests._trainer_pods import PLUGIN_MODULE, Pods, tiny_config
+from tests._trainer_pods import PLUGIN_MODULE, Pod, Pods, tiny_config
 from tests.conftest import pick_free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -282,4 +284,57 @@ def test_metrics_endpoint_serves_every_rank_then_sigterm_stops_cleanly(
             tmp_path / "checkpoints" / f"epoch-{kept:06d}" / f"rank-{rank}.pt", weights_only=True
         )
         assert state["epoch"] == kept
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def worker_of_rank(pod: Pod, rank: int) -> int:
+    """The PID of the trainer process torchrun started as global rank `rank`."""
+    for pid in pod.processes()[1:]:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            f"RANK={rank}".encode() in environ
+            and b"DSGD_CONFIG=" + pod.env["DSGD_CONFIG"].encode() in environ
+        ):
+            return pid
+    raise AssertionError(f"no worker of rank {rank} under the pod:\n{pod.output}")
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        {"name": "mini-batch-sgd"},  # the ballot rides on DDP's gradient all-reduce
+        {"name": "local-sgd", "localSteps": 3},  # on the global averaging
+    ],
+    ids=["mini-batch", "local-sgd"],
+)
+def test_a_sigterm_reaching_one_rank_stops_every_rank_at_the_same_step(
+    tmp_path: Path, pods: Pods, algorithm: dict[str, Any]
+) -> None:
+    """Agreed stopping (dsgd_trainer.stop_vote): no rank is left inside a collective.
+
+    Only rank 1 is signalled (as when pods get SIGTERM at different moments). Alone,
+    it would leave rank 0 blocked in the next collective (with NCCL until a timeout;
+    with gloo a connection error and a traceback). Agreed, both leave at one step.
+    """
+    config = tiny_config(tmp_path, model=f"{PLUGIN_MODULE}:slow_mlp", epochs=100)
+    config["algorithm"] = algorithm
+    pod = pods.start(config, tmp_path)
+    pod.wait_until(lambda: latest_epoch(tmp_path) >= 1, "a first checkpoint")
+    os.kill(worker_of_rank(pod, 1), signal.SIGTERM)
+    assert pod.wait(60) == 128 + signal.SIGTERM, pod.output
+    output = pod.output
+    assert "Traceback" not in output, output
+    steps = {
+        int(match.group(1)): int(match.group(2))
+        for match in re.finditer(
+            r"rank (\d): stopped before step (\d+), as every rank agreed", output
+        )
+    }
+    assert set(steps) == {0, 1}, output
+    assert steps[0] == steps[1], output
+    assert steps[0] >= STEPS_PER_EPOCH  # after the first checkpoint, so mid-run
+    assert latest_epoch(tmp_path) >= 1
     assert not (tmp_path / "out" / "summary.json").exists()

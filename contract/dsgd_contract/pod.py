@@ -107,6 +107,10 @@ METRICS_ADDR_ENV = "DSGD_METRICS_ADDR"
 JOB_NAME_ENV = "DSGD_JOB_NAME"
 #: How long a collective waits for its peers (optional; the trainer has a default).
 COLLECTIVE_TIMEOUT_ENV = "DSGD_COLLECTIVE_TIMEOUT_SECONDS"
+#: On GPUs, run each training step under torch.cuda.set_sync_debug_mode with this value
+#: ("warn" or "error"): every host synchronisation inside a step is reported
+#: (benchmarks/gpu_check.sh sets it; unset in pods).
+CUDA_SYNC_DEBUG_ENV = "DSGD_CUDA_SYNC_DEBUG"
 #: prometheus-client's multiprocess directory, shared by the ranks of a pod.
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

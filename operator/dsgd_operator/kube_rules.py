@@ -30,6 +30,28 @@ _NATIVE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 _GPU = "nvidia.com/gpu"
 _TOLERATION_OPERATORS = ("Exists", "Equal")
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+#: Pod fields the downward API serves (`fieldRef.fieldPath`, apiVersion v1): to env
+#: variables, and to files of a downwardAPI volume; both also take one label or
+#: annotation, `metadata.labels['<key>']`.
+_ENV_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+_VOLUME_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+)
+_SUBSCRIPTED_FIELD = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]", re.DOTALL)
 #: The API server's cap on all annotations of an object together.
 _ANNOTATIONS_MAX_BYTES = 256 * 1024
 
@@ -101,6 +123,35 @@ def env_errors(env: list[dict[str, Any]]) -> Errors:
             )
         if var.get("value") and var.get("valueFrom") is not None:
             errors.append((("env", index, "valueFrom"), "set either value or valueFrom, not both"))
+        field_ref = (var.get("valueFrom") or {}).get("fieldRef")
+        if isinstance(field_ref, dict):
+            loc: Loc = ("env", index, "valueFrom", "fieldRef")
+            errors += field_ref_errors(loc, field_ref, _ENV_FIELD_PATHS)
+    return errors
+
+
+def field_ref_errors(loc: Loc, field_ref: dict[str, Any], paths: tuple[str, ...]) -> Errors:
+    """A downward-API `fieldRef` names a pod field the server serves, in apiVersion v1."""
+    errors: Errors = []
+    version = field_ref.get("apiVersion")
+    if version not in (None, "", "v1"):
+        errors.append(((*loc, "apiVersion"), f"{version!r}: the downward API serves only v1"))
+    path = field_ref.get("fieldPath")
+    if not isinstance(path, str):
+        return errors
+    subscripted = _SUBSCRIPTED_FIELD.fullmatch(path)
+    if subscripted is not None:
+        problem = qualified_name_problem(subscripted.group(2))
+        if problem is not None:
+            errors.append(((*loc, "fieldPath"), problem))
+    elif path not in paths:
+        errors.append(
+            (
+                (*loc, "fieldPath"),
+                f"{path!r} is not a field the downward API serves here: one of "
+                f"{', '.join(paths)}, metadata.labels['<key>'] or metadata.annotations['<key>']",
+            )
+        )
     return errors
 
 
@@ -128,6 +179,12 @@ def volume_errors(volumes: list[dict[str, Any]]) -> Errors:
                     f"configMap, …); {found}",
                 )
             )
+        items = (volume.get("downwardAPI") or {}).get("items") or []
+        for item_index, item in enumerate(items if isinstance(items, list) else []):
+            field_ref = item.get("fieldRef") if isinstance(item, dict) else None
+            if isinstance(field_ref, dict):
+                loc: Loc = ("volumes", index, "downwardAPI", "items", item_index, "fieldRef")
+                errors += field_ref_errors(loc, field_ref, _VOLUME_FIELD_PATHS)
     return errors
 
 

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dsgd_contract import exit_codes
@@ -42,6 +42,14 @@ from dsgd_contract.pod import (
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders import DEFAULT_SETTINGS, build_pods
+from dsgd_operator.local_gpus import (
+    VISIBLE_DEVICES_ENV,
+    GpuAssignmentError,
+    check_gpus_present,
+    count_usable_gpus,
+    inherited_devices,
+    node_device_lists,
+)
 
 #: How long stopped processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0
@@ -89,7 +97,9 @@ def local_process(
     same pod on this machine (see the module docstring). `base_env` (default:
     this process's environment) is inherited the way a container inherits its
     image's environment; the pod's env wins over it, and our rewrites over both.
-    `threads` and `cuda_visible_devices` apply unless `base_env` already sets them.
+    `threads` applies unless `base_env` sets OMP_NUM_THREADS; `cuda_visible_devices`
+    (this node's slice of the machine's GPUs, dsgd_operator.local_gpus) replaces
+    an inherited CUDA_VISIBLE_DEVICES.
     """
     base = dict(os.environ if base_env is None else base_env)
     container = pod["spec"]["containers"][0]
@@ -113,8 +123,8 @@ def local_process(
     # a thread per core and they would spend their time preempting each other.
     if "OMP_NUM_THREADS" not in base:
         env["OMP_NUM_THREADS"] = str(threads)
-    if cuda_visible_devices is not None and "CUDA_VISIBLE_DEVICES" not in base:
-        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    if cuda_visible_devices is not None:
+        env[VISIBLE_DEVICES_ENV] = cuda_visible_devices
     node_rank = int(pod["metadata"]["labels"][NODE_RANK_LABEL])
     return LocalProcess(node_rank, argv, env, metrics_port)
 
@@ -129,15 +139,27 @@ def plan_local_processes(
     base_env: dict[str, str] | None = None,
     cpu_count: int | None = None,
 ) -> list[LocalProcess]:
-    """The job's pods (from the builder) as local processes, sharing this machine's cores."""
+    """The job's pods (from the builder) as local processes, sharing this machine's cores.
+
+    GPU jobs: node i gets entries i·P … i·P + P − 1 of the GPUs `base_env` may
+    use (dsgd_operator.local_gpus); LocalRunError when there are too few.
+    """
     cores = cpu_count or os.cpu_count() or 1
     topology = job.spec.topology
+    devices: list[str | None] = [None] * topology.nodes
+    if topology.gpu:
+        inherited = inherited_devices(os.environ if base_env is None else base_env)
+        try:
+            devices = list(
+                node_device_lists(topology.nodes, topology.processes_per_node, inherited)
+            )
+        except GpuAssignmentError as error:
+            raise LocalRunError(str(error)) from None
+    # The shell's NCCL_* (NCCL_DEBUG=INFO to debug a run) win over the installation's defaults.
+    shell = set(os.environ if base_env is None else base_env)
+    settings = replace(DEFAULT_SETTINGS, gpu_pods=DEFAULT_SETTINGS.gpu_pods.without_env(shell))
     processes = []
-    for node_rank, pod in enumerate(build_pods(job, DEFAULT_SETTINGS)):
-        devices = None
-        if topology.gpu:  # node i gets GPUs i·P … i·P + P − 1
-            first = node_rank * topology.processes_per_node
-            devices = ",".join(str(first + i) for i in range(topology.processes_per_node))
+    for node_rank, pod in enumerate(build_pods(job, settings)):
         processes.append(
             local_process(
                 pod,
@@ -146,7 +168,7 @@ def plan_local_processes(
                 master_port=master_port,
                 metrics_port=metrics_ports[node_rank],
                 threads=max(1, cores // topology.world_size),
-                cuda_visible_devices=devices,
+                cuda_visible_devices=devices[node_rank],
                 base_env=base_env,
             )
         )
@@ -290,6 +312,24 @@ def prepare_run_directory(job: DistributedSGDJob, out_dir: Path) -> Path:
     except OSError as error:
         raise LocalRunError(f"{out_dir}: cannot write the run directory: {error}") from None
     return config_path
+
+
+def check_local_gpus(job: DistributedSGDJob, environ: dict[str, str] | None = None) -> None:
+    """LocalRunError, before anything starts, unless this machine has a GPU for every rank.
+
+    A no-op for CPU jobs. Counts what a process started with `environ`
+    (default: ours) may use, and checks that CUDA_VISIBLE_DEVICES, if set,
+    lists enough GPUs to slice (dsgd_operator.local_gpus).
+    """
+    topology = job.spec.topology
+    if not topology.gpu:
+        return
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        node_device_lists(topology.nodes, topology.processes_per_node, inherited_devices(environ))
+        check_gpus_present(topology.nodes, topology.processes_per_node, count_usable_gpus(environ))
+    except GpuAssignmentError as error:
+        raise LocalRunError(f"{job.name}: {error}") from None
 
 
 def fixed_metrics_ports(first: int, nodes: int) -> list[int]:

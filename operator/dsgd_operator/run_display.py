@@ -24,6 +24,7 @@ from dsgd_operator.api import DistributedSGDJob, Progress
 from dsgd_operator.local_run import (
     LocalGang,
     LocalProcess,
+    check_local_gpus,
     fixed_metrics_ports,
     prepare_run_directory,
     run_gang,
@@ -93,8 +94,10 @@ def run_with_display(
     """Run the job locally, showing logs and progress on `console` (default: stdout).
 
     Returns the process exit code. Raises LocalRunError, before anything starts,
-    when `out_dir` cannot hold the run or a fixed `metrics_port` range is not free.
+    when this machine lacks the GPUs of a GPU job, `out_dir` cannot hold the run
+    or a fixed `metrics_port` range is not free.
     """
+    check_local_gpus(job)
     if metrics_port:
         fixed_metrics_ports(metrics_port, job.spec.topology.nodes)
     prepare_run_directory(job, out_dir)

@@ -20,17 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_requests import call, collection_path
 from dsgd_operator.builders import BuildSettings, build_children
 
-#: Resource names of the kinds `build_children` returns and the job's own.
-PLURALS = {
-    "Service": "services",
-    "ConfigMap": "configmaps",
-    "Pod": "pods",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "PodGroup": "podgroups",
-    "DistributedSGDJob": "distributedsgdjobs",
-}
 #: Connect and read timeouts (s): a dry run is one round trip.
 TIMEOUT = (5, 30)
 
@@ -94,13 +86,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def resource_path(obj: dict[str, Any], namespace: str) -> str:
-    """The collection URL of `obj` in `namespace` (core `/api/v1/...` or `/apis/g/v/...`)."""
-    api_version = obj["apiVersion"]
-    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{root}/namespaces/{namespace}/{PLURALS[obj['kind']]}"
-
-
 def dry_run_create(api_client: Any, obj: dict[str, Any], namespace: str) -> Refusal | None:
     """Server-side dry-run create of `obj` in `namespace`; None when the server accepts it.
 
@@ -111,16 +96,14 @@ def dry_run_create(api_client: Any, obj: dict[str, Any], namespace: str) -> Refu
 
     kind, name = obj["kind"], obj.get("metadata", {}).get("name", "?")
     try:
-        request = api_client.param_serialize(
-            method="POST",
-            resource_path=resource_path(obj, namespace),
-            query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        code, body = call(
+            api_client,
+            "POST",
+            collection_path(obj, namespace),
             body=obj,
-            auth_settings=["BearerToken"],
+            query=[("dryRun", "All"), ("fieldValidation", "Strict")],
+            timeout=TIMEOUT,
         )
-        response = api_client.call_api(*request, _request_timeout=TIMEOUT)
-        code, body = response.status, response.read() or b""
     except HTTPError as error:
         host = getattr(api_client.configuration, "host", "?")
         raise ServerUnavailable(

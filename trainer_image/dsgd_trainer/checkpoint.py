@@ -171,6 +171,9 @@ def capture_rng(augment_generator: torch.Generator, device: torch.device) -> dic
     """Every random stream a run draws from, in a form that weights_only loading accepts."""
     numpy_state = np.random.get_state()
     return {
+        # The generators' states are device-specific (a CPU generator's is 5056 bytes, a
+        # CUDA one's 16): a resume on another kind of device is refused by restore_rng.
+        "device": device.type,
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": {
@@ -187,7 +190,18 @@ def capture_rng(augment_generator: torch.Generator, device: torch.device) -> dic
 def restore_rng(
     state: dict[str, Any], augment_generator: torch.Generator, device: torch.device
 ) -> None:
-    """Put back what `capture_rng` saved."""
+    """Put back what `capture_rng` saved; CheckpointError if it was saved on another device type.
+
+    (Checkpoints from before the "device" entry: a CUDA state is saved exactly
+    when the device was a GPU.) Checked before anything is changed.
+    """
+    saved_on = state.get("device") or ("cuda" if state["cuda"] is not None else "cpu")
+    if saved_on != device.type:
+        raise CheckpointError(
+            f"its random generators were saved by a run on {saved_on}, this run trains on "
+            f"{device.type}: topology.gpu changed; restore it, or use a fresh "
+            "training.checkpointDir"
+        )
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -304,7 +318,10 @@ def resume(
                 f"the checkpoint in {directory / latest.checkpoint} does not fit this run's "
                 f"model, optimizer or algorithm: {error}"
             ) from error
-        restore_rng(state["rng"], learner.augment_generator, learner.device)
+        try:
+            restore_rng(state["rng"], learner.augment_generator, learner.device)
+        except CheckpointError as error:
+            raise CheckpointError(f"{directory / latest.checkpoint}: {error}") from error
     except CheckpointError as error:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
     run.epoch, run.step = state["epoch"], state["step"]

@@ -9,15 +9,16 @@ runs as a single rank with an in-memory store, which is handy for debugging.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
-from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV
+from dsgd_contract.pod import COLLECTIVE_TIMEOUT_ENV, CUDA_SYNC_DEBUG_ENV
+from torch.distributed.distributed_c10d import _abort_process_group
 
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.stopping import TrainerExit
@@ -57,6 +58,62 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[None
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+#: The first compute capability with bfloat16 in hardware (Ampere). Older GPUs run bf16
+#: through emulation, which torch.cuda.is_bf16_supported() counts as supported: slower
+#: than fp32, with no warning.
+NATIVE_BF16_CAPABILITY = (8, 0)
+
+
+def bf16_autocast(
+    precision: str, device: torch.device, capability: tuple[int, int] | None = None
+) -> tuple[bool, str | None]:
+    """Whether to autocast to bf16 for training.precision `precision` on `device`, and a note.
+
+    bf16 only where the hardware has it: a GPU of compute capability ≥ 8.0
+    (`capability`, default: the device's). Elsewhere fp32, with a note that says
+    why (None when nothing was asked that is not done).
+    """
+    if precision != "bf16":
+        return False, None
+    if device.type != "cuda":
+        return False, "training.precision bf16 applies on GPUs; training in fp32 on the CPU"
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    if tuple(capability) < NATIVE_BF16_CAPABILITY:
+        return False, (
+            f"training.precision bf16 needs compute capability "
+            f"{'.'.join(map(str, NATIVE_BF16_CAPABILITY))} (Ampere) or newer; {device} has "
+            f"{capability[0]}.{capability[1]} and would only emulate it, slower than fp32: "
+            "training in fp32"
+        )
+    return True, None
+
+
+def step_sync_debug(
+    device: torch.device, env: Mapping[str, str] = os.environ
+) -> AbstractContextManager[None]:
+    """A context for one training step: under torch's CUDA sync debugger when asked.
+
+    DSGD_CUDA_SYNC_DEBUG=warn|error on a GPU: every operation inside the step
+    that makes the host wait for the device warns (or raises). The publish and
+    epoch-end reads, which synchronise on purpose, stay outside. Anything else:
+    no effect.
+    """
+    mode = env.get(CUDA_SYNC_DEBUG_ENV, "").strip()
+    if device.type != "cuda" or mode not in ("warn", "error"):
+        return nullcontext()
+    return _sync_debug(mode)
+
+
+@contextmanager
+def _sync_debug(mode: str) -> Iterator[None]:
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def collective_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
     seconds = env.get(COLLECTIVE_TIMEOUT_ENV)
     return timedelta(seconds=float(seconds)) if seconds else DEFAULT_COLLECTIVE_TIMEOUT
@@ -82,9 +139,19 @@ def init_process_group(gang: GangPosition, device: torch.device) -> None:
         )
 
 
-def destroy_process_group() -> None:
-    """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit."""
-    if dist.is_available() and dist.is_initialized():
+def leave_process_group(abort: bool) -> None:
+    """Leave the gang (idempotent), so that NCCL/gloo resources are released before exit.
+
+    `abort` on an abnormal exit (a crash, a dead peer, a stop not agreed): a
+    destroy would wait for collectives that peers may never join, and with NCCL
+    block in a CUDA synchronisation; an abort tears the communicators down
+    without waiting. A clean or agreed exit destroys the group in order.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if abort:
+        _abort_process_group()
+    else:
         dist.destroy_process_group()
 
 

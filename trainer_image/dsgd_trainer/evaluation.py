@@ -59,10 +59,11 @@ def evaluate(
     """
     model.eval()
     device = test.inputs.device
-    shard = torch.tensor_split(torch.arange(len(test)), gang.world_size)[gang.rank]
+    # Indices made on the device: no host→device copy (a blocking one, from pageable
+    # memory) per evaluation batch.
+    shard = torch.tensor_split(torch.arange(len(test), device=device), gang.world_size)[gang.rank]
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # Σ loss, Σ correct, n
     for indices in shard.split(EVAL_BATCH_SIZE):
-        indices = indices.to(device)
         inputs, targets = test.inputs[indices], test.targets[indices]
         with autocast(device, use_bf16):
             outputs = model(inputs)

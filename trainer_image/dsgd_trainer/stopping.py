@@ -1,11 +1,11 @@
-"""Stopping on request: SIGTERM/SIGINT end the run at the next step boundary.
+"""Stopping on request: SIGTERM/SIGINT end the run at a step boundary every rank agrees on.
 
 Kubernetes sends SIGTERM to a pod before it kills it (after
-terminationGracePeriodSeconds); torchrun passes it on to every worker. The
-trainer then finishes the step it is in and exits with 128 + the signal,
-without writing a checkpoint: a save is collective, and the peers in other pods
-may already be gone, so the last complete checkpoint stands (writes are atomic,
-so it is always complete). A second signal exits at once.
+terminationGracePeriodSeconds); torchrun passes it on to every worker. A
+signal only records the request here; the ranks then agree, through ballots on
+all-reduces they make anyway (dsgd_trainer.stop_vote), on the step to stop at,
+and exit together with 128 + the signal, without writing a checkpoint (the
+last complete one stands: writes are atomic). A second signal exits at once.
 
 Also how a rank ends on purpose: `TrainerExit` carries the exit code (the
 contract's, dsgd_contract.exit_codes) up to `dsgd_trainer.train.main`, and
@@ -91,10 +91,18 @@ def exit_without_teardown(code: int) -> None:
 
 
 class TrainerExit(Exception):
-    """End the run with `code`, printing `message` (on local rank 0 unless `every_rank`)."""
+    """End the run with `code`, printing `message` (on local rank 0 unless `every_rank`).
 
-    def __init__(self, code: int, message: str, every_rank: bool = False) -> None:
+    `agreed`: every rank of the gang leaves at this same point (a decision all of
+    them read from one collective), so the process group can be destroyed in
+    order; otherwise it is aborted (peers may be gone or stuck in a collective).
+    """
+
+    def __init__(
+        self, code: int, message: str, every_rank: bool = False, agreed: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.every_rank = every_rank
+        self.agreed = agreed

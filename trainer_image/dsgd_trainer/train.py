@@ -44,16 +44,23 @@ from dsgd_contract.training_steps import eval_interval_steps
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dsgd_trainer import checkpoint, results
-from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
+from dsgd_trainer.algorithms import (
+    Algorithm,
+    build_algorithm,
+    make_dist_context,
+    uses_intra_node_groups,
+)
 from dsgd_trainer.checkpoint import Learner, RunState, resume, snapshot
 from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
     autocast,
+    bf16_autocast,
     check_topology,
-    destroy_process_group,
     init_process_group,
+    leave_process_group,
     select_device,
+    step_sync_debug,
 )
 from dsgd_trainer.evaluation import EvaluationWindow, RunningStats, evaluate
 from dsgd_trainer.gang import GangPosition
@@ -62,6 +69,7 @@ from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
 from dsgd_trainer.results import communication, describe, epoch_line, fmt, prepare_directories
 from dsgd_trainer.schedule import LearningRateSchedule
+from dsgd_trainer.stop_vote import StopVote
 from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
 
 
@@ -72,9 +80,13 @@ def main(config: TrainingConfig) -> int:
     if gang.under_torchrun:
         stop_when_parent_dies()
     stop = StopRequest()
+    agreed = False  # whether every rank ends here together (else the group is aborted)
     try:
-        return train(config, gang, stop)
+        code = train(config, gang, stop)
+        agreed = True
+        return code
     except TrainerExit as error:
+        agreed = error.agreed
         if error.every_rank or gang.local_rank == 0:
             print(error.message, file=sys.stderr, flush=True)
         return error.code
@@ -84,7 +96,7 @@ def main(config: TrainingConfig) -> int:
             return stop.exit_code
         raise
     finally:
-        destroy_process_group()
+        leave_process_group(abort=not agreed)
 
 
 def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
@@ -124,7 +136,10 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     model.to(device)
 
     init_process_group(gang, device)
-    ctx = make_dist_context(device, gang)
+    vote = StopVote(stop, device)
+    ctx = make_dist_context(
+        device, gang, intra_node_groups=uses_intra_node_groups(config), stop_vote=vote
+    )
     metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
     schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
@@ -145,9 +160,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         log(f"resumed from {checkpoint_dir} after epoch {run.epoch} (step {run.step})")
     if gang.rank == 0:
         log(describe(config, gang, device, steps_per_epoch, schedule))
-    use_bf16 = config.training.precision == "bf16" and device.type == "cuda"
-    if config.training.precision == "bf16" and not use_bf16 and gang.rank == 0:
-        log("note: training.precision bf16 applies on GPUs; training in fp32 on the CPU")
+    use_bf16, precision_note = bf16_autocast(config.training.precision, device)
+    if precision_note and gang.rank == 0:
+        log(f"note: {precision_note}")
     wall_before = run.wall_seconds
     # Show up on the metrics page at once (with a resumed run's totals), not after a while.
     metrics.publish(
@@ -165,20 +180,25 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         check: a NaN/inf on any rank makes the global sum non-finite on all of them),
         evaluate the model the algorithm holds, record, publish, log."""
         nonlocal since_eval
-        # The consensus distance rides along: [Σ loss·n, Σ correct, n, Σ distance, ranks with one].
+        # The consensus distance and the stop ballots (dsgd_trainer.stop_vote) ride along:
+        # [Σ loss·n, Σ correct, n, Σ distance, ranks with a distance, Σ stop ballots].
         distance = algorithm.consensus_distance
         measured = torch.zeros(2, dtype=torch.float64, device=device)
         if distance is not None:
             measured[0], measured[1] = distance, 1.0
-        totals = torch.cat([since_eval.stats.totals(), measured])
+        totals = torch.cat([since_eval.stats.totals(), measured, vote.ballot(torch.float64)])
         dist.all_reduce(totals)
-        loss_sum, correct_sum, count, distance_sum, distance_ranks = totals.tolist()
+        loss_sum, correct_sum, count, distance_sum, distance_ranks, ballots = totals.tolist()
+        vote.count_read(ballots)
+        if vote.agreed:
+            raise stopped_together(vote, gang, run.step)
         if not math.isfinite(loss_sum):
             raise TrainerExit(
                 exit_codes.DIVERGED,
                 f"training diverged: the training loss became {loss_sum} in epoch "
                 f"{(run.step - 1) // steps_per_epoch + 1} (by step {run.step - 1}, lr {lr:g}); "
                 "lower optimizer.learningRate, lengthen optimizer.warmupEpochs or check the data",
+                agreed=True,  # every rank read the same sum at the same point
             )
         eval_start = time.perf_counter()
         test_loss, test_accuracy = evaluate(
@@ -215,30 +235,30 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     for epoch in range(run.epoch, epochs):
         model.train()
         last_step_end = time.perf_counter()
-        for indices in sampler.batches(epoch):
-            if stop.requested:
-                raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
+        for indices in sampler.batches_on(epoch, device):
+            if vote.agreed:
+                raise stopped_together(vote, gang, run.step)
             lr = schedule(run.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            indices = indices.to(device, non_blocking=True)
-            inputs, targets = data.train.inputs[indices], data.train.targets[indices]
-            if data.augment is not None:
-                inputs = data.augment(inputs, learner.augment_generator)
+            with step_sync_debug(device):  # DSGD_CUDA_SYNC_DEBUG: no host sync in here
+                inputs, targets = data.train.inputs[indices], data.train.targets[indices]
+                if data.augment is not None:
+                    inputs = data.augment(inputs, learner.augment_generator)
 
-            with algorithm.step_context(run.step):
-                with autocast(device, use_bf16):
-                    outputs = algorithm.training_model()(inputs)
-                loss = F.cross_entropy(outputs.float(), targets)
-                loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            algorithm.after_optimizer_step(run.step)
-            run.step += 1
+                with algorithm.step_context(run.step):
+                    with autocast(device, use_bf16):
+                        outputs = algorithm.training_model()(inputs)
+                    loss = F.cross_entropy(outputs.float(), targets)
+                    loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                algorithm.after_optimizer_step(run.step)
+                run.step += 1
 
-            with torch.no_grad():
-                since_eval.stats.add(loss, outputs, targets)
-                window.add(loss, outputs, targets)
+                with torch.no_grad():
+                    since_eval.stats.add(loss, outputs, targets)
+                    window.add(loss, outputs, targets)
             run.samples += len(targets) * gang.world_size
             now = time.perf_counter()
             # Without a device sync this is launch-to-launch time: right on average, noisy per step.
@@ -252,12 +272,18 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
             if run.step % eval_interval == 0 or run.step == epochs * steps_per_epoch:
                 evaluation_point(lr)
                 last_step_end = time.perf_counter()  # evaluation is not training time
+        if run.step % eval_interval and run.step != epochs * steps_per_epoch:
+            # No evaluation at this epoch end: the ranks still agree on a stop request here,
+            # before the (collective) checkpoint, as they do with the evaluation's all-reduce.
+            ballots = vote.ballot(torch.float64).clone()
+            dist.all_reduce(ballots)
+            vote.count_read(ballots.item())
+        if vote.agreed:
+            raise stopped_together(vote, gang, run.step)
         run.epoch = epoch + 1
 
         every = config.training.checkpoint_every
         if every and (run.epoch % every == 0 or run.epoch == epochs):
-            if stop.requested:  # a save is collective: peers may be gone already
-                raise TrainerExit(stop.exit_code, "stopped on request; last checkpoint kept")
             run.wall_seconds = wall_before + time.perf_counter() - started
             state = snapshot(run, gang, steps_per_epoch, learner)
             checkpoint.save(checkpoint_dir, run.epoch, run.step, gang.rank, gang.world_size, state)
@@ -274,6 +300,17 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     if metrics_server is not None:
         metrics_server.shutdown()
     return exit_codes.OK
+
+
+def stopped_together(vote: StopVote, gang: GangPosition, step: int) -> TrainerExit:
+    """The exit of a stop every rank agreed on, at the same step (dsgd_trainer.stop_vote)."""
+    return TrainerExit(
+        vote.exit_code,
+        f"rank {gang.rank}: stopped before step {step}, as every rank agreed on a stop "
+        "request; the last checkpoint stands",
+        every_rank=True,
+        agreed=True,
+    )
 
 
 def seed_everything(seed: int) -> None:

@@ -42,6 +42,16 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _gang_key(pod: dict) -> tuple[str, str, str]:
+    """(namespace, job, attempt): the pods that rendezvous at one master port."""
+    labels = pod["metadata"].get("labels") or {}
+    return (
+        pod["metadata"]["namespace"],
+        labels.get(JOB_NAME_LABEL, ""),
+        labels.get(ATTEMPT_LABEL, ""),
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -182,6 +192,10 @@ class NodeAgent:
         return running
 
     def _tick(self) -> None:
+        # A gang's master port lives as long as one of its pods is on these nodes.
+        live = {_gang_key(pod.pod) for pod in list(self.pods.values())}
+        for key in self.master_ports.keys() - live:
+            del self.master_ports[key]
         for pod in list(self.pods.values()):
             if pod.deleting or pod.final:
                 continue
@@ -194,13 +208,8 @@ class NodeAgent:
                 self._on_exit(pod, code)
 
     def _master_port(self, pod: dict) -> int:
-        labels = pod["metadata"].get("labels") or {}
-        key = (
-            pod["metadata"]["namespace"],
-            labels.get(JOB_NAME_LABEL, ""),
-            labels.get(ATTEMPT_LABEL, ""),
-        )
-        return self.master_ports.setdefault(key, _free_port())
+        """One port per gang (job and attempt), shared by its pods on every node served."""
+        return self.master_ports.setdefault(_gang_key(pod), _free_port())
 
     def _start(self, pod: RunningPod) -> None:
         if not self.run_pods:

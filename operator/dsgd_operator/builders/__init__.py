@@ -10,6 +10,7 @@ from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSetting
 from dsgd_operator.builders.children import build_children
 from dsgd_operator.builders.config_map import build_config_map, config_json
 from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
+from dsgd_operator.builders.gpu_pods import GpuPodSettings
 from dsgd_operator.builders.pod import build_pod, build_pods
 from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
 from dsgd_operator.builders.service import build_service
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "GANG_SCHEDULERS",
     "BuildSettings",
+    "GpuPodSettings",
     "build_children",
     "build_config_map",
     "build_pod",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dsgd_operator import api
+from dsgd_operator.builders.gpu_pods import GpuPodSettings
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class BuildSettings:
     """
 
     default_image: str = api.DEFAULT_IMAGE
+    #: What GPU jobs' pods get from the cluster's set-up (runtime class, RDMA, NCCL env).
+    gpu_pods: GpuPodSettings = field(default_factory=GpuPodSettings)
 
     def __post_init__(self) -> None:
         if not self.default_image:

@@ -20,6 +20,7 @@ from dsgd_contract.pod import (
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.env import container_env
+from dsgd_operator.builders.gpu_pods import add_gpu_pod_settings
 from dsgd_operator.builders.metadata import object_meta
 from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
@@ -113,6 +114,8 @@ def build_pod(
         "imagePullSecrets": copy.deepcopy(template.image_pull_secrets),
     }
     spec.update({key: value for key, value in optional.items() if value})
+    if job.spec.topology.gpu:
+        add_gpu_pod_settings(spec, settings.gpu_pods)
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -17,16 +17,8 @@ import kubernetes.config
 from kubernetes.config.config_exception import ConfigException
 
 from dsgd_operator import api
+from dsgd_operator.api_requests import PLURALS, call, collection_path, resource_path
 
-#: Plural resource names of the kinds the operator creates.
-PLURALS = {
-    "Pod": "pods",
-    "Service": "services",
-    "ConfigMap": "configmaps",
-    "PodGroup": "podgroups",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    api.KIND: api.PLURAL,
-}
 _THREADS = 16
 
 
@@ -68,23 +60,6 @@ def load_configuration() -> kubernetes.client.Configuration:
     return configuration
 
 
-def resource_path(
-    api_version: str,
-    plural: str,
-    namespace: str | None,
-    name: str | None = None,
-    subresource: str | None = None,
-) -> str:
-    """`/api/v1/namespaces/ns/pods/name` or `/apis/group/version/...` for any resource."""
-    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
-    if name:
-        path += f"/{name}"
-    if subresource:
-        path += f"/{subresource}"
-    return path
-
-
 class KubeApi:
     """Async create / delete / list / patch-status over one `kubernetes.client.ApiClient`."""
 
@@ -96,27 +71,8 @@ class KubeApi:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: list | None = None,
-        content_type: str = "application/json",
-    ) -> tuple[int, bytes]:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        request = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self._client.call_api(*request, _request_timeout=60)
-        return response.status, response.read() or b""
+    def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        return call(self._client, method, path, **kwargs)
 
     async def _request(
         self, method: str, path: str, *, tolerate: tuple[int, ...] = (), **kwargs: Any
@@ -131,7 +87,7 @@ class KubeApi:
 
     async def create(self, obj: dict, namespace: str) -> bool:
         """Create `obj`; True if created, False if it already existed (HTTP 409)."""
-        path = resource_path(obj["apiVersion"], PLURALS[obj["kind"]], namespace)
+        path = collection_path(obj, namespace)
         status, _ = await self._request("POST", path, body=obj, tolerate=(409,))
         return status != 409
 

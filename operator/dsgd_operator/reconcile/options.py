@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 from dsgd_operator import api
 from dsgd_operator.builders.build_settings import BuildSettings
+from dsgd_operator.builders.gpu_pods import GpuPodSettings
 
 #: How from_env() reads each annotation (annotations are strings here).
 _FIELD_TYPES = {"int": int, "float": float, "str": str}
@@ -37,6 +38,10 @@ class OperatorOptions:
     resync_seconds: float = 60  # a job is reconciled at least this often, events or not
     debounce_seconds: float = 0.2  # pod events this close together share one reconcile pass
     watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
+    # -- what GPU jobs' pods get (builders/gpu_pods.py; Helm values gpuPods) -----------
+    gpu_runtime_class_name: str = ""  # RuntimeClass of GPU pods; empty = the nodes' default
+    gpu_rdma_resources: str = ""  # JSON {resource: count} per GPU pod; adds IPC_LOCK; empty = none
+    gpu_nccl_env: str = ""  # JSON {NAME: value} for GPU pods; empty = {"NCCL_DEBUG": "WARN"}
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -48,11 +53,22 @@ class OperatorOptions:
                 raise ValueError(f"{port_field} {getattr(self, port_field)} is not a TCP port")
         if not self.trainer_image:
             raise ValueError("trainer_image must not be empty")
+        self.gpu_pod_settings  # noqa: B018 - refuse bad GPU settings at start, not per job
+
+    @property
+    def gpu_pod_settings(self) -> GpuPodSettings:
+        """The gpu_* options parsed; ValueError naming the DSGD_GPU_* variable at fault."""
+        try:
+            return GpuPodSettings.from_json(
+                self.gpu_runtime_class_name, self.gpu_rdma_resources, self.gpu_nccl_env
+            )
+        except ValueError as error:
+            raise ValueError(f"DSGD_GPU_* settings: {error}") from None
 
     @property
     def build_settings(self) -> BuildSettings:
         """What the builders need from these options (every object of a job is built with it)."""
-        return BuildSettings(default_image=self.trainer_image)
+        return BuildSettings(default_image=self.trainer_image, gpu_pods=self.gpu_pod_settings)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:

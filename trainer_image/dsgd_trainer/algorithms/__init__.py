@@ -9,7 +9,7 @@ docstring states the choices made where the contract leaves one open.
 """
 
 from .base import Algorithm
-from .build import ALGORITHMS, build_algorithm
+from .build import ALGORITHMS, build_algorithm, uses_intra_node_groups
 from .context import DistContext, make_dist_context
 from .counters import SyncCounters
 
@@ -20,4 +20,5 @@ __all__ = [
     "SyncCounters",
     "build_algorithm",
     "make_dist_context",
+    "uses_intra_node_groups",
 ]

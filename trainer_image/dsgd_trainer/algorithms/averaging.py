@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from dsgd_trainer.stop_vote import StopVote
+
 from . import traffic
 from .traffic import Traffic
 
@@ -57,16 +59,30 @@ def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 @torch.no_grad()
-def average_(tensors: Sequence[torch.Tensor], group: dist.ProcessGroup | None = None) -> Traffic:
+def average_(
+    tensors: Sequence[torch.Tensor],
+    group: dist.ProcessGroup | None = None,
+    vote: StopVote | None = None,
+) -> Traffic:
     """Replace each tensor by its mean over the ranks of `group` (None: all ranks), in place.
 
     Sums with all-reduce and divides afterwards (gloo has no AVG op). Returns
-    this rank's traffic (traffic.py: a ring all-reduce of the payload).
+    this rank's traffic (traffic.py: a ring all-reduce of the payload). With
+    `vote` (global averagings only), the stop ballot rides at the end of the
+    first buffer and its sum is counted (dsgd_trainer.stop_vote); its 4 bytes
+    are not counted.
     """
     size = dist.get_world_size(group)
-    for same_dtype in _by_dtype(tensors):
-        flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
+    for index, same_dtype in enumerate(_by_dtype(tensors)):
+        parts = [t.detach() for t in same_dtype]
+        ballot = vote is not None and index == 0
+        if ballot:
+            parts.append(vote.ballot(same_dtype[0].dtype))
+        flat = _flatten_dense_tensors(parts)
         dist.all_reduce(flat, group=group)
+        if ballot:
+            vote.count(flat[-1:])
+            flat = flat[:-1]
         flat.div_(size)
         means = _unflatten_dense_tensors(flat, same_dtype)
         for tensor, mean in zip(same_dtype, means, strict=True):

@@ -19,6 +19,15 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
 }
 
 
+#: The algorithms that average within a node, and so need the intra-node process groups.
+INTRA_NODE_ALGORITHMS = frozenset({"hierarchical-local-sgd"})
+
+
+def uses_intra_node_groups(config: TrainingConfig) -> bool:
+    """Whether `config`'s algorithm needs make_dist_context(..., intra_node_groups=True)."""
+    return config.algorithm.name in INTRA_NODE_ALGORITHMS
+
+
 def build_algorithm(
     config: TrainingConfig, model: nn.Module, ctx: DistContext, steps_per_epoch: int
 ) -> Algorithm:

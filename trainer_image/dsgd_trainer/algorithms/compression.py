@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dsgd_trainer.stop_vote import StopVote
+
 from . import traffic
 from .traffic import Traffic
 
@@ -106,18 +108,27 @@ class Compressed:
 
 
 def mean_of_ranks(
-    compressed: Compressed, layout: SegmentLayout, group: dist.ProcessGroup | None = None
+    compressed: Compressed,
+    layout: SegmentLayout,
+    group: dist.ProcessGroup | None = None,
+    vote: StopVote | None = None,
 ) -> tuple[torch.Tensor, Traffic]:
     """mean_k(scale_k) · mean_k(sign_k) over the ranks of `group`, flat (collective).
 
     Returns the flat update and this rank's traffic (two ring all-reduces:
-    the integer sign sums and the float32 scales).
+    the integer sign sums and the float32 scales). With `vote`, the stop
+    ballot rides at the end of the scales and its sum is counted
+    (dsgd_trainer.stop_vote); its 4 bytes are not counted.
     """
     world_size = dist.get_world_size(group)
     sign_sums = compressed.sign.to(sign_sum_dtype(world_size))
-    scale_sums = compressed.scale.clone()
+    parts = [compressed.scale] + ([vote.ballot(_SCALE_DTYPE)] if vote is not None else [])
+    scale_sums = torch.cat(parts)
     dist.all_reduce(sign_sums, group=group)
     dist.all_reduce(scale_sums, group=group)
+    if vote is not None:
+        vote.count(scale_sums[-1:])
+        scale_sums = scale_sums[:-1]
     mean_sign = sign_sums.to(compressed.sign.dtype).div_(world_size)
     mean_scale = scale_sums.div_(world_size)
     sent = traffic.all_reduce(sign_sums.numel() * sign_sums.element_size(), world_size)

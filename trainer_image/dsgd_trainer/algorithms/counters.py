@@ -34,7 +34,7 @@ class SyncCounters:
         algorithm (traffic.py: ring all-reduce 2·(K−1)/K × payload, broadcast
         (K−1)/K × payload, DDP's buckets); reported as `communicated_bytes`.
     payload_bytes: the size of the tensors this rank contributed, per scope.
-    communication_seconds: wall time inside collectives, best effort. DDP's
+    communication_seconds: time inside collectives, best effort. DDP's
         gradient all-reduce overlaps the backward pass and cannot be separated
         from it, so mini-batch SGD's gradient rounds add no time here.
     """
@@ -42,7 +42,11 @@ class SyncCounters:
     rounds: dict[str, int] = field(default_factory=_zero_per_scope)
     bytes: dict[str, int] = field(default_factory=_zero_per_scope)
     payload_bytes: dict[str, int] = field(default_factory=_zero_per_scope)
-    communication_seconds: float = 0.0
+    #: Seconds already measured; CUDA intervals still in flight are in _pending.
+    _measured_seconds: float = 0.0
+    _pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(
+        default_factory=list, repr=False
+    )
 
     def record(self, scope: str, sent: Traffic, *, rounds: int = 1) -> None:
         """Count `rounds` synchronization rounds that made `sent` traffic in `scope`."""
@@ -52,21 +56,57 @@ class SyncCounters:
         self.bytes[scope] += sent.wire
         self.payload_bytes[scope] += sent.payload
 
+    @property
+    def communication_seconds(self) -> float:
+        """Time inside collectives so far; waits for CUDA intervals still in flight.
+
+        Read at publish, evaluation and checkpoint time, not per step: by then the
+        intervals have long finished, so the wait costs nothing.
+        """
+        self._settle(block=True)
+        return self._measured_seconds
+
+    @communication_seconds.setter
+    def communication_seconds(self, seconds: float) -> None:
+        self._pending.clear()
+        self._measured_seconds = seconds
+
     @contextmanager
     def timed(self, device: torch.device) -> Iterator[None]:
-        """Add the wall time of the enclosed collectives to communication_seconds.
+        """Add the time of the enclosed collectives to communication_seconds.
 
-        On CUDA the device is synchronized before and after, because NCCL
-        collectives return before they finish; otherwise only the launch would
-        be timed (and pending compute would be billed to communication).
+        On CUDA, NCCL collectives return before they finish; a pair of CUDA events
+        on the current stream brackets them instead (the stream waits for the
+        collectives before anything after them runs), read later: no host
+        synchronisation here, so the host keeps queuing work ahead of the device.
+        Elsewhere (gloo, synchronous), the host's wall clock.
         """
-        _synchronize(device)
-        start = time.perf_counter()
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self._settle(block=False)  # keep the list short without waiting
+                self._pending.append((start, end))
+            return
+        began = time.perf_counter()
         try:
             yield
         finally:
-            _synchronize(device)
-            self.communication_seconds += time.perf_counter() - start
+            self._measured_seconds += time.perf_counter() - began
+
+    def _settle(self, block: bool) -> None:
+        """Move finished CUDA intervals (all of them when `block`) into _measured_seconds."""
+        while self._pending:
+            start, end = self._pending[0]
+            if block:
+                end.synchronize()
+            elif not end.query():
+                return
+            self._measured_seconds += start.elapsed_time(end) / 1000.0  # milliseconds
+            self._pending.pop(0)
 
     def state_dict(self) -> dict:
         return {
@@ -81,8 +121,3 @@ class SyncCounters:
         self.bytes = {**_zero_per_scope(), **state["bytes"]}
         self.payload_bytes = {**_zero_per_scope(), **state.get("payload_bytes", {})}
         self.communication_seconds = float(state["communication_seconds"])
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

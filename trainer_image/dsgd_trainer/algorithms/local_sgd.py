@@ -44,6 +44,8 @@ from dsgd_contract.metrics import GLOBAL, INTRA_NODE
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dsgd_trainer.stop_vote import StopVote
+
 from .averaging import broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
@@ -63,7 +65,7 @@ class LocalSGD(Algorithm):
         self.name = config.algorithm.name
         self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
         self.synchronisers: dict[str, ModelSync] = {
-            GLOBAL: make_global_sync(config.algorithm),
+            GLOBAL: make_global_sync(config.algorithm, ctx.stop_vote),
             INTRA_NODE: DenseSync(group=ctx.intra_node_group),
         }
         #: The step being run, or the next one after after_optimizer_step.
@@ -155,13 +157,15 @@ class LocalSGD(Algorithm):
         self.synchronisers[GLOBAL].load_state_dict(state["global_sync"])
 
 
-def make_global_sync(algorithm: AlgorithmConfig) -> ModelSync:
+def make_global_sync(algorithm: AlgorithmConfig, vote: StopVote | None = None) -> ModelSync:
     """The global synchronization for `algorithm.compression` (none | sign | ef-sign), followed
-    by the outer optimizer's step unless that is plain averaging (outer.py)."""
+    by the outer optimizer's step unless that is plain averaging (outer.py). `vote`: the stop
+    ballot rides on its all-reduces (dsgd_trainer.stop_vote)."""
     if algorithm.compression == "none":
+        dense = DenseSync(vote=vote, measure=True)
         if algorithm.outer_optimizer.is_plain_averaging:
-            return DenseSync(measure=True)
-        return OuterOptimizedSync(DenseSync(measure=True), OuterSGD(algorithm.outer_optimizer))
+            return dense
+        return OuterOptimizedSync(dense, OuterSGD(algorithm.outer_optimizer))
     if algorithm.compression in ("sign", "ef-sign"):
-        return SignSync(error_feedback=algorithm.compression == "ef-sign")
+        return SignSync(error_feedback=algorithm.compression == "ef-sign", vote=vote)
     raise ValueError(f"unknown algorithm.compression {algorithm.compression!r}")

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+import torch
+import torch.distributed as dist
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import GLOBAL
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from . import traffic
@@ -30,9 +33,40 @@ from .traffic import Traffic
 
 
 def wrap_in_ddp(model: nn.Module, ctx: DistContext) -> DistributedDataParallel:
-    """DDP over all ranks; creating it broadcasts rank 0's parameters and buffers (collective)."""
+    """DDP over all ranks; creating it broadcasts rank 0's parameters and buffers (collective).
+
+    With ctx.stop_vote, the stop ballot rides on the gradient all-reduce
+    (allreduce_with_stop_ballot); without, DDP's built-in all-reduce runs.
+    """
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    ddp = DistributedDataParallel(model, device_ids=device_ids)
+    if ctx.stop_vote is not None:
+        ddp.register_comm_hook(ctx.stop_vote, allreduce_with_stop_ballot)
+    return ddp
+
+
+# Unannotated: DDP checks a hook's annotations, which `from __future__ import annotations`
+# turns into strings it does not recognise.
+def allreduce_with_stop_ballot(vote, bucket):
+    """DDP's default all-reduce (divide by K, sum), with the stop ballot on bucket 0.
+
+    Every rank reduces bucket 0 once per step, so its sum of ballots is a round
+    every rank counts (dsgd_trainer.stop_vote). The other buckets are reduced
+    exactly as DDP's default hook does.
+    """
+    if bucket.index() != 0:
+        return allreduce_hook(None, bucket)
+    gradients = bucket.buffer()
+    packed = torch.cat([gradients / dist.get_world_size(), vote.ballot(gradients.dtype)])
+    future = dist.all_reduce(packed, async_op=True).get_future()
+
+    def unpack(done: torch.futures.Future) -> torch.Tensor:
+        total = done.value()[0]
+        vote.count(total[-1:])
+        gradients.copy_(total[:-1])
+        return gradients
+
+    return future.then(unpack)
 
 
 def ddp_step_traffic(model: nn.Module, ranks: int) -> Traffic:

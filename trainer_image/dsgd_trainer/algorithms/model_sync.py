@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dsgd_trainer.stop_vote import StopVote
+
 from . import compression
 from .averaging import (
     average_,
@@ -76,17 +78,24 @@ class ModelSync(ABC):
 class DenseSync(ModelSync):
     """Average trainable parameters and floating buffers over `group` (None: all ranks).
 
+    `vote`: the stop ballot rides on each averaging (global ones; see dsgd_trainer.stop_vote).
     `measure`: also measure the consensus distance (two flat copies of the
     parameters and two norms per sync: small next to the all-reduce itself).
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None, measure: bool = False) -> None:
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None = None,
+        vote: StopVote | None = None,
+        measure: bool = False,
+    ) -> None:
         self.group = group
+        self.vote = vote
         self.measure = measure
 
     def synchronize(self, model: nn.Module) -> Traffic:
         own = compression.flatten(trainable_parameters(model)) if self.measure else None
-        sent = average_(averaged_tensors(model), group=self.group)
+        sent = average_(averaged_tensors(model), group=self.group, vote=self.vote)
         if own is not None:
             mean = compression.flatten(trainable_parameters(model))
             self.consensus_distance = relative_distance(own, mean)
@@ -100,8 +109,9 @@ class SignSync(ModelSync):
     the error memory e_k (flat, this rank's own).
     """
 
-    def __init__(self, error_feedback: bool) -> None:
+    def __init__(self, error_feedback: bool, vote: StopVote | None = None) -> None:
         self.error_feedback = error_feedback
+        self.vote = vote  # the stop ballot rides on the scales' all-reduce
         self.reference: torch.Tensor | None = None  # x_sync, flat
         self.error: torch.Tensor | None = None  # e_k (ef-sign only), flat
         self._layout: compression.SegmentLayout | None = None  # made once, on the device
@@ -138,7 +148,7 @@ class SignSync(ModelSync):
             # e_k ← p_k − scale(p_k)·sign(p_k): what this rank's message left out.
             self.error = to_send.sub_(compressed.decompressed(layout))
         own = compression.flatten(params)
-        update, sent = compression.mean_of_ranks(compressed, layout)
+        update, sent = compression.mean_of_ranks(compressed, layout, vote=self.vote)
         self.reference.sub_(update)
         self.consensus_distance = relative_distance(own, self.reference)
         compression.copy_flat_(params, self.reference)

@@ -14,8 +14,16 @@ import torch
 
 #: A batched augmentation: (inputs of one batch, generator) → augmented batch of the same shape.
 #: It must draw all its randomness from the generator, so that saving the
-#: generator's state in a checkpoint makes the augmentation resumable.
+#: generator's state in a checkpoint makes the augmentation resumable. One that
+#: holds tensors (constants) may define `to(device)` returning itself with them
+#: on `device`: `DataBundle.to` calls it, so that no step copies them to the GPU.
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def augment_on(augment: Augment | None, device: torch.device) -> Augment | None:
+    """`augment` with its constants on `device` where it knows how (a `to` method)."""
+    move = getattr(augment, "to", None)
+    return move(device) if callable(move) else augment
 
 
 class DataLoadError(Exception):
@@ -84,7 +92,7 @@ class DataBundle:
             self.test.to(device),
             self.num_classes,
             tuple(self.input_shape),
-            self.augment,
+            augment_on(self.augment, device),
         )
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dsgd_trainer.data.augment import crop_and_flip
+from dsgd_trainer.data.augment import CropAndFlip
 from dsgd_trainer.data.bundle import DataBundle, DataLoadError, TensorDataset
 from dsgd_trainer.data.locations import find_dir
 from dsgd_trainer.data.normalisation import channel_statistics, normalise_pixels
@@ -73,7 +72,7 @@ def load_cifar(name: str, path: str | None) -> DataBundle:
         test,
         layout.num_classes,
         IMAGE_SHAPE,
-        augment=partial(crop_and_flip, padding=4, fill=fill),
+        augment=CropAndFlip(padding=4, fill=fill),
     )
 
 

@@ -71,11 +71,27 @@ class EpochSampler:
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """This rank's index batches for `epoch`: len(self) CPU int64 tensors of batch_size."""
+        return list(self._table(epoch).unbind(0))
+
+    def batches_on(self, epoch: int, device: torch.device) -> list[torch.Tensor]:
+        """`batches(epoch)` as views of one tensor on `device`: one copy per epoch, none per step.
+
+        On a GPU the table goes through pinned memory with a non-blocking copy,
+        so not even that one copy makes the host wait for the device.
+        """
+        table = self._table(epoch)
+        if device.type == "cuda":
+            table = table.pin_memory().to(device, non_blocking=True)
+        else:
+            table = table.to(device)
+        return list(table.unbind(0))
+
+    def _table(self, epoch: int) -> torch.Tensor:
+        """steps × batch_size: row t is this rank's batch of step t (contiguous, CPU)."""
         steps, ranks, size = len(self), self.world_size, self.batch_size
         used = epoch_permutation(self.num_samples, epoch, self.seed)[: steps * size * ranks]
         # [t, j, k] = permutation[t·B·K + j·K + k]: rank k's j-th sample of step t.
-        mine = used.view(steps, size, ranks)[:, :, self.rank].contiguous()
-        return list(mine.unbind(0))
+        return used.view(steps, size, ranks)[:, :, self.rank].contiguous()
 
 
 def rank_batches(
