@@ -250,7 +250,7 @@ class Progress(BaseModel):
         default_factory=dict, description="Rank 0's sync rounds by scope (global, intra_node)."
     )
     communicated_bytes: int | None = Field(
-        None, description="Payload bytes rank 0 passed to collectives, all scopes."
+        None, description="Bytes rank 0 sent on the wire in collectives, all scopes."
     )
     checkpoints_skipped: int | None = Field(
         None,
