@@ -20,9 +20,9 @@ from dsgd_contract.config import (
     Topology,
     Training,
     TrainingConfig,
-    cross_field_errors,
     raise_cross_field_errors,
 )
+from dsgd_contract.config_rules import cross_field_errors
 from dsgd_contract.job_status import Phase
 from dsgd_contract.pod import GROUP, POD_NAME_INFIX
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator

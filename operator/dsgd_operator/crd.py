@@ -2,7 +2,7 @@
 
 `build_crd()` assembles it: the structural schema of the spec and status models
 (`dsgd_operator.structural_schema`), CEL `x-kubernetes-validations` for the
-rules that span fields (the same rules as `dsgd_contract.config.cross_field_errors`
+rules that span fields (the same rules as `dsgd_contract.config_rules.cross_field_errors`
 and the models' validators, so `kubectl apply` refuses what `dsgd validate`
 refuses), printer columns, and the status subresource.
 
