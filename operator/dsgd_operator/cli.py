@@ -18,7 +18,10 @@ from pathlib import Path
 import yaml
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.manifest import ManifestError, load_jobs
+from dsgd_operator.experiments.api import SGDExperiment
+from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
+from dsgd_operator.experiments.manifest import load_manifests
+from dsgd_operator.manifest import ManifestError
 
 EXIT_INVALID = 1
 
@@ -30,14 +33,19 @@ def _version() -> str:
         return "unknown"
 
 
-def _load_all(files: list[str]) -> tuple[list[DistributedSGDJob], list[ManifestError]]:
-    jobs, errors = [], []
+def _load_all(
+    files: list[str],
+) -> tuple[list[DistributedSGDJob], list[SGDExperiment], list[ManifestError]]:
+    jobs, experiments, errors = [], [], []
     for path in files:
         try:
-            jobs.extend(load_jobs(path))
+            found_jobs, found_experiments = load_manifests(path)
         except ManifestError as error:
             errors.append(error)
-    return jobs, errors
+            continue
+        jobs.extend(found_jobs)
+        experiments.extend(found_experiments)
+    return jobs, experiments, errors
 
 
 def _report(errors: list[ManifestError]) -> None:
@@ -50,10 +58,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     valid: list[tuple[str, list[DistributedSGDJob]]] = []
     for path in args.files:
         try:
-            jobs = load_jobs(path)
+            jobs, experiments = load_manifests(path)
         except ManifestError as error:
             _report([error])
             status = EXIT_INVALID
+            continue
+        for experiment in experiments:
+            print(f"{path}: valid ({describe_grid(experiment)})")
+        if experiments and args.server:
+            print(f"{path}: --server dry-runs jobs only; the experiment was checked here")
+        if not jobs:
             continue
         valid.append((path, jobs))
         if not args.server:
@@ -109,10 +123,15 @@ _RenderDumper.add_representer(str, _represent_str)
 def cmd_render(args: argparse.Namespace) -> int:
     from dsgd_operator.builders import BuildSettings, build_children
 
-    jobs, errors = _load_all(args.files)
+    jobs, experiments, errors = _load_all(args.files)
     if errors:
         _report(errors)
         return EXIT_INVALID
+    # An experiment renders as what the operator creates for it: one job per trial.
+    trial_jobs = [trial_job(e, t) for e in experiments for t in expand_trials(e.spec)]
+    yaml.dump_all(trial_jobs, sys.stdout, Dumper=_RenderDumper, sort_keys=False)
+    if trial_jobs and jobs:
+        sys.stdout.write("---\n")
     settings = BuildSettings(default_image=args.image) if args.image else BuildSettings()
     objects = []
     for job in jobs:
@@ -126,9 +145,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    jobs, errors = _load_all([args.file])
+    jobs, experiments, errors = _load_all([args.file])
     if errors:
         _report(errors)
+        return EXIT_INVALID
+    if experiments:
+        print(
+            f"{args.file}: is an SGDExperiment; run it with `dsgd experiment run`", file=sys.stderr
+        )
         return EXIT_INVALID
     if len(jobs) != 1:
         print(

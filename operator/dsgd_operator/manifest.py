@@ -72,11 +72,10 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
         raise ManifestError(source, describe_validation_error(error)) from None
 
 
-def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
-    """All DistributedSGDJobs of a YAML (or JSON) file, possibly multi-document.
+def read_documents(path: str | Path) -> list[Any]:
+    """The non-empty YAML (or JSON) documents of a file: the one place manifests are read.
 
-    Raises ManifestError for a missing or unreadable file, broken YAML, a file
-    without jobs, or any invalid job (all problems of all documents at once).
+    Raises ManifestError for a missing or unreadable file, broken YAML, or no document.
     """
     source = str(path)
     try:
@@ -94,6 +93,17 @@ def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
         raise ManifestError(source, (f"{where}malformed YAML: {problem}",)) from None
     if not documents:
         raise ManifestError(source, ("no DistributedSGDJob in this file",))
+    return documents
+
+
+def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
+    """All DistributedSGDJobs of a YAML (or JSON) file, possibly multi-document.
+
+    Raises ManifestError for a missing or unreadable file, broken YAML, a file
+    without jobs, or any invalid job (all problems of all documents at once).
+    """
+    source = str(path)
+    documents = read_documents(path)
     jobs, problems = [], []
     for index, document in enumerate(documents):
         where = source if len(documents) == 1 else f"{source}[{index}]"
