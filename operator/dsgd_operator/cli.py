@@ -180,6 +180,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    from dsgd_operator.experiments.manifest import load_experiment
+
+    try:
+        experiment = load_experiment(args.file)
+    except ManifestError as error:
+        _report([error])
+        return EXIT_INVALID
+    if find_spec("torch") is None:
+        print("dsgd experiment run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
+        return EXIT_INVALID
+    from dsgd_operator.experiments.local import run_experiment
+    from dsgd_operator.local_run import LocalRunError
+
+    out_dir = Path(args.out) if args.out else Path("runs") / experiment.name
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the gangs like Ctrl-C
+    try:
+        return run_experiment(experiment, out_dir, parallel=args.parallel)
+    except LocalRunError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     try:
         from dsgd_operator.reconcile import OperatorOptions, run_operator
@@ -264,6 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no per-node log lines")
     run.set_defaults(func=cmd_run)
+
+    experiment = sub.add_parser("experiment", help="run an SGDExperiment's trials locally")
+    experiment_sub = experiment.add_subparsers(dest="experiment_command", required=True)
+    experiment_run = experiment_sub.add_parser(
+        "run", help="run every trial as local processes; re-run to continue"
+    )
+    experiment_run.add_argument("file", metavar="FILE")
+    experiment_run.add_argument("--out", help="results directory (default: runs/<name>)")
+    experiment_run.add_argument(
+        "--parallel",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="trials at once (default: spec.parallelism)",
+    )
+    experiment_run.set_defaults(func=cmd_experiment_run)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument(
