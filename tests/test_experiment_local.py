@@ -18,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from dsgd_operator.cli import main as dsgd
 
+from tests.test_experiment_report import numbers, report_rows
 from tests.test_local_run import processes_of_run
 
 pytestmark = pytest.mark.slow
@@ -116,3 +119,19 @@ def test_interrupted_experiment_continues_without_repeating_finished_trials(tmp_
         assert config["training"]["seed"] == trial["seed"]
         assert config["algorithm"]["name"] == summary["algorithm"] == ALGORITHMS[cell]["name"]
         assert summary["epochs"] == 4
+
+    # dsgd report on the real trials: report.md's accuracy is their summaries' (numpy).
+    assert dsgd(["report", str(out)]) == 0
+    rows = report_rows(out)
+    for cell in ("c0", "c1"):
+        accuracy = 100 * np.array(
+            [
+                json.loads((out / f"tiny-{cell}-s{seed}" / "summary.json").read_text())[
+                    "final_test_accuracy"
+                ]
+                for seed in SEEDS
+            ]
+        )
+        assert numbers(rows[cell][3]) == pytest.approx(
+            [accuracy.mean(), accuracy.std(ddof=1)], abs=0.005
+        )

@@ -38,3 +38,5 @@ MAX_SEEDS = 100
 METRICS_FILE = "metrics.jsonl"
 #: Written once, atomically, when the run succeeded: its presence means "finished".
 SUMMARY_FILE = "summary.json"
+#: The index of a local experiment directory (cells, trials), read by `dsgd report DIR`.
+EXPERIMENT_FILE = "experiment.json"

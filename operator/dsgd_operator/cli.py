@@ -205,6 +205,20 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dsgd_operator.experiments.aggregate import ReportError
+    from dsgd_operator.experiments.report import write_report
+
+    try:
+        written = write_report(Path(args.dir), Path(args.out) if args.out else None)
+    except ReportError as error:
+        print(f"dsgd report: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     try:
         from dsgd_operator.reconcile import OperatorOptions, run_operator
@@ -305,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="trials at once (default: spec.parallelism)",
     )
     experiment_run.set_defaults(func=cmd_experiment_run)
+
+    report = sub.add_parser(
+        "report", help="an experiment directory's tables and figures (report.md, report.html)"
+    )
+    report.add_argument("dir", metavar="DIR", help="the --out of `dsgd experiment run`")
+    report.add_argument("--out", help="where the report goes (default: DIR)")
+    report.set_defaults(func=cmd_report)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument(

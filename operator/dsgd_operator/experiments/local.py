@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsgd_contract.experiment import SUMMARY_FILE
+from dsgd_contract.experiment import EXPERIMENT_FILE, SUMMARY_FILE
 from rich.console import Console
 
 from dsgd_operator.api import DistributedSGDJob
@@ -29,9 +29,6 @@ from dsgd_operator.experiments.api import SGDExperiment
 from dsgd_operator.experiments.grid import Trial, expand_cells, expand_trials, trial_job
 from dsgd_operator.local_run import LocalRunError, check_local_gpus, prepare_run_directory, run_gang
 from dsgd_operator.manifest import parse_job
-
-#: The index of an experiment directory, read by `dsgd report`.
-EXPERIMENT_FILE = "experiment.json"
 
 
 @dataclass(frozen=True)
