@@ -1,7 +1,7 @@
 """The operator as it is deployed: its own process, configured by DSGD_* variables.
 
 `run_operator` (what `dsgd operator` and the Helm chart run) and `kopf run -m
-dsgd_operator.reconcile.handlers` against the emulated API: liveness and
+dsgd_operator.reconcile.handlers` against the real API server: liveness and
 metrics endpoints, namespace scoping, and a clean exit on SIGTERM.
 """
 
@@ -15,17 +15,14 @@ import sys
 import urllib.request
 
 import pytest
+from kubernetes import client
 
-from tests._kmock_cluster import (  # noqa: F401  (fixtures)
-    Cluster,
-    cluster_fixture,
-    job_spec,
-    wait_for,
-    write_kubeconfig,
-)
+from tests._api_kubelet import ApiCluster, kube_fixture, unscheduled_job_spec  # noqa: F401
+from tests._cluster import create_namespace
+from tests._polling import wait_until_async
 from tests.conftest import pick_free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 RUN_OPERATOR = (
     "import sys\n"
@@ -76,27 +73,32 @@ async def stop(process: subprocess.Popen, tmp_path) -> int:
         raise AssertionError((tmp_path / "operator.log").read_text()) from None
 
 
-async def test_run_operator_serves_liveness_and_metrics_and_stops_cleanly(cluster, tmp_path):
-    kubeconfig = tmp_path / "kubeconfig"
-    write_kubeconfig(kubeconfig, cluster.url)
+async def wait_for(check, timeout: float = 30, what: str = ""):
+    return await wait_until_async(check, timeout, what or repr(check))
+
+
+async def test_run_operator_serves_liveness_and_metrics_and_stops_cleanly(
+    kube, cluster, kube_api, tmp_path
+):
+    kubeconfig = cluster.kubeconfig
     liveness, metrics_port = pick_free_port(), pick_free_port()
     process = start(
         [sys.executable, "-c", RUN_OPERATOR],
         kubeconfig,
         tmp_path,
-        DSGD_NAMESPACES="default",
+        DSGD_NAMESPACES=kube.namespace,
         DSGD_LIVENESS_PORT=str(liveness),
         DSGD_METRICS_PORT=str(metrics_port),
     )
     try:
         health = await fetch_when_up(f"http://127.0.0.1:{liveness}/healthz")
         assert '"jobs"' in health
-        await cluster.create_job("served", job_spec())
-        elsewhere = Cluster(cluster.api, namespace="elsewhere")
-        await elsewhere.create_job("ignored", job_spec())
-        await wait_for(lambda: len(cluster.pods("served")) == 2, timeout=30, what="pods")
-        await cluster.set_gang("served", "Running")
-        await wait_for(lambda: cluster.status("served").get("phase") == "Running", timeout=30)
+        await kube.create_job("served", unscheduled_job_spec())
+        elsewhere = ApiCluster(kube_api, await asyncio.to_thread(create_namespace, kube_api))
+        await elsewhere.create_job("ignored", unscheduled_job_spec())
+        await wait_for(lambda: len(kube.pods("served")) == 2, timeout=30, what="pods")
+        await kube.set_gang("served", "Running")
+        await wait_for(lambda: kube.status("served").get("phase") == "Running", timeout=30)
 
         text = await fetch_when_up(f"http://127.0.0.1:{metrics_port}/metrics")
         assert 'dsgd_jobs{phase="Running"} 1.0' in text
@@ -105,14 +107,15 @@ async def test_run_operator_serves_liveness_and_metrics_and_stops_cleanly(cluste
         assert "dsgd_gang_restarts_total 0.0" in text
         # Only the namespaces it was given: the other job is left alone.
         assert not elsewhere.pods("ignored") and not elsewhere.status("ignored")
+        elsewhere.close()
+        client.CoreV1Api(kube_api).delete_namespace(elsewhere.namespace)
     finally:
         code = await stop(process, tmp_path)
     assert code == 0, (tmp_path / "operator.log").read_text()
 
 
-async def test_kopf_run_module_works_too(cluster, tmp_path):
-    kubeconfig = tmp_path / "kubeconfig"
-    write_kubeconfig(kubeconfig, cluster.url)
+async def test_kopf_run_module_works_too(kube, cluster, tmp_path):
+    kubeconfig = cluster.kubeconfig
     process = start(
         [
             sys.executable,
@@ -120,7 +123,8 @@ async def test_kopf_run_module_works_too(cluster, tmp_path):
             "kopf",
             "run",
             "--standalone",
-            "--all-namespaces",
+            "--namespace",
+            kube.namespace,
             "-m",
             "dsgd_operator.reconcile.handlers",
         ],
@@ -129,12 +133,12 @@ async def test_kopf_run_module_works_too(cluster, tmp_path):
         DSGD_METRICS_PORT="0",
     )
     try:
-        await cluster.create_job("viakopf", job_spec())
-        await wait_for(lambda: len(cluster.pods("viakopf")) == 2, timeout=40, what="pods")
-        job = cluster.job("viakopf")
+        await kube.create_job("viakopf", unscheduled_job_spec())
+        await wait_for(lambda: len(kube.pods("viakopf")) == 2, timeout=40, what="pods")
+        job = kube.job("viakopf")
         # No finalizer (deletion never waits for an operator) and no kopf bookkeeping.
         assert not job["metadata"].get("finalizers")
-        assert not any(key.startswith("kopf") for key in cluster.status("viakopf"))
+        assert not any(key.startswith("kopf") for key in kube.status("viakopf"))
     finally:
         code = await stop(process, tmp_path)
     assert code == 0, (tmp_path / "operator.log").read_text()
