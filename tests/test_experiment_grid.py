@@ -8,6 +8,8 @@ rendered trial).
 from __future__ import annotations
 
 import copy
+import random
+import re
 from typing import Any
 
 import pytest
@@ -243,6 +245,9 @@ def test_render_prints_one_valid_labelled_job_per_trial(tmp_path, capsys) -> Non
         16,
     )
     assert {j.spec.training.seed for j in jobs} == {0, 5}
+    assert dsgd(["render", str(path), "--namespace", "team"]) == 0
+    namespaces = {d["metadata"]["namespace"] for d in yaml.safe_load_all(capsys.readouterr().out)}
+    assert namespaces == {"team"}
 
 
 def test_validate_names_the_bad_field_and_run_points_to_experiment_run(tmp_path, capsys) -> None:
@@ -271,3 +276,65 @@ def test_every_experiment_example_is_valid() -> None:
 
 def test_the_committed_crd_files_are_generated_from_the_models() -> None:
     assert experiment_crd.stale_files(experiment_crd.render_crd()) == [], "run `make crds`"
+
+
+JUNK = [None, 0, -1, 2.5, "", "x", True, [], [1, "a"], {}, {"name": "local-sgd"}, 2**70]
+
+
+def mutants(document: Any, rng: random.Random, count: int) -> list[Any]:
+    """Copies of `document` with one node (any depth) replaced by junk, or deleted."""
+    paths: list[tuple] = []
+
+    def walk(node: Any, path: tuple) -> None:
+        paths.append(path)
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, (*path, key))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                walk(child, (*path, index))
+
+    walk(document, ())
+    out = []
+    for _ in range(count):
+        copied = copy.deepcopy(document)
+        path = rng.choice(paths[1:])
+        parent = copied
+        for part in path[:-1]:
+            parent = parent[part]
+        if rng.random() < 0.2 and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(rng.choice(JUNK))
+        out.append(copied)
+    return out
+
+
+def test_mutated_experiments_are_refused_in_lines_never_with_a_traceback() -> None:
+    """Every mutant is either valid or a ManifestError whose lines name a field path."""
+    document = yaml.safe_load(
+        (EXAMPLES / "experiments" / "digits-local-vs-minibatch.yaml").read_text()
+    )
+    document["spec"]["axes"].append(
+        {"field": "training.batchSizePerProcess", "values": [8, 16, 32], "zip": "algorithm"}
+    )
+    refused = 0
+    for mutant in mutants(document, random.Random(10), 400):
+        try:
+            parse_experiment(mutant, "m.yaml")
+        except ManifestError as error:
+            refused += 1
+            for problem in error.problems:
+                assert re.match(r"^(\(document\)|kind|apiVersion|metadata|spec)[.:\[ ]", problem), (
+                    problem
+                )
+    assert refused > 200  # most junk is caught (some replacements are harmless)
+
+
+def test_an_axis_inside_a_template_field_that_is_not_a_mapping_is_refused() -> None:
+    document = experiment(axes=[{"field": "algorithm.localSteps", "values": [4, 16]}])
+    document["spec"]["template"]["algorithm"] = "local-sgd"
+    assert refusal(document) == (
+        "exp.yaml: spec.template: algorithm: must be a mapping: an axis sets "
+        "algorithm.localSteps inside it"
+    )

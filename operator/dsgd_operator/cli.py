@@ -129,6 +129,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     # An experiment renders as what the operator creates for it: one job per trial.
     trial_jobs = [trial_job(e, t) for e in experiments for t in expand_trials(e.spec)]
+    for trial in trial_jobs:
+        if args.namespace:
+            trial["metadata"]["namespace"] = args.namespace
     yaml.dump_all(trial_jobs, sys.stdout, Dumper=_RenderDumper, sort_keys=False)
     if trial_jobs and jobs:
         sys.stdout.write("---\n")

@@ -171,14 +171,22 @@ def grid_shape(spec: SGDExperimentSpec) -> str:
 
 
 def set_field(document: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating missing mappings; a value replaces wholesale."""
+    """Set `a.b.c` in a nested dict, creating missing mappings; a value replaces wholesale.
+
+    Raises GridError when something on the way is not a mapping (a template's `algorithm:
+    x`): replacing it would hide the template's mistake.
+    """
     *parents, last = path.split(".")
     node = document
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
+    for depth, part in enumerate(parents):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        elif not isinstance(node[part], dict):
+            where = ".".join(parents[: depth + 1])
+            raise GridError(
+                [(("template",), f"{where}: must be a mapping: an axis sets {path} inside it")]
+            )
+        node = node[part]
     node[last] = copy.deepcopy(value)
 
 
