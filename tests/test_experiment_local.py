@@ -135,3 +135,30 @@ def test_interrupted_experiment_continues_without_repeating_finished_trials(tmp_
         assert numbers(rows[cell][3]) == pytest.approx(
             [accuracy.mean(), accuracy.std(ddof=1)], abs=0.005
         )
+
+
+def test_parallel_trials_stay_within_the_limit_and_log_to_their_directories(tmp_path) -> None:
+    path, out = write_experiment(tmp_path), tmp_path / "out"
+    argv = [sys.executable, "-m", "dsgd_operator.cli", "experiment", "run", str(path)]
+    run = subprocess.Popen(
+        [*argv, "--out", str(out), "--parallel", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    most = 0
+    try:
+        while run.poll() is None:
+            alive = [name for name in TRIALS if processes_of_run(out / name)]
+            most = max(most, len(alive))
+            time.sleep(0.2)
+        output, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, output
+    assert 1 <= most <= 2, most
+    for name in TRIALS:
+        assert json.loads((out / name / "summary.json").read_text())["epochs"] == 4
+        assert "[node-0] [dsgd] epoch 4/4" in (out / name / "trial.log").read_text()

@@ -89,6 +89,10 @@ def prepare_experiment_directory(experiment: SGDExperiment, out_dir: Path) -> li
     return planned
 
 
+#: Parallel trials' output (interleaved on a terminal it would be unreadable), per trial.
+TRIAL_LOG = "trial.log"
+
+
 class _Stopped(Exception):
     """Raised in a running gang's tick to stop it (Ctrl-C, or too many failures)."""
 
@@ -184,10 +188,18 @@ def _run_in_parallel(
 
     def run_one(k: int, local: LocalTrial) -> int:
         console.print(_heading(k, total, local), soft_wrap=True)
-        try:
-            result = run_gang(local.job, local.directory, log=lambda *_: None, on_tick=tick)
-        except _Stopped:
-            return 130
+        lock = threading.Lock()  # each node's output is pumped by its own thread
+        with open(local.directory / TRIAL_LOG, "a", encoding="utf-8") as file:
+
+            def log(node_rank: int, line: str) -> None:
+                with lock:
+                    file.write(f"[node-{node_rank}] {line}\n")
+                    file.flush()
+
+            try:
+                result = run_gang(local.job, local.directory, log=log, on_tick=tick)
+            except _Stopped:
+                return 130
         return result.exit_code
 
     queue = list(pending)
@@ -204,7 +216,7 @@ def _run_in_parallel(
                 for future in done:
                     k, local = running.pop(future)
                     code = future.result()
-                    state = "finished" if code == 0 else f"exit code {code}"
+                    state = "finished" if code == 0 else f"exit code {code}, see {TRIAL_LOG}"
                     console.print(f"trial {k} of {total} {local.job.name}: {state}")
                     if code not in (0, 130):
                         failures.append(local.job.name)
