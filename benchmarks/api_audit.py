@@ -128,7 +128,9 @@ class AuditLog:
 
     def requests_by_kind(self, user: str, since: int, until: int | None = None) -> Counter:
         """`user`'s requests between two positions, by verb and resource (watches excluded:
-        one long request each, not a per-job cost)."""
+        one long request each, not a per-job cost). Reads what the log holds by now: the
+        requests that came after the last `wait` (status patches, events) count too."""
+        self.update()
         kinds: Counter = Counter()
         for event in self._events[since:until]:
             if event["user"].get("username") != user or event["verb"] == "watch":

@@ -28,7 +28,8 @@ from dsgd_operator.reconcile.options import OperatorOptions
 from kubernetes import client, watch
 
 from tests._cluster import create_namespace
-from tests._kmock_cluster import FAST_OPTIONS, Operator, job_spec
+from tests._operator_in_process import FAST_OPTIONS, Operator, job_spec
+from tests._polling import wait_until
 
 JOBS = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
 PODS = "v1/pods"
@@ -127,7 +128,10 @@ class ApiCluster:
         return [e["reason"] for e in self.events(job)]
 
     def pods_created(self) -> int:
-        """Pods created in the namespace so far, as the watch saw them added."""
+        """Pods created in the namespace so far, as the watch saw them added; first waits
+        until the watch has caught up with every pod that exists now (it may lag a list)."""
+        listed = {pod["metadata"]["uid"] for pod in self.objects(PODS)}
+        wait_until(lambda: listed <= self._pod_uids, 30, "the pod watch to catch up")
         return len(self._pod_uids)
 
     # -- writing (from the test's event loop: the calls run in threads) --------------------------

@@ -318,7 +318,11 @@ def test_gpu_requests_merge_with_the_users_cpu_and_memory() -> None:
 
 def test_cpu_pod_has_small_shared_memory_no_gpu_and_no_guessed_threads() -> None:
     pod = build_pod(cpu_job(), 0)
-    assert "resources" not in container(pod)
+    # Not BestEffort: the installation's per-rank defaults (one rank here), no GPU.
+    assert container(pod)["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "8Gi"},
+    }
     assert "tolerations" not in pod["spec"]
     shm = volumes_of(pod)["dsgd-shm"]["emptyDir"]
     assert shm == {"medium": "Memory", "sizeLimit": "512Mi"}
@@ -368,7 +372,9 @@ def test_pods_run_with_secure_defaults(kind: str) -> None:
     assert spec["enableServiceLinks"] is False
     # With a read-only root, every place the trainer writes is a mounted volume.
     mounts = mounts_of(pod)
-    assert volumes_of(pod)[mounts["/tmp"]]["emptyDir"] == {}
+    # Size-limited (the installation's trainerPods defaults): a runaway writer is evicted
+    # rather than filling the node's disk.
+    assert volumes_of(pod)[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "8Gi"}
     for path in (
         JOBS[kind]().spec.training.checkpoint_dir,
         JOBS[kind]().spec.training.resolved_output_dir,
@@ -380,13 +386,13 @@ def test_writable_dirs_get_an_empty_dir_unless_a_volume_covers_them() -> None:
     job = parse_job(manifest("dirs", training={"checkpointDir": "/ckpt", "outputDir": "/out"}))
     pod = build_pod(job, 0)
     mounts = mounts_of(pod)
-    assert volumes_of(pod)[mounts["/ckpt"]]["emptyDir"] == {}
-    assert volumes_of(pod)[mounts["/out"]]["emptyDir"] == {}
+    assert volumes_of(pod)[mounts["/ckpt"]]["emptyDir"] == {"sizeLimit": "32Gi"}
+    assert volumes_of(pod)[mounts["/out"]]["emptyDir"] == {"sizeLimit": "32Gi"}
     # The user's PVC at /checkpoints covers it; /results still needs an emptyDir.
     full = build_pod(full_job(), 0)
     assert mounts_of(full)["/checkpoints"] == "checkpoints"
     assert "dsgd-checkpoints" not in volumes_of(full)
-    assert volumes_of(full)[mounts_of(full)["/results"]]["emptyDir"] == {}
+    assert volumes_of(full)[mounts_of(full)["/results"]]["emptyDir"] == {"sizeLimit": "32Gi"}
     # Below /tmp or below a covered directory nothing more is mounted.
     nested = parse_job(
         manifest("nested", training={"checkpointDir": "/tmp/ckpt", "outputDir": "/tmp/out"})
@@ -603,7 +609,11 @@ def test_scheduler_plugins_gets_a_pod_group_and_labelled_pods() -> None:
     assert group["apiVersion"] == "scheduling.x-k8s.io/v1alpha1"
     assert group["kind"] == "PodGroup"
     assert group["metadata"]["name"] == "coscheduled"
-    assert group["spec"] == {"minMember": 8, "minResources": {"nvidia.com/gpu": "16"}}
+    # The whole gang's requests: 8 pods × 2 ranks × the default 1 CPU and 2Gi per rank.
+    assert group["spec"] == {
+        "minMember": 8,
+        "minResources": {"cpu": "16", "memory": "32Gi", "nvidia.com/gpu": "16"},
+    }
     for pod in build_pods(job):
         assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
         assert pod["spec"]["priorityClassName"] == "high"

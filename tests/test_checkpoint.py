@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import random
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +20,9 @@ from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_trainer import checkpoint
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
-from dsgd_trainer.checkpoint import Learner, RunState, resume
+from dsgd_trainer.checkpoint import Learner, RunState
 from dsgd_trainer.gang import GangPosition
+from dsgd_trainer.resume import resume
 from dsgd_trainer.stopping import TrainerExit
 from torch import nn
 
@@ -109,6 +114,98 @@ def test_every_random_stream_is_restored() -> None:
     expected = draws(generator)
     checkpoint.restore_rng(loaded, generator, CPU)
     assert draws(generator) == expected
+
+
+# --- a full volume, a corrupt latest checkpoint (issue 14) ----------------------------------
+
+
+def test_a_full_volume_leaves_no_temporary_file_and_keeps_the_errno(
+    tmp_path: Path, single_rank: None
+) -> None:
+    """/dev/full answers every write with ENOSPC, as a full volume does: the kernel's own error."""
+    checkpoint.save(tmp_path, 1, step=8, rank=0, world_size=1, state=state(1))
+    (tmp_path / "epoch-000002").mkdir()
+    temporary = tmp_path / "epoch-000002" / ".rank-0.pt.tmp"
+    temporary.symlink_to("/dev/full")
+    with pytest.raises(OSError) as full:
+        checkpoint.save(tmp_path, 2, step=16, rank=0, world_size=1, state=state(2))
+    assert full.value.errno == errno.ENOSPC  # not torch's RuntimeError without an errno
+    assert full.value.filename == str(temporary)
+    assert not temporary.exists() and not temporary.is_symlink()
+    assert list((tmp_path / "epoch-000002").iterdir()) == []
+    assert checkpoint.read_latest(tmp_path).checkpoint == "epoch-000001"  # still the last one
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_real_full_tmpfs_leaves_no_partial_file(tmp_path: Path, single_rank: None) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(volume)], check=True)
+    try:
+        big = {"format": checkpoint.FORMAT_VERSION, "rank": 0, "weights": torch.zeros(200_000)}
+        with pytest.raises(OSError) as full:
+            checkpoint.save(volume, 1, step=8, rank=0, world_size=1, state=big)
+        assert full.value.errno == errno.ENOSPC
+        assert list((volume / "epoch-000001").iterdir()) == []
+        assert shutil.disk_usage(volume).used == 0
+    finally:
+        subprocess.run(["umount", str(volume)], check=True)
+
+
+def real_learner(seed: int) -> Learner:
+    """The learner of a one-rank local-SGD run on an MLP: real model, optimizer, algorithm."""
+    from dsgd_contract.config import TrainingConfig
+    from dsgd_trainer.algorithms import build_algorithm, make_dist_context
+    from dsgd_trainer.models import build_model
+
+    torch.manual_seed(seed)
+    config = TrainingConfig.model_validate({"algorithm": {"compression": "ef-sign"}})
+    model = build_model("mlp", (1, 8, 8), 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    algorithm = build_algorithm(config, model, make_dist_context(CPU, ONE_RANK), 8)
+    return Learner(model, optimizer, algorithm, torch.Generator().manual_seed(seed), CPU)
+
+
+ONE_RANK = GangPosition(0, 1, 0, 1, 0, False)
+
+
+def save_epochs(directory: Path, epochs: range) -> dict[int, dict]:
+    """Checkpoints after each of `epochs`, each from a differently seeded learner."""
+    saved = {}
+    for epoch in epochs:
+        learner = real_learner(seed=epoch)
+        run = RunState(epoch=epoch, step=8 * epoch, samples=256 * epoch)
+        saved[epoch] = checkpoint.snapshot(run, ONE_RANK, 8, learner)
+        checkpoint.save(directory, epoch, 8 * epoch, 0, 1, saved[epoch])
+    return saved
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, single_rank: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    saved = save_epochs(tmp_path, range(1, 4))  # epochs 2 and 3 are kept
+    newest = tmp_path / "epoch-000003" / "rank-0.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short, as by a failed copy
+    learner, run = real_learner(seed=99), RunState()
+    assert resume(tmp_path, ONE_RANK, 8, learner, run)
+    assert (run.epoch, run.step, run.checkpoints_skipped) == (2, 16, 1)
+    for name, value in learner.model.state_dict().items():
+        assert torch.equal(value, saved[2]["model"][name]), name
+    warnings = capfd.readouterr().out
+    assert "WARNING: checkpoint epoch-000003 is unusable; falling back to epoch-000002" in warnings
+    assert f"cannot resume from {tmp_path / 'epoch-000003'}: cannot load {newest}" in warnings
+
+
+def test_no_usable_checkpoint_fails_with_64_naming_each(tmp_path: Path, single_rank: None) -> None:
+    save_epochs(tmp_path, range(1, 3))
+    for epoch in (1, 2):
+        (tmp_path / f"epoch-{epoch:06d}" / "rank-0.pt").write_bytes(b"garbage")
+    with pytest.raises(TrainerExit) as refused:
+        resume(tmp_path, ONE_RANK, 8, real_learner(seed=5), RunState())
+    assert refused.value.code == exit_codes.INVALID_CONFIG
+    message = refused.value.message
+    assert message.startswith(f"checkpoint error: no usable checkpoint in {tmp_path}: ")
+    assert "epoch-000002: cannot load" in message and "epoch-000001: cannot load" in message
 
 
 def gpu_rng_state() -> dict:

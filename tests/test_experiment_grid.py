@@ -338,3 +338,15 @@ def test_an_axis_inside_a_template_field_that_is_not_a_mapping_is_refused() -> N
         "exp.yaml: spec.template: algorithm: must be a mapping: an axis sets "
         "algorithm.localSteps inside it"
     )
+
+
+def test_trials_are_read_as_the_api_server_reads_a_job() -> None:
+    """A null is the default, 2.0 in an integer field is 2: as for job manifests."""
+    document = experiment(axes=[{"field": "topology.nodes", "values": [2.0, None]}])
+    document["spec"]["template"]["training"]["batchSizePerProcess"] = None
+    trials = expand_trials(parse_experiment(document).spec)
+    assert [t.spec.topology.nodes for t in trials] == [2, 1]
+    assert trials[0].spec.training.batch_size_per_process == 128  # the default
+    assert refusal(experiment(axes=[{"field": "topology.nodes", "values": [2.5]}])).endswith(
+        "topology.nodes: Input should be a valid integer"
+    )

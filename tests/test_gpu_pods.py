@@ -13,6 +13,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from dsgd_operator.builders import BuildSettings, GpuPodSettings, build_pod
+from dsgd_operator.builders.pod_defaults import PodDefaults
 from dsgd_operator.manifest import parse_job
 from dsgd_operator.reconcile.options import OperatorOptions
 from kubernetes_validate.utils import latest_version
@@ -53,12 +54,16 @@ def _only(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+#: No per-rank cpu/memory defaults (tests/test_pod_defaults.py has those): the resources
+#: seen here are the GPU settings' alone.
+NO_POD_DEFAULTS = PodDefaults(requests_per_process={}, limits_per_process={})
 RDMA_SETTINGS = BuildSettings(
+    pod_defaults=NO_POD_DEFAULTS,
     gpu_pods=GpuPodSettings.from_json(
         "nvidia",
         '{"rdma/rdma_shared_device_a": 1}',
         '{"NCCL_DEBUG": "WARN", "NCCL_IB_HCA": "mlx5_0,mlx5_1"}',
-    )
+    ),
 )
 
 
@@ -98,7 +103,11 @@ def test_cpu_pods_get_nothing_of_the_gpu_settings() -> None:
 
 def test_without_rdma_resources_gpu_pods_keep_every_capability_dropped() -> None:
     pod = build_pod(
-        gpu_job(), 0, BuildSettings(gpu_pods=GpuPodSettings(runtime_class_name="nvidia"))
+        gpu_job(),
+        0,
+        BuildSettings(
+            pod_defaults=NO_POD_DEFAULTS, gpu_pods=GpuPodSettings(runtime_class_name="nvidia")
+        ),
     )
     assert container(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert set(container(pod)["resources"]["limits"]) == {"nvidia.com/gpu"}

@@ -215,3 +215,12 @@ def test_load_jobs_reads_every_document_and_names_the_bad_one(tmp_path: Path) ->
 def test_examples_are_valid(path: Path) -> None:
     jobs = load_jobs(path)
     assert jobs and all(isinstance(job, DistributedSGDJob) for job in jobs)
+
+
+def test_a_minimal_one_epoch_job_is_valid_with_the_default_warmup() -> None:
+    """A default never refuses a spec: no warm-up given, one epoch, half an epoch of warm-up."""
+    job = parse_job(manifest(training={"epochs": 1}))
+    assert job.spec.optimizer.warmup_epochs is None
+    assert job.spec.warmup_epochs == 0.5
+    assert parse_job(manifest(training={"epochs": 40})).spec.warmup_epochs == 5
+    assert parse_job(manifest(optimizer={"warmupEpochs": 0})).spec.warmup_epochs == 0

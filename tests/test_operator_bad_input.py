@@ -46,6 +46,23 @@ HOSTILE = {
         "nvidia.com/gpu",
     ),
     "not-a-mapping": ("rm -rf /", "spec"),
+    # What the default template policy does not allow (dsgd_operator.template_policy).
+    "service-account": (
+        spec_with(template__serviceAccountName="namespace-admin"),
+        "spec.template.serviceAccountName: 'namespace-admin' is not allowed",
+    ),
+    "nfs-volume": (
+        spec_with(template__volumes=[{"name": "n", "nfs": {"server": "s", "path": "/"}}]),
+        "spec.template.volumes[0].nfs: nfs volumes are not allowed",
+    ),
+    "every-taint": (
+        spec_with(template__tolerations=[{"operator": "Exists"}]),
+        "spec.template.tolerations[0]",
+    ),
+    "system-priority": (
+        spec_with(scheduling__priorityClassName="system-node-critical"),
+        "spec.scheduling.priorityClassName: 'system-node-critical' is not allowed",
+    ),
 }
 
 

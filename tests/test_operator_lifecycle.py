@@ -26,7 +26,7 @@ from tests._api_kubelet import (  # noqa: F401  (fixtures)
     operator_options,
     unscheduled_job_spec,
 )
-from tests._kmock_cluster import FAST_OPTIONS, Operator
+from tests._operator_in_process import FAST_OPTIONS, Operator
 from tests._polling import wait_until, wait_until_async
 
 pytestmark = pytest.mark.slow
@@ -196,8 +196,8 @@ async def test_failed_worker_restarts_the_whole_gang_until_the_backoff_limit(kub
     restarts_before = metrics.GANG_RESTARTS._value.get()
     failures_before = metrics.JOB_FAILURES.labels(reason="BackoffLimitExceeded")._value.get()
 
+    failed_at = time.monotonic()  # before: the operator may see it before the call returns
     await kube.set_pod("flaky-node-1", "Failed", exit_code=1)
-    failed_at = time.monotonic()
     await wait_for(phase_is(kube, "flaky", "Restarting"), what="Restarting")
     restarting = kube.condition("flaky", "Restarting")
     assert restarting["status"] == "True" and restarting["reason"] == "ExitCode1"

@@ -21,7 +21,7 @@ from dsgd_operator.reconcile.status import (
     set_condition,
 )
 
-from tests._kmock_cluster import job_spec
+from tests._operator_in_process import job_spec
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 OPTIONS = OperatorOptions(
@@ -137,7 +137,8 @@ def test_the_backoff_limit_fails_the_job():
 
 
 @pytest.mark.parametrize(
-    ("code", "reason"), [(64, "InvalidConfig"), (65, "DataError"), (66, "Diverged")]
+    ("code", "reason"),
+    [(64, "InvalidConfig"), (65, "DataError"), (66, "Diverged"), (74, "DiskFull")],
 )
 def test_non_retryable_exit_codes_fail_at_once(code, reason):
     result = step(running_status(), [pod(0, "Running"), pod(1, "Failed", exit_code=code)])

@@ -10,7 +10,10 @@ the server's reason and message, and a Warning Event ApiRefused, instead of
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from dsgd_operator.template_policy import RESTRICTED_VOLUME_TYPES
 from kubernetes import client
 
 from tests._operator_process import operator as operator
@@ -44,6 +47,15 @@ CASES = {
         "valueFrom.resourceFieldRef.resource",
     ),
 }
+
+
+@pytest.fixture(autouse=True)
+def installation_allowing_nfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation whose template policy allows NFS volumes (the default policy refuses
+    them up front: tests/test_template_policy.py): here the namespace's Pod Security
+    admission is what refuses them. Set before the operator fixture starts the process."""
+    policy = {"allowedVolumeTypes": [*RESTRICTED_VOLUME_TYPES, "nfs"]}
+    monkeypatch.setenv("DSGD_TEMPLATE_POLICY", json.dumps(policy))
 
 
 def refused(jobs: Jobs, name: str) -> dict:

@@ -57,3 +57,23 @@ def test_garbage_is_refused() -> None:
 
 def test_scrape_of_a_closed_port_is_none(free_port) -> None:  # type: ignore[no-untyped-def]
     assert scrape_progress(f"http://127.0.0.1:{free_port()}/metrics", timeout=0.5) is None
+
+
+def test_skipped_checkpoints_become_one_warning_event_per_attempt() -> None:
+    """The trainer cannot post Events: node 0's counter of skipped checkpoints makes the
+    operator post one (dsgd_operator.reconcile.progress_scrape)."""
+    from dsgd_operator.reconcile.progress_scrape import checkpoint_fallback_event
+
+    resumed = parse_progress(
+        EXPOSITION + 'dsgd_checkpoints_skipped_total{rank="0"} 1.0\n'
+        'dsgd_checkpoints_skipped_total{rank="1"} 2.0\n'
+    )
+    assert resumed.checkpoints_skipped == 1
+    event = checkpoint_fallback_event(resumed, attempt=2)
+    assert (event.type, event.reason, event.key) == (
+        "Warning",
+        "CheckpointFallback",
+        "checkpoint-fallback/2",
+    )
+    assert "the newest 1 were unusable" in event.message
+    assert checkpoint_fallback_event(parse_progress(EXPOSITION), attempt=2) is None

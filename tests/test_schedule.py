@@ -83,3 +83,17 @@ def test_fractional_warmup_epochs_count_in_steps() -> None:
     assert schedule.warmup_steps == 5
     assert schedule(4) == pytest.approx(0.1 + 0.3 * 4 / 5)
     assert schedule(5) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(("epochs", "warmup_steps"), [(1, 5), (3, 15), (10, 50), (300, 50)])
+def test_the_default_warmup_is_five_epochs_or_half_of_a_shorter_run(
+    epochs: int, warmup_steps: int
+) -> None:
+    """Goyal et al.'s 5 epochs, but a one-epoch run that never mentions warm-up is valid
+    (it used to be refused: 5 warm-up epochs is longer than training.epochs (1))."""
+    unset = TrainingConfig.model_validate(
+        {"optimizer": {"milestones": []}, "training": {"epochs": epochs}}
+    )
+    assert unset.optimizer.warmup_epochs is None
+    schedule = LearningRateSchedule.from_config(unset, world_size=1, steps_per_epoch=10)
+    assert schedule.warmup_steps == warmup_steps

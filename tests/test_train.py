@@ -195,6 +195,47 @@ def test_non_finite_loss_stops_every_rank_with_66(tmp_path: Path, pods: Pods) ->
     assert not (tmp_path / "out" / "metrics.jsonl").exists()
 
 
+def test_a_full_checkpoint_volume_exits_74_with_one_line_and_no_temporary_file(
+    tmp_path: Path, pods: Pods
+) -> None:
+    """Rank 1's first checkpoint file meets ENOSPC (/dev/full, the kernel's own error): the pod
+    ends with DISK_FULL, which the operator does not retry, and one line naming the field."""
+    config = tiny_config(tmp_path)
+    temporary = tmp_path / "checkpoints" / "epoch-000001" / ".rank-1.pt.tmp"
+    temporary.parent.mkdir(parents=True)
+    temporary.symlink_to("/dev/full")
+    pod = pods.start(config, tmp_path)
+    assert pod.wait() == exit_codes.DISK_FULL, pod.output
+    full = [line for line in pod.output.splitlines() if " is full: " in line]
+    assert full == [
+        f"error: training.checkpointDir {tmp_path / 'checkpoints'} is full: No space left on "
+        f"device (writing {temporary}); make room or mount a larger volume there, then the "
+        "job can be run again"
+    ], pod.output
+    assert "Traceback" not in pod.output
+    assert not temporary.is_symlink() and not (temporary.parent / "rank-1.pt").exists()
+    assert not exit_codes.is_retryable(exit_codes.DISK_FULL)
+
+
+def test_a_full_output_volume_stops_the_gang_with_74_and_one_line(tmp_path: Path, pods: Pods):
+    """Rank 0 appends metrics.jsonl; when that fails with ENOSPC the other rank learns it at
+    once (no vanished-peer traceback at the next collective) and both end with 74. Only
+    local rank 0 speaks for a pod: here the failing rank itself, so one line."""
+    config = tiny_config(tmp_path)
+    metrics_file = tmp_path / "out" / "metrics.jsonl"
+    metrics_file.parent.mkdir()
+    metrics_file.symlink_to("/dev/full")
+    pod = pods.start(config, tmp_path)
+    assert pod.wait() == exit_codes.DISK_FULL, pod.output
+    full = [line for line in pod.output.splitlines() if " is full" in line]
+    assert full == [
+        f"error: training.outputDir {tmp_path / 'out'} is full: No space left on device "
+        f"(writing {metrics_file}); make room or mount a larger volume there, then the job "
+        "can be run again"
+    ], pod.output
+    assert "Traceback" not in pod.output
+
+
 def scrape(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:

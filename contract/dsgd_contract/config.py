@@ -27,6 +27,17 @@ PLUGIN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][
 #: typo here would ask a cluster for thousands of GPUs.
 MAX_NODES = 512
 MAX_PROCESSES_PER_NODE = 16
+#: Upper bounds of the other counts. Every integer of the spec has one, so that
+#: no value overflows int64 on the API server or an arithmetic on the way (the
+#: CRD gets the same maximum from these models); far beyond any real run.
+MAX_EPOCHS = 100_000
+MAX_STEPS = 100_000
+MAX_COUNT = 2**31 - 1  # batch sizes and sample counts: int32
+#: The warm-up of the recipe (Goyal et al.: 5 epochs) when warmupEpochs is unset,
+#: capped at half of training so that a default never makes a short run invalid.
+DEFAULT_WARMUP_EPOCHS = 5.0
+#: Paths are at most PATH_MAX bytes on Linux.
+MAX_PATH_LENGTH = 4096
 
 AlgorithmName = Literal["mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"]
 Compression = Literal["none", "sign", "ef-sign"]
@@ -38,7 +49,8 @@ COMPRESSIBLE_ALGORITHMS = ("local-sgd", "post-local-sgd")
 
 
 def _builtin_or_plugin(what: str, value: str, builtins: tuple[str, ...]) -> str:
-    if value not in builtins and not re.match(PLUGIN_PATTERN, value):
+    # fullmatch: match's $ would let a trailing newline through (the CRD's pattern does not).
+    if value not in builtins and not re.fullmatch(PLUGIN_PATTERN, value):
         raise ValueError(
             f"unknown {what} {value!r}; use one of {', '.join(builtins)} "
             "or a package.module:function plug-in"
@@ -92,17 +104,17 @@ class Algorithm(SpecModel):
             "localSteps × blockSteps)."
         ),
     )
-    local_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+    local_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(
         4, description="H: local optimizer steps between two averagings (local variants)."
     )
-    switch_epoch: Annotated[int, Field(ge=1)] | None = Field(
+    switch_epoch: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] | None = Field(
         None,
         description=(
             "post-local-sgd: epoch at which mini-batch SGD switches to local SGD. "
             "Default: the first lr milestone."
         ),
     )
-    block_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+    block_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(
         4,
         description="hierarchical-local-sgd: H_b, intra-node averagings per global averaging.",
     )
@@ -121,15 +133,20 @@ class Optimizer(SpecModel):
     learning_rate: Annotated[float, Field(gt=0, le=100)] = Field(
         0.1, description="Learning rate for a global batch of baseBatchSize samples."
     )
-    base_batch_size: Annotated[int, Field(ge=1)] = Field(
+    base_batch_size: Annotated[int, Field(ge=1, le=MAX_COUNT)] = Field(
         128, description="The global batch size learningRate was tuned for."
     )
     scaling: Literal["none", "linear"] = Field(
         "linear",
         description="linear: lr × globalBatch / baseBatchSize (Goyal et al. 2017); none: as given.",
     )
-    warmup_epochs: Annotated[float, Field(ge=0)] = Field(
-        5, description="Epochs over which the lr rises linearly, per iteration, to the scaled lr."
+    warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] | None = Field(
+        None,
+        description=(
+            "Epochs over which the lr rises linearly, per iteration, to the scaled lr. "
+            f"Default: {DEFAULT_WARMUP_EPOCHS:g} (Goyal et al.), or half of training.epochs "
+            "when that is shorter."
+        ),
     )
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
     nesterov: bool = Field(True, description="Nesterov momentum (needs momentum > 0).")
@@ -176,15 +193,16 @@ class Dataset(SpecModel):
     )
     path: str | None = Field(
         None,
+        max_length=MAX_PATH_LENGTH,
         description=(
             "Directory holding the files (IDX for MNIST-like sets, python pickle batches "
             "for CIFAR). Default: the usual system locations."
         ),
     )
-    train_samples: Annotated[int, Field(ge=1)] | None = Field(
+    train_samples: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
         None, description="Use only this many training samples (all when unset)."
     )
-    test_samples: Annotated[int, Field(ge=1)] | None = Field(
+    test_samples: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = Field(
         None, description="Use only this many test samples (all when unset)."
     )
 
@@ -206,7 +224,7 @@ class Training(SpecModel):
     batch_size_per_process: Annotated[int, Field(ge=1, le=65_536)] = Field(
         128, description="B_loc: the mini-batch of each rank."
     )
-    epochs: Annotated[int, Field(ge=1, le=100_000)] = Field(
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = Field(
         300, description="Passes over the training set (all ranks together)."
     )
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
@@ -215,16 +233,19 @@ class Training(SpecModel):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast the forward pass to bfloat16 (GPUs)."
     )
-    checkpoint_every: Annotated[int, Field(ge=0)] = Field(
+    checkpoint_every: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = Field(
         1, description="Checkpoint every this many epochs (0: never); runs resume from the latest."
     )
     checkpoint_dir: str = Field(
         "/checkpoints",
         min_length=1,
+        max_length=MAX_PATH_LENGTH,
         description="Where checkpoints go; mount a PersistentVolumeClaim here to survive restarts.",
     )
     output_dir: str | None = Field(
-        None, description="Where metrics.jsonl and summary.json go. Default: checkpointDir."
+        None,
+        max_length=MAX_PATH_LENGTH,
+        description="Where metrics.jsonl and summary.json go. Default: checkpointDir.",
     )
 
     @field_validator("model")
@@ -259,6 +280,18 @@ class TrainingConfig(SpecModel):
     def switch_epoch(self) -> int | None:
         """The post-local switch epoch, defaulted to the first lr milestone."""
         return resolve_switch_epoch(self.algorithm, self.optimizer, self.training)
+
+    @property
+    def warmup_epochs(self) -> float:
+        """The warm-up length in epochs: as set, or the default rule (resolve_warmup_epochs)."""
+        return resolve_warmup_epochs(self.optimizer, self.training)
+
+
+def resolve_warmup_epochs(optimizer: Optimizer, training: Training) -> float:
+    """warmupEpochs as set, else DEFAULT_WARMUP_EPOCHS capped at half of training.epochs."""
+    if optimizer.warmup_epochs is not None:
+        return optimizer.warmup_epochs
+    return min(DEFAULT_WARMUP_EPOCHS, training.epochs / 2)
 
 
 def resolve_switch_epoch(
@@ -326,7 +359,7 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                     f"between 1 and training.epochs - 1 ({train.epochs - 1})",
                 )
             )
-    if opt.warmup_epochs > train.epochs:
+    if opt.warmup_epochs is not None and opt.warmup_epochs > train.epochs:
         errors.append(
             (
                 ("optimizer", "warmupEpochs"),

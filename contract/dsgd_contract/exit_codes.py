@@ -17,11 +17,15 @@ INVALID_CONFIG = 64  # EX_USAGE
 DATA_ERROR = 65  # EX_DATAERR
 #: The loss became NaN or infinite: the same run would diverge again.
 DIVERGED = 66
+#: training.checkpointDir or outputDir is full (ENOSPC, EDQUOT, EFBIG): a restart would
+#: fill it again at the same point; someone must make room or mount a larger volume.
+DISK_FULL = 74  # EX_IOERR
 
 NON_RETRYABLE: dict[int, str] = {
     INVALID_CONFIG: "InvalidConfig",
     DATA_ERROR: "DataError",
     DIVERGED: "Diverged",
+    DISK_FULL: "DiskFull",
 }
 
 

@@ -29,6 +29,9 @@ COMMUNICATION_SECONDS = "dsgd_communication_seconds_total"
 COMPUTE_SECONDS = "dsgd_compute_seconds_total"
 STEP_DURATION = "dsgd_step_duration_seconds"
 SAMPLES_PER_SECOND = "dsgd_samples_per_second"
+#: Checkpoints a resuming rank found unusable (corrupt, incomplete) and skipped for an
+#: older one; the operator posts a Warning Event on the job when node 0 reports any.
+CHECKPOINTS_SKIPPED = "dsgd_checkpoints_skipped_total"
 
 #: Every metric name the trainer exports, as Prometheus shows it.
 EXPORTED_METRICS = (
@@ -46,4 +49,5 @@ EXPORTED_METRICS = (
     COMPUTE_SECONDS,
     STEP_DURATION,
     SAMPLES_PER_SECOND,
+    CHECKPOINTS_SKIPPED,
 )

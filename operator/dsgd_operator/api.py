@@ -48,6 +48,10 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 #: Names of other Kubernetes objects (scheduler, PriorityClass, ServiceAccount).
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
+#: activeDeadlineSeconds and ttlSecondsAfterFinished at most: 10 years (365-day years).
+#: Longer is a typo, and far longer used to overflow the operator's date arithmetic.
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+
 #: Free-form Kubernetes objects: kept as given, checked by the API server when
 #: the pods are created (and by kubernetes-validate in our tests).
 K8sObject = dict[str, Any]
@@ -59,11 +63,15 @@ class RunPolicy(SpecModel):
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = Field(
         3, description="Gang restarts (the whole gang is recreated) before the job is Failed."
     )
-    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="Fail the job when it has been active longer than this."
+    active_deadline_seconds: Annotated[int, Field(ge=1, le=MAX_DURATION_SECONDS)] | None = Field(
+        None,
+        description="Fail the job when it has been active longer than this (at most 10 years).",
     )
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = Field(
-        None, description="Delete the finished job (and its objects) this long after it ended."
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=MAX_DURATION_SECONDS)] | None = Field(
+        None,
+        description=(
+            "Delete the finished job (and its objects) this long after it ended (at most 10 years)."
+        ),
     )
     clean_pod_policy: Literal["Running", "All", "None"] = Field(
         "Running",
@@ -243,6 +251,13 @@ class Progress(BaseModel):
     )
     communicated_bytes: int | None = Field(
         None, description="Payload bytes rank 0 passed to collectives, all scopes."
+    )
+    checkpoints_skipped: int | None = Field(
+        None,
+        description=(
+            "Unusable checkpoints (corrupt, incomplete) rank 0 skipped for an older one when "
+            "the gang resumed; a Warning Event CheckpointFallback says so too."
+        ),
     )
 
     def updated_with(self, newer: Progress) -> Progress:

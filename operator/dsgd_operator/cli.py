@@ -20,8 +20,9 @@ import yaml
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import SGDExperiment
 from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
-from dsgd_operator.experiments.manifest import load_manifests
-from dsgd_operator.manifest import ManifestError
+from dsgd_operator.experiments.manifest import is_experiment, load_manifests
+from dsgd_operator.manifest import ManifestError, parse_job, read_manifest_documents
+from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 
 EXIT_INVALID = 1
 
@@ -53,12 +54,48 @@ def _report(errors: list[ManifestError]) -> None:
         print(error, file=sys.stderr)
 
 
+def _load_policy(path: str | None) -> TemplatePolicy | None:
+    """The template policy of a Helm values file (its templatePolicy) or a policy file."""
+    if path is None:
+        return None
+    documents = read_manifest_documents(path)
+    try:
+        return TemplatePolicy.from_document(documents[0] if documents else {})
+    except ValueError as error:
+        raise ManifestError(path, (str(error),)) from None
+
+
+def _trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
+    """The policy's refusals of the experiments' trial jobs, each problem once."""
+    problems: dict[str, None] = {}
+    for experiment in experiments:
+        for trial in expand_trials(experiment.spec):
+            job = parse_job(trial_job(experiment, trial))
+            for problem in policy_problems(job, policy):
+                problems[f"experiment {experiment.name}: spec.template: {problem}"] = None
+    return list(problems)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     valid: list[tuple[str, list[DistributedSGDJob]]] = []
+    try:
+        policy = _load_policy(args.policy)
+    except ManifestError as error:
+        _report([error])
+        return EXIT_INVALID
     for path in args.files:
         try:
             jobs, experiments = load_manifests(path)
+            if policy is not None:
+                refused = [
+                    f"(document {index}) {problem}" if len(jobs) > 1 else problem
+                    for index, job in enumerate(jobs)
+                    for problem in policy_problems(job, policy)
+                ]
+                refused += _trial_policy_problems(experiments, policy)
+                if refused:
+                    raise ManifestError(path, tuple(refused))
         except ManifestError as error:
             _report([error])
             status = EXIT_INVALID
@@ -88,8 +125,8 @@ def _validate_on_server(
         api_client, namespace = connect(namespace)
         status = 0
         for path, jobs in valid:
-            # load_jobs already parsed these documents: the file is readable, valid YAML.
-            documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+            # load_manifests already read these documents: the file is readable, valid YAML.
+            documents = [d for d in read_manifest_documents(path) if not is_experiment(d)]
             refusals = [
                 refusal
                 for job, document in zip(jobs, documents, strict=True)
@@ -287,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--namespace",
         help="with --server: namespace for jobs that name none (default: the context's)",
+    )
+    validate.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="also check the installation's template policy: a Helm values file (its "
+        "templatePolicy) or a file holding only the policy",
     )
     validate.set_defaults(func=cmd_validate)
 

@@ -141,7 +141,8 @@ SPEC_RULES = [
         field_path=".algorithm.switchEpoch",
     ),
     cel_rule(
-        "self.optimizer.warmupEpochs <= double(self.training.epochs)",
+        "!has(self.optimizer.warmupEpochs) "
+        "|| self.optimizer.warmupEpochs <= double(self.training.epochs)",
         "spec.optimizer.warmupEpochs: the warm-up is longer than training.epochs",
         field_path=".optimizer.warmupEpochs",
     ),

@@ -7,15 +7,17 @@ line per problem, naming the file and the field path (`spec.topology.nodes`).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.yaml_reader import MAX_BYTES, YamlProblem, read_documents
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,55 @@ def describe_validation_error(error: ValidationError) -> tuple[str, ...]:
     return tuple(lines)
 
 
+@functools.cache
+def _job_schema() -> dict[str, Any]:
+    from dsgd_operator.crd import openapi_schema  # crd imports the models; so late
+
+    return openapi_schema()
+
+
+def as_the_server_reads(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` as the API server validates it against `schema` (the CRD's), in two ways.
+
+    A `null` for a field the schema declares is gone: the server prunes a null of
+    a declared, non-nullable field (none of ours is nullable) and then applies
+    the field's default, as the models do with an absent field. Nulls elsewhere
+    (list items, free-form objects) stay, to be refused or kept as the server does.
+
+    A whole number written as a float (`2.0`) in an integer field is that
+    integer: the server accepts and stores it so (`2.5` stays, and is refused).
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is not None:
+            return {
+                key: as_the_server_reads(item, properties.get(key, {}))
+                for key, item in value.items()
+                if not (item is None and key in properties)
+            }
+        values = schema.get("additionalProperties")
+        if isinstance(values, dict):
+            return {key: as_the_server_reads(item, values) for key, item in value.items()}
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [as_the_server_reads(item, schema["items"]) for item in value]
+    if (
+        schema.get("type") == "integer"
+        and isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+    ):
+        return int(value)
+    return value
+
+
 def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
-    """Validate one manifest document, or raise ManifestError naming every bad field."""
+    """Validate one manifest document, or raise ManifestError naming every bad field.
+
+    Exactly what the API server with our CRD accepts (tests/test_crd_server.py):
+    strict types (no "2" for 2, no "true" or 1 for true), a null read as an
+    absent field whose default applies, 2.0 read as 2 (`as_the_server_reads`).
+    """
     if not isinstance(document, dict):
         raise ManifestError(
             source, (f"expected a mapping (a Kubernetes object), got {type(document).__name__}",)
@@ -65,6 +114,7 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
         raise ManifestError(
             source, (f"kind: expected DistributedSGDJob, got {document.get('kind')!r}",)
         )
+    document = as_the_server_reads(document, _job_schema())
     try:
         # strict: no "2" for 2 or "true" for true; the API server would refuse them.
         return DistributedSGDJob.model_validate(document, strict=True)
@@ -72,38 +122,48 @@ def parse_job(document: Any, source: str = "<manifest>") -> DistributedSGDJob:
         raise ManifestError(source, describe_validation_error(error)) from None
 
 
-def read_documents(path: str | Path) -> list[Any]:
-    """The non-empty YAML (or JSON) documents of a file: the one place manifests are read.
+def read_manifest_documents(path: str | Path) -> list[Any]:
+    """The non-empty YAML documents of a file (dsgd_operator.yaml_reader's rules).
 
-    Raises ManifestError for a missing or unreadable file, broken YAML, or no document.
+    Raises ManifestError, one line, for a missing, unreadable or refused file.
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            # One byte more than the reader allows is enough to know it is too large.
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ManifestError(
+                source, (f"larger than {MAX_BYTES // 1024} KiB; no Kubernetes object is",)
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ManifestError(source, ("no such file",)) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(source, (f"cannot read: {error}",)) from None
+    except IsADirectoryError:
+        raise ManifestError(source, ("is a directory, not a file",)) from None
+    except OSError as error:
+        raise ManifestError(source, (f"cannot read: {error.strerror or error}",)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            source, (f"not UTF-8 text (byte {error.start}: {error.reason})",)
+        ) from None
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ManifestError(source, (f"{where}malformed YAML: {problem}",)) from None
-    if not documents:
-        raise ManifestError(source, ("no DistributedSGDJob in this file",))
-    return documents
+        return read_documents(text)
+    except YamlProblem as problem:
+        raise ManifestError(source, (str(problem),)) from None
 
 
 def load_jobs(path: str | Path) -> list[DistributedSGDJob]:
     """All DistributedSGDJobs of a YAML (or JSON) file, possibly multi-document.
 
-    Raises ManifestError for a missing or unreadable file, broken YAML, a file
-    without jobs, or any invalid job (all problems of all documents at once).
+    Raises ManifestError for a missing or unreadable file, YAML that the reader
+    refuses (dsgd_operator.yaml_reader), a file without jobs, or any invalid
+    job (all problems of all documents at once).
     """
     source = str(path)
-    documents = read_documents(path)
+    documents = read_manifest_documents(path)
+    if not documents:
+        raise ManifestError(source, ("no DistributedSGDJob in this file",))
     jobs, problems = [], []
     for index, document in enumerate(documents):
         where = source if len(documents) == 1 else f"{source}[{index}]"

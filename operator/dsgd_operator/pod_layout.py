@@ -47,6 +47,12 @@ RESERVED_MOUNT_PATHS = (CONFIG_DIR, TMP_DIR, SHM_DIR)
 RESERVED_MOUNT_TREES = (CONFIG_DIR, SHM_DIR)
 
 RESERVED_LABEL_PREFIX = f"{GROUP}/"
+#: Annotations that set a container's security profile (AppArmor `unconfined`, legacy
+#: seccomp): dsgd sets the pods' profile, and the template may not loosen it.
+SECURITY_PROFILE_ANNOTATIONS = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 RESOURCE_SECTIONS = ("limits", "requests", "claims")
@@ -79,6 +85,7 @@ def template_errors(template: PodTemplateOverrides) -> Errors:
         *_label_errors(template.labels),
         *kube_rules.label_errors("labels", template.labels),
         *kube_rules.annotation_errors(template.annotations),
+        *_security_annotation_errors(template.annotations),
         *kube_rules.label_errors("nodeSelector", template.node_selector),
         *_env_errors(template.env),
         *kube_rules.env_errors(template.env),
@@ -162,6 +169,18 @@ def _label_errors(labels: dict[str, str]) -> Errors:
         )
         for key in labels
         if key.startswith(RESERVED_LABEL_PREFIX)
+    ]
+
+
+def _security_annotation_errors(annotations: dict[str, str]) -> Errors:
+    return [
+        (
+            ("annotations", key),
+            "security-profile annotations are refused: dsgd runs every pod with seccomp "
+            "RuntimeDefault and no privileges, and the template cannot change that",
+        )
+        for key in annotations
+        if key.startswith(SECURITY_PROFILE_ANNOTATIONS)
     ]
 
 

@@ -24,6 +24,8 @@ Translation rules:
 - `Any` (an empty schema) becomes `x-kubernetes-preserve-unknown-fields: true`
   without a type: any JSON value, kept as given.
 - `title`s are dropped; descriptions are kept for `kubectl explain`.
+- integers say `format: int64`, what the API server stores them as (the
+  models give every spec integer a maximum well inside it).
 - Defaults made by a `default_factory` are included: a model section whose
   factory is the section's own class gets that section's complete default
   (wire names, nested sections included). Not `default: {}`: the API server
@@ -162,6 +164,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[str
             raise CrdSchemaError(f"{where}: JSON Schema keyword {key!r} has no CRD equivalent")
     if "type" not in out:
         raise CrdSchemaError(f"{where}: no type (structural schemas need one on every node)")
+    if out["type"] == "integer":
+        out.setdefault("format", "int64")
     return dict(sorted(out.items(), key=lambda item: KEY_ORDER.index(item[0])))
 
 

@@ -46,6 +46,7 @@ def parse_progress(exposition: str) -> Progress:
             else:
                 values[sample.name] = sample.value
     step = values.get(names.STEPS)
+    skipped = values.get(names.CHECKPOINTS_SKIPPED)
     return Progress(
         epoch=values.get(names.EPOCH),
         step=int(step) if step is not None else None,
@@ -54,6 +55,7 @@ def parse_progress(exposition: str) -> Progress:
         samples_per_second=values.get(names.SAMPLES_PER_SECOND),
         sync_rounds=rounds,
         communicated_bytes=int(communicated) if seen_bytes else None,
+        checkpoints_skipped=int(skipped) if skipped is not None else None,
     )
 
 

@@ -8,17 +8,21 @@ Layout under training.checkpointDir:
                               memory and (between averagings) the parameters differ by rank
 
 Writes are crash-safe: each file goes to a temporary name and is renamed over
-the final one (os.replace is atomic), and rank 0 writes `latest.json` only after a
-barrier, when every rank's file is complete. A run killed at any moment therefore
+the final one (dsgd_trainer.storage.atomic_write; a full volume leaves no
+temporary file behind), and rank 0 writes `latest.json` only after a barrier,
+when every rank's file is complete. A run killed at any moment therefore
 resumes from a checkpoint that all ranks finished. The last `KEEP` checkpoints are
 kept; each rank deletes its own old files (the directory may be one shared volume
 or one volume per pod).
+
+Resuming, with the fallback from an unusable checkpoint to the previous intact one,
+is dsgd_trainer.resume.
 
 A rank file holds the model, optimizer and algorithm state, the epoch and step
 (the lr schedule is a function of the step), the RNG states (torch, CUDA, numpy,
 python, augmentation generator), and the last evaluation record. The data order
 needs nothing more: it is seeded by epoch (`rank_batches(..., epoch, seed, ...)`).
-`snapshot` gathers what a rank file holds, `resume` puts it back.
+`snapshot` gathers what a rank file holds, `dsgd_trainer.resume.resume` puts it back.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -36,18 +39,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from dsgd_contract import exit_codes
 from torch import nn
 
 from dsgd_trainer.algorithms import Algorithm
 from dsgd_trainer.gang import GangPosition
-from dsgd_trainer.stopping import TrainerExit
+from dsgd_trainer.storage import atomic_write, write_together
 
 LATEST = "latest.json"
 #: How many checkpoints stay on disk (the newest first).
 KEEP = 2
 FORMAT_VERSION = 1
-_CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
+CPU = torch.device("cpu")
+CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -73,23 +76,34 @@ def rank_file(directory: Path, checkpoint: str, rank: int) -> Path:
 
 
 def save(
-    directory: Path, epoch: int, step: int, rank: int, world_size: int, state: dict[str, Any]
+    directory: Path,
+    epoch: int,
+    step: int,
+    rank: int,
+    world_size: int,
+    state: dict[str, Any],
+    device: torch.device = CPU,
 ) -> None:
     """Write this rank's `state` as the checkpoint after `epoch` epochs (collective: all ranks).
 
-    Returns when every rank's file is on disk and `latest.json` points at it.
+    Returns when every rank's file is on disk and `latest.json` points at it. A full
+    volume on any rank stops every rank (dsgd_trainer.storage.write_together).
     """
     name = checkpoint_name(epoch)
     path = rank_file(directory, name, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda file: torch.save(state, file))
-    dist.barrier()
-    if rank == 0:
+
+    def write_rank_file() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda file: torch.save(state, file))
+
+    def write_latest() -> None:
         latest = CheckpointRef(epoch=epoch, step=step, checkpoint=name, world_size=world_size)
         record = {**asdict(latest), "saved_at": datetime.datetime.now(datetime.UTC).isoformat()}
-        _atomic_write(directory / LATEST, lambda file: file.write(json.dumps(record).encode()))
+        atomic_write(directory / LATEST, lambda file: file.write(json.dumps(record).encode()))
+
+    write_together(write_rank_file, "training.checkpointDir", device)
     # Nobody deletes an older checkpoint before latest.json has moved past it.
-    dist.barrier()
+    write_together(write_latest if rank == 0 else lambda: None, "training.checkpointDir", device)
     _prune(directory, epoch, rank)
 
 
@@ -231,16 +245,6 @@ def to_device(state: Any, device: torch.device) -> Any:
     return state
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via `write(binary file)` to a temporary sibling, fsync it, rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def _prune(directory: Path, current_epoch: int, rank: int) -> None:
     """Delete all but the newest KEEP checkpoints up to `current_epoch` (collective).
 
@@ -252,7 +256,7 @@ def _prune(directory: Path, current_epoch: int, rank: int) -> None:
     epochs = sorted(
         (int(match.group(1)), entry)
         for entry in directory.iterdir()
-        if entry.is_dir() and (match := _CHECKPOINT_NAME.match(entry.name))
+        if entry.is_dir() and (match := CHECKPOINT_NAME.match(entry.name))
     )
     kept = [epoch for epoch, _ in epochs if epoch <= current_epoch][-KEEP:]
     stale = [entry for epoch, entry in epochs if epoch not in kept]
@@ -277,6 +281,7 @@ class RunState:
     train_seconds: float = 0.0  # wall time inside training steps, all attempts
     wall_seconds: float = 0.0  # wall time of the run up to the last checkpoint, all attempts
     record: dict[str, Any] | None = None  # the latest evaluation record
+    checkpoints_skipped: int = 0  # unusable newer checkpoints skipped at the last resume
 
 
 @dataclass
@@ -288,48 +293,6 @@ class Learner:
     algorithm: Algorithm
     augment_generator: torch.Generator
     device: torch.device
-
-
-def resume(
-    directory: Path, gang: GangPosition, steps_per_epoch: int, learner: Learner, run: RunState
-) -> bool:
-    """Load the latest checkpoint into `learner` and `run` if there is one (collective).
-
-    Returns whether it resumed; TrainerExit(64) when the checkpoint cannot be used.
-    """
-    try:
-        latest = find_resume_point(directory, gang.rank, gang.world_size, learner.device)
-        if latest is None:
-            return False
-        state = load(directory, latest, gang.rank)
-        if state["steps_per_epoch"] != steps_per_epoch:
-            raise CheckpointError(
-                f"{directory} holds a run with {state['steps_per_epoch']} steps per epoch, this "
-                f"one has {steps_per_epoch}: the dataset or batch size changed; use a fresh "
-                "training.checkpointDir"
-            )
-        try:
-            learner.model.load_state_dict(state["model"])
-            learner.optimizer.load_state_dict(state["optimizer"])
-            algorithm_state = to_device(state["algorithm"], learner.device)
-            learner.algorithm.load_state_dict(algorithm_state)
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"the checkpoint in {directory / latest.checkpoint} does not fit this run's "
-                f"model, optimizer or algorithm: {error}"
-            ) from error
-        try:
-            restore_rng(state["rng"], learner.augment_generator, learner.device)
-        except CheckpointError as error:
-            raise CheckpointError(f"{directory / latest.checkpoint}: {error}") from error
-    except CheckpointError as error:
-        raise TrainerExit(exit_codes.INVALID_CONFIG, f"checkpoint error: {error}") from error
-    run.epoch, run.step = state["epoch"], state["step"]
-    run.samples = state["samples"]
-    run.train_seconds = state["train_seconds"]
-    run.wall_seconds = state["wall_seconds"]
-    run.record = state["record"]
-    return True
 
 
 def snapshot(

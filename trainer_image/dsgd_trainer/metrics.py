@@ -123,11 +123,20 @@ class TrainerMetrics:
             registry=registry,
             buckets=STEP_DURATION_BUCKETS,
         ).labels(label)
+        self.checkpoints_skipped = Counter(
+            names.CHECKPOINTS_SKIPPED,
+            "Unusable checkpoints (corrupt, incomplete) skipped for an older one at resume.",
+            [RANK_LABEL],
+            registry=registry,
+        ).labels(label)
         self._published = RankProgress()
         for scope in SCOPES:
             # Make both scopes visible from the start, at 0, so that queries find them.
             self.sync_rounds.labels(label, scope)
             self.communicated_bytes.labels(label, scope)
+
+    def count_skipped_checkpoints(self, skipped: int) -> None:
+        self.checkpoints_skipped.inc(skipped)
 
     def observe_step(self, seconds: float) -> None:
         self.step_duration.observe(seconds)

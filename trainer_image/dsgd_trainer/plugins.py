@@ -26,7 +26,7 @@ class PluginError(ValueError):
 
 def is_plugin_reference(name: str) -> bool:
     """Whether `name` has the `package.module:function` shape (not whether it resolves)."""
-    return re.match(PLUGIN_PATTERN, name) is not None
+    return re.fullmatch(PLUGIN_PATTERN, name) is not None
 
 
 def resolve_plugin(reference: str, what: str = "plug-in") -> Callable[..., Any]:

@@ -12,6 +12,8 @@ epoch (`epoch_line`), and the directories it writes to (`prepare_directories`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -22,6 +24,7 @@ from dsgd_contract.config import TrainingConfig
 from dsgd_contract.experiment import METRICS_FILE, SUMMARY_FILE
 
 from dsgd_trainer.stopping import TrainerExit
+from dsgd_trainer.storage import atomic_write
 
 if TYPE_CHECKING:  # annotations only: reading and writing results needs no torch
     import torch
@@ -33,10 +36,24 @@ if TYPE_CHECKING:  # annotations only: reading and writing results needs no torc
 
 
 def append_record(output_dir: Path, record: dict[str, Any]) -> None:
-    """Append one evaluation record as a line of metrics.jsonl."""
+    """Append one evaluation record as a line of metrics.jsonl.
+
+    All of the line or none of it: on a full volume the file is cut back to
+    its previous length, and the OSError (ENOSPC) propagates.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / METRICS_FILE, "a") as file:
-        file.write(json.dumps(record) + "\n")
+    path = output_dir / METRICS_FILE
+    line = (json.dumps(record) + "\n").encode()
+    # Unbuffered: the write reaches the OS here, not again when the file closes.
+    with open(path, "ab", buffering=0) as file:
+        before = file.tell()
+        try:
+            if file.write(line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:
+            with contextlib.suppress(OSError):  # what cannot be cut back is cut short
+                file.truncate(before)
+            raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def drop_records_after(output_dir: Path, epoch: int) -> None:
@@ -68,9 +85,15 @@ def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def written_directories(config: TrainingConfig) -> dict[str, Path]:
+    """The directories a run writes to, by the field that names them."""
+    return {
+        "training.checkpointDir": Path(config.training.checkpoint_dir),
+        "training.outputDir": Path(config.training.resolved_output_dir),
+    }
 
 
 def prepare_directories(config: TrainingConfig, gang: GangPosition) -> tuple[Path, Path]:

@@ -4,7 +4,8 @@
    (`scaling: linear`), or `learningRate` as given (`scaling: none`).
 2. Gradual warm-up: over the first `warmupEpochs` the lr rises linearly, every
    iteration, from `learningRate` to the peak (a large peak lr from step 0 is
-   what makes large batches diverge early).
+   what makes large batches diverge early). Unset: 5 epochs, or half of training
+   when shorter (dsgd_contract.config.resolve_warmup_epochs).
 3. Step decay: × `gamma` at each milestone, a fraction of all training steps
    (`round(fraction × epochs × steps_per_epoch)`).
 
@@ -42,7 +43,7 @@ class LearningRateSchedule:
         return cls(
             base_lr=opt.learning_rate,
             peak_lr=opt.learning_rate * scale,
-            warmup_steps=round(opt.warmup_epochs * steps_per_epoch),
+            warmup_steps=round(config.warmup_epochs * steps_per_epoch),
             milestone_steps=tuple(round(m * total_steps) for m in opt.milestones),
             gamma=opt.gamma,
         )

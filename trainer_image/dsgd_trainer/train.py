@@ -15,8 +15,9 @@ Read top to bottom, `train()` is the whole run:
 7. summary.json, process group destroyed, exit 0.
 
 Exit codes (dsgd_contract.exit_codes): 64 bad config/model/checkpoint, 65 bad data,
-66 diverged, 128+N after signal N (SIGTERM: stop after the current step, keep the
-last checkpoint). Anything unexpected propagates (a traceback, exit 1: retryable).
+66 diverged, 74 checkpointDir or outputDir full (one line naming it), 128+N after
+signal N (SIGTERM: stop after the current step, keep the last checkpoint). Anything
+unexpected propagates (a traceback, exit 1: retryable).
 
 Divergence check, decided here: each step adds its loss to an on-device sum (no
 host sync); at the epoch's end that sum is all-reduced with the accuracy and
@@ -32,6 +33,7 @@ import math
 import random
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -48,7 +50,7 @@ from dsgd_trainer.algorithms import (
     make_dist_context,
     uses_intra_node_groups,
 )
-from dsgd_trainer.checkpoint import Learner, RunState, resume, snapshot
+from dsgd_trainer.checkpoint import Learner, RunState, snapshot
 from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
@@ -65,10 +67,19 @@ from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
-from dsgd_trainer.results import communication, describe, epoch_line, fmt, prepare_directories
+from dsgd_trainer.results import (
+    communication,
+    describe,
+    epoch_line,
+    fmt,
+    prepare_directories,
+    written_directories,
+)
+from dsgd_trainer.resume import resume
 from dsgd_trainer.schedule import LearningRateSchedule
 from dsgd_trainer.stop_vote import StopVote
 from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
+from dsgd_trainer.storage import disk_full_exit, is_disk_full, write_together
 
 
 @record  # torchrun's error file gets the traceback of anything unexpected
@@ -88,6 +99,12 @@ def main(config: TrainingConfig) -> int:
         if error.every_rank or gang.local_rank == 0:
             print(error.message, file=sys.stderr, flush=True)
         return error.code
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        full = disk_full_exit(error, written_directories(config))
+        print(full.message, file=sys.stderr, flush=True)
+        return full.code
     except Exception:
         if stop.requested:
             # A peer that stopped first closed its connections under a collective of ours.
@@ -146,7 +163,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     )
 
     run = RunState()
-    if resume(checkpoint_dir, gang, steps_per_epoch, learner, run) and gang.rank == 0:
+    resumed = resume(checkpoint_dir, gang, steps_per_epoch, learner, run)
+    metrics.count_skipped_checkpoints(run.checkpoints_skipped)
+    if resumed and gang.rank == 0:
         results.drop_records_after(output_dir, run.epoch)
         log(f"resumed from {checkpoint_dir} after epoch {run.epoch} (step {run.step})")
     if gang.rank == 0:
@@ -243,15 +262,22 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         }
         metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
         metrics.publish_evaluation(test_loss, test_accuracy)
+        # Rank 0 writes; all learn together whether it could (a full outputDir stops the gang).
+        write_together(
+            partial(results.append_record, output_dir, run.record) if gang.rank == 0 else str,
+            "training.outputDir",
+            device,
+        )
         if gang.rank == 0:
-            results.append_record(output_dir, run.record)
             log(epoch_line(run.record, epochs))
 
         every = config.training.checkpoint_every
         if every and (run.epoch % every == 0 or run.epoch == epochs):
             run.wall_seconds = wall_before + time.perf_counter() - started
             state = snapshot(run, gang, steps_per_epoch, learner)
-            checkpoint.save(checkpoint_dir, run.epoch, run.step, gang.rank, gang.world_size, state)
+            checkpoint.save(
+                checkpoint_dir, run.epoch, run.step, gang.rank, gang.world_size, state, device
+            )
 
     run.wall_seconds = wall_before + time.perf_counter() - started
     if gang.rank == 0:

@@ -19,7 +19,7 @@ def build_children(
     Pods come last: their DNS name needs the Service, their config volume the
     ConfigMap, and a gang scheduler must see the PodGroup before its members.
     """
-    pod_group = build_pod_group(job)
+    pod_group = build_pod_group(job, settings)
     return [
         build_service(job),
         build_config_map(job),

@@ -22,6 +22,7 @@ from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSetting
 from dsgd_operator.builders.env import container_env
 from dsgd_operator.builders.gpu_pods import add_gpu_pod_settings
 from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.pod_defaults import image_pull_policy
 from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
     gang_pod_labels,
@@ -32,8 +33,6 @@ from dsgd_operator.builders.security import container_security_context, pod_secu
 from dsgd_operator.builders.volumes import container_mounts, pod_volumes
 from dsgd_operator.pod_layout import GPU_RESOURCE
 
-#: Tagged images are pulled once per node; a moved tag needs a new tag (or a digest).
-IMAGE_PULL_POLICY = "IfNotPresent"
 #: GPU nodes are commonly tainted so that only GPU work lands there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -50,10 +49,11 @@ def _port(name: str, number: int) -> dict:
 
 
 def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) -> dict:
+    image = job.spec.image or settings.default_image
     container: dict = {
         "name": CONTAINER_NAME,
-        "image": job.spec.image or settings.default_image,
-        "imagePullPolicy": IMAGE_PULL_POLICY,
+        "image": image,
+        "imagePullPolicy": image_pull_policy(image, settings.pod_defaults.image_pull_policy),
         "command": list(COMMAND),
         "args": list(ARGS),
         "env": container_env(job, node_rank),
@@ -63,7 +63,7 @@ def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) 
             _port(METRICS_PORT_NAME, METRICS_PORT),
         ],
     }
-    resources = container_resources(job)
+    resources = container_resources(job, settings)
     if resources:
         container["resources"] = resources
     container["volumeMounts"] = container_mounts(job)
@@ -102,7 +102,7 @@ def build_pod(
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [_container(job, node_rank, settings)],
-        "volumes": pod_volumes(job),
+        "volumes": pod_volumes(job, settings),
     }
     optional = {
         "schedulerName": pod_scheduler_name(job),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dsgd_contract.pod import pod_group_name
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.metadata import object_meta
 from dsgd_operator.builders.resources import format_quantity, pod_requests
 
@@ -65,7 +66,9 @@ def gang_pod_annotations(job: DistributedSGDJob) -> dict[str, str]:
     return {gang.pod_annotation: pod_group_name(job.name)} if gang and gang.pod_annotation else {}
 
 
-def build_pod_group(job: DistributedSGDJob) -> dict | None:
+def build_pod_group(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS
+) -> dict | None:
     """The PodGroup `<job>` (minMember = nodes), or None without a gang scheduler.
 
     minResources is the whole gang's request, so that Volcano enqueues the job
@@ -78,7 +81,7 @@ def build_pod_group(job: DistributedSGDJob) -> dict | None:
     spec: dict = {"minMember": job.spec.topology.nodes}
     optional = {"queue": scheduling.queue, "priorityClassName": scheduling.priority_class_name}
     spec.update({key: optional[key] for key in gang.spec_fields if optional[key]})
-    requests = pod_requests(job)
+    requests = pod_requests(job, settings)
     if requests:
         nodes = job.spec.topology.nodes
         spec["minResources"] = {

@@ -1,4 +1,5 @@
-"""Container resources: the user's, plus the GPUs the topology asks for."""
+"""Container resources: the user's, the installation's defaults for what the user left out,
+and the GPUs the topology asks for."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from decimal import Decimal
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
+from dsgd_operator.builders.pod_defaults import scaled
 from dsgd_operator.pod_layout import GPU_RESOURCE, parse_quantity
 
 #: Binary suffixes for summed quantities, largest first; only from Mi up, so
@@ -14,14 +17,35 @@ from dsgd_operator.pod_layout import GPU_RESOURCE, parse_quantity
 _BINARY_SUFFIXES = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20))
 
 
-def container_resources(job: DistributedSGDJob) -> dict | None:
-    """template.resources with `nvidia.com/gpu: processesPerNode` in limits and requests.
+def container_resources(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS
+) -> dict | None:
+    """template.resources, the installation's per-rank defaults × processesPerNode for every
+    resource the template does not name (as a request or a limit), and
+    `nvidia.com/gpu: processesPerNode` in limits and requests.
 
-    The user's CPU and memory are kept as given. A GPU count that contradicts
-    the topology never gets here: the spec refuses it (dsgd_operator.pod_layout).
+    The user's amounts are kept as given: a resource the template names is left
+    to it entirely (a default request could exceed its limit). A GPU count that
+    contradicts the topology never gets here: the spec refuses it
+    (dsgd_operator.pod_layout).
     """
     resources = copy.deepcopy(job.spec.template.resources or {})
     topology = job.spec.topology
+    named = {
+        name
+        for section in ("requests", "limits")
+        if isinstance(resources.get(section), dict)
+        for name in resources[section]
+    }
+    defaults = settings.pod_defaults
+    for section, amounts in (
+        ("requests", defaults.requests_per_process),
+        ("limits", defaults.limits_per_process),
+    ):
+        for name, amount in amounts.items():
+            if name not in named:
+                total = scaled(amount, topology.processes_per_node)
+                resources.setdefault(section, {})[name] = format_quantity(total)
     if topology.gpu:
         # Extended resources cannot be overcommitted: requests must equal limits.
         for section in ("limits", "requests"):
@@ -29,9 +53,11 @@ def container_resources(job: DistributedSGDJob) -> dict | None:
     return resources or None
 
 
-def pod_requests(job: DistributedSGDJob) -> dict[str, Decimal]:
+def pod_requests(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS
+) -> dict[str, Decimal]:
     """What one pod asks the scheduler for: requests, defaulting to limits as Kubernetes does."""
-    resources = container_resources(job) or {}
+    resources = container_resources(job, settings) or {}
     amounts = {**resources.get("limits", {}), **resources.get("requests", {})}
     return {name: parse_quantity(amount) for name, amount in amounts.items()}
 
@@ -44,10 +70,12 @@ def cpu_threads_per_process(job: DistributedSGDJob) -> int | None:
     """
     if job.spec.topology.gpu or not job.spec.template.resources:
         return None
-    cpus = pod_requests(job).get("cpu")
+    cpus = (job.spec.template.resources.get("requests") or {}).get("cpu") or (
+        job.spec.template.resources.get("limits") or {}
+    ).get("cpu")
     if cpus is None:
         return None
-    return max(1, math.floor(cpus / job.spec.topology.processes_per_node))
+    return max(1, math.floor(parse_quantity(cpus) / job.spec.topology.processes_per_node))
 
 
 def format_quantity(value: Decimal) -> str:

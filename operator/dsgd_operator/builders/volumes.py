@@ -14,6 +14,7 @@ from decimal import Decimal
 from dsgd_contract.pod import CONFIG_DIR, SHM_DIR, TMP_DIR, config_map_name
 
 from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.resources import format_quantity
 from dsgd_operator.pod_layout import (
     CHECKPOINT_VOLUME,
@@ -51,14 +52,24 @@ def _writable_dirs(job: DistributedSGDJob) -> list[tuple[str, str]]:
     return dirs
 
 
-def pod_volumes(job: DistributedSGDJob) -> list[dict]:
+def _empty_dir(size_limit: str | None) -> dict:
+    return {"sizeLimit": size_limit} if size_limit else {}
+
+
+def pod_volumes(job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS) -> list[dict]:
+    """Ours, then the template's. The emptyDirs get the installation's size limits
+    (BuildSettings.pod_defaults): a pod that writes more is evicted, not the node's disk
+    filled; checkpoints below /tmp count against the /tmp limit."""
+    defaults = settings.pod_defaults
     volumes = [
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(job.name)}},
-        # No sizeLimit: checkpoints may live below /tmp, and eviction would lose them.
-        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": TMP_VOLUME, "emptyDir": _empty_dir(defaults.tmp_size_limit)},
         {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size_limit(job)}},
     ]
-    volumes += [{"name": name, "emptyDir": {}} for name, _ in _writable_dirs(job)]
+    volumes += [
+        {"name": name, "emptyDir": _empty_dir(defaults.scratch_size_limit)}
+        for name, _ in _writable_dirs(job)
+    ]
     return volumes + copy.deepcopy(job.spec.template.volumes)
 
 

@@ -14,6 +14,7 @@ trial's axis values and the job field.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -23,13 +24,21 @@ from dsgd_contract.experiment import CELL_LABEL, EXPERIMENT_LABEL, MAX_TRIALS, S
 from pydantic import ValidationError
 
 from dsgd_operator.api import DistributedSGDJobSpec
-from dsgd_operator.manifest import describe_validation_error, format_loc
+from dsgd_operator.manifest import as_the_server_reads, describe_validation_error, format_loc
 
 if TYPE_CHECKING:
     from dsgd_operator.experiments.api import Axis, SGDExperiment, SGDExperimentSpec
 
 #: How many invalid cells an error lists before "... and N more".
 LISTED_REFUSALS = 5
+
+
+@functools.cache
+def job_spec_schema() -> dict[str, Any]:
+    """The job CRD's spec schema: trials are read as the API server reads a child job."""
+    from dsgd_operator.crd import openapi_schema  # crd imports the models; so late
+
+    return openapi_schema()["properties"]["spec"]
 
 
 class GridError(ValueError):
@@ -206,9 +215,8 @@ def expand_trials(spec: SGDExperimentSpec) -> list[Trial]:
     for cell in expand_cells(spec.axes):
         for seed in spec.seeds:
             try:
-                job_spec = DistributedSGDJobSpec.model_validate(
-                    trial_document(spec, cell, seed), strict=True
-                )
+                document = as_the_server_reads(trial_document(spec, cell, seed), job_spec_schema())
+                job_spec = DistributedSGDJobSpec.model_validate(document, strict=True)
             except ValidationError as error:
                 _, seeds, _ = refused.setdefault(
                     cell.index, (cell, [], describe_validation_error(error))

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, fields
 
 from dsgd_operator import api
 from dsgd_operator.builders.build_settings import BuildSettings
 from dsgd_operator.builders.gpu_pods import GpuPodSettings
+from dsgd_operator.builders.pod_defaults import PodDefaults
+from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy
 
-#: How from_env() reads each annotation (annotations are strings here).
-_FIELD_TYPES = {"int": int, "float": float, "str": str}
+#: How from_env() reads each annotation (annotations are strings here); sections are JSON.
+_FIELD_TYPES = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "TemplatePolicy": TemplatePolicy.from_json,
+    "PodDefaults": PodDefaults.from_json,
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,11 @@ class OperatorOptions:
     resync_seconds: float = 60  # a job is reconciled at least this often, events or not
     debounce_seconds: float = 0.2  # pod events this close together share one reconcile pass
     watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
+    # What spec.template may carry (Helm values templatePolicy; DSGD_TEMPLATE_POLICY as JSON).
+    template_policy: TemplatePolicy = DEFAULT_POLICY
+    # What trainer pods get that their job does not say (Helm values trainerPods;
+    # DSGD_POD_DEFAULTS as JSON): per-rank requests/limits, emptyDir sizes, pull policy.
+    pod_defaults: PodDefaults = dataclasses.field(default_factory=PodDefaults)
     # -- what GPU jobs' pods get (builders/gpu_pods.py; Helm values gpuPods) -----------
     gpu_runtime_class_name: str = ""  # RuntimeClass of GPU pods; empty = the nodes' default
     gpu_rdma_resources: str = ""  # JSON {resource: count} per GPU pod; adds IPC_LOCK; empty = none
@@ -68,7 +82,11 @@ class OperatorOptions:
     @property
     def build_settings(self) -> BuildSettings:
         """What the builders need from these options (every object of a job is built with it)."""
-        return BuildSettings(default_image=self.trainer_image, gpu_pods=self.gpu_pod_settings)
+        return BuildSettings(
+            default_image=self.trainer_image,
+            pod_defaults=self.pod_defaults,
+            gpu_pods=self.gpu_pod_settings,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorOptions:
@@ -90,6 +108,8 @@ class OperatorOptions:
             kind = _FIELD_TYPES[field.type]
             try:
                 values[field.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"{variable}={raw!r} is not a valid {kind.__name__}") from None
+            except ValueError as error:
+                if field.type in ("int", "float", "str"):
+                    raise ValueError(f"{variable}={raw!r} is not a valid {field.type}") from None
+                raise ValueError(f"{variable}: {error}") from None
         return cls(**values)

@@ -24,7 +24,7 @@ The rules (after Kubeflow's PyTorchJob and JobSet, and what their users miss):
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from dsgd_contract import exit_codes
 from dsgd_contract.job_status import (
@@ -50,6 +50,7 @@ from dsgd_operator.reconcile.status import (
     PodState,
     format_time,
     gang_failures,
+    later,
     parse_time,
     set_condition,
     worker_counts,
@@ -161,7 +162,7 @@ class _Pass:
         finished = parse_time(self.status.completion_time)
         if ttl is None or finished is None:
             return
-        left = (finished + timedelta(seconds=ttl) - self.now).total_seconds()
+        left = (later(finished, ttl) - self.now).total_seconds()
         if left <= 0:
             self.plan.delete_job = True
             self.event("Normal", "Expired", f"deleting the job {ttl}s after it finished")
@@ -232,7 +233,7 @@ class _Pass:
             started = self.now
             self.status.start_time = format_time(self.now)
         if policy.active_deadline_seconds is not None:
-            deadline = started + timedelta(seconds=policy.active_deadline_seconds)
+            deadline = later(started, policy.active_deadline_seconds)
             if self.now >= deadline:
                 self.end(
                     FAILED,
@@ -244,9 +245,7 @@ class _Pass:
             self.plan.requeue((deadline - self.now).total_seconds())
 
         if self.status.phase == "Restarting":
-            ready_at = self.since(RESTARTING) + timedelta(
-                seconds=restart_backoff(self.options, attempt)
-            )
+            ready_at = later(self.since(RESTARTING), restart_backoff(self.options, attempt))
             if stale:
                 self.plan.requeue(TERMINATION_POLL_SECONDS)
                 return

@@ -11,6 +11,7 @@ import aiohttp
 from dsgd_contract.pod import METRICS_PORT
 
 from dsgd_operator.api import Progress
+from dsgd_operator.reconcile.plan import Event
 from dsgd_operator.reconcile.status import PodState
 from dsgd_operator.trainer_progress import parse_progress
 
@@ -38,3 +39,22 @@ async def scrape(session: aiohttp.ClientSession, url: str, timeout: float = 2.0)
     except ValueError:
         return None
     return progress if progress != Progress() else None
+
+
+def checkpoint_fallback_event(progress: Progress, attempt: int) -> Event | None:
+    """A Warning Event (once per gang attempt) when node 0 resumed from an older checkpoint.
+
+    The trainer cannot post events itself (its pods have no API access); it
+    counts the unusable checkpoints it skipped, and the operator reads the count.
+    """
+    skipped = progress.checkpoints_skipped or 0
+    if skipped <= 0:
+        return None
+    return Event(
+        "Warning",
+        "CheckpointFallback",
+        f"gang attempt {attempt} resumed from an older checkpoint: the newest {skipped} "
+        "were unusable (corrupt or incomplete files; node 0's log names them), so the "
+        "epochs after the one it resumed from are trained again",
+        key=f"checkpoint-fallback/{attempt}",
+    )

@@ -36,18 +36,28 @@ from dsgd_operator.reconcile.in_memory import JobRuntime, OperatorContext
 from dsgd_operator.reconcile.kube import ApiError
 from dsgd_operator.reconcile.plan import Plan, Snapshot
 from dsgd_operator.reconcile.policy import plan
-from dsgd_operator.reconcile.progress_scrape import metrics_url, scrape
+from dsgd_operator.reconcile.progress_scrape import (
+    checkpoint_fallback_event,
+    metrics_url,
+    scrape,
+)
 from dsgd_operator.reconcile.status import PodState, observe_pod, set_condition
+from dsgd_operator.template_policy import DEFAULT_POLICY, TemplatePolicy, policy_problems
 
 
-def parse_body(body: Mapping[str, Any]) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
-    """The job from kopf's body, or None and the problems that make the operator refuse it."""
+def parse_body(
+    body: Mapping[str, Any], policy: TemplatePolicy = DEFAULT_POLICY
+) -> tuple[DistributedSGDJob | None, tuple[str, ...]]:
+    """The job from kopf's body, or None and the problems that make the operator refuse it:
+    the spec's own, or what the installation's template policy does not allow."""
     document = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
     name = (body.get("metadata") or {}).get("name", "?")
     try:
-        return parse_job(document, source=f"{api.KIND} {name}"), ()
+        job = parse_job(document, source=f"{api.KIND} {name}")
     except ManifestError as error:
         return None, error.problems
+    refused = policy_problems(job, policy)
+    return (None, refused) if refused else (job, ())
 
 
 async def create_gang(
@@ -60,7 +70,7 @@ async def create_gang(
     """Service, ConfigMap, PDB and PodGroup (once), then the pods of `ranks`, concurrently."""
     namespace = runtime.namespace
     if not runtime.children_created:
-        pod_group = build_pod_group(job)
+        pod_group = build_pod_group(job, ctx.options.build_settings)
         budget = build_pod_disruption_budget(job)
         for obj in (build_service(job), build_config_map(job), budget, pod_group):
             if obj is None:
@@ -117,6 +127,9 @@ async def refresh_progress(
     progress = await scrape(ctx.http, url)
     if progress is not None:
         result.status.progress = (result.status.progress or api.Progress()).updated_with(progress)
+        fallback = checkpoint_fallback_event(progress, attempt)
+        if fallback is not None:
+            result.events.append(fallback)
 
 
 def disrupted_and_gone(runtime: JobRuntime, listed: list[dict]) -> tuple[PodState, ...]:
@@ -176,7 +189,7 @@ async def reconcile_once(
     namespace, name = runtime.namespace, runtime.name
     if runtime.status is None:
         runtime.status = DistributedSGDJobStatus.model_validate(body.get("status") or {})
-    job, problems = parse_body(body)
+    job, problems = parse_body(body, ctx.options.template_policy)
     pods: tuple[PodState, ...] = ()
     if job is not None:
         job, problems = effective_job(job, runtime.status)

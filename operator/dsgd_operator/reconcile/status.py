@@ -8,7 +8,7 @@ a cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dsgd_contract import exit_codes
@@ -199,6 +199,18 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC, with milliseconds: backoffs and deadlines are timed from these."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def later(moment: datetime, seconds: float) -> datetime:
+    """`moment` + `seconds`, or the calendar's last moment when that lies beyond it.
+
+    A status time is anyone's to edit (the status subresource); a deadline or TTL
+    on a time near year 9999 must not overflow on every reconcile pass.
+    """
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def parse_time(text: Any) -> datetime | None:
