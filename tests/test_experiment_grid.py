@@ -350,3 +350,22 @@ def test_trials_are_read_as_the_api_server_reads_a_job() -> None:
     assert refusal(experiment(axes=[{"field": "topology.nodes", "values": [2.5]}])).endswith(
         "topology.nodes: Input should be a valid integer"
     )
+
+
+def test_validate_with_a_policy_refuses_an_experiment_whose_trials_it_refuses(
+    tmp_path, capsys
+) -> None:
+    """The helm values' default templatePolicy allows no serviceAccountName in pods."""
+    document = experiment(axes=[{"field": "algorithm", "values": [MINI_BATCH, LOCAL_16]}])
+    document["spec"]["template"]["template"] = {"serviceAccountName": "root-ish"}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(document))
+    values = tmp_path / "values.yaml"
+    values.write_text((EXAMPLES.parent / "helm" / "dsgd" / "values.yaml").read_text())
+    assert dsgd(["validate", str(path)]) == 0  # the spec alone is valid
+    capsys.readouterr()
+    assert dsgd(["validate", "--policy", str(values), str(path)]) == 1
+    assert capsys.readouterr().err == (
+        f"{path}: experiment lin: spec.template.template.serviceAccountName: 'root-ish' is not "
+        "allowed by this installation (templatePolicy.allowedServiceAccounts: [])\n"
+    )  # one line for both trials, at the experiment's field

@@ -19,9 +19,10 @@ import yaml
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import SGDExperiment
+from dsgd_operator.experiments.commands import add_experiment_commands, trial_policy_problems
 from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
 from dsgd_operator.experiments.manifest import is_experiment, load_manifests
-from dsgd_operator.manifest import ManifestError, parse_job, read_manifest_documents
+from dsgd_operator.manifest import ManifestError, read_manifest_documents
 from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 
 EXIT_INVALID = 1
@@ -65,17 +66,6 @@ def _load_policy(path: str | None) -> TemplatePolicy | None:
         raise ManifestError(path, (str(error),)) from None
 
 
-def _trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
-    """The policy's refusals of the experiments' trial jobs, each problem once."""
-    problems: dict[str, None] = {}
-    for experiment in experiments:
-        for trial in expand_trials(experiment.spec):
-            job = parse_job(trial_job(experiment, trial))
-            for problem in policy_problems(job, policy):
-                problems[f"experiment {experiment.name}: spec.template: {problem}"] = None
-    return list(problems)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     valid: list[tuple[str, list[DistributedSGDJob]]] = []
@@ -93,7 +83,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     for index, job in enumerate(jobs)
                     for problem in policy_problems(job, policy)
                 ]
-                refused += _trial_policy_problems(experiments, policy)
+                refused += trial_policy_problems(experiments, policy)
                 if refused:
                     raise ManifestError(path, tuple(refused))
         except ManifestError as error:
@@ -220,45 +210,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
 
-def cmd_experiment_run(args: argparse.Namespace) -> int:
-    from importlib.util import find_spec
-
-    from dsgd_operator.experiments.manifest import load_experiment
-
-    try:
-        experiment = load_experiment(args.file)
-    except ManifestError as error:
-        _report([error])
-        return EXIT_INVALID
-    if find_spec("torch") is None:
-        print("dsgd experiment run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
-        return EXIT_INVALID
-    from dsgd_operator.experiments.local import run_experiment
-    from dsgd_operator.local_run import LocalRunError
-
-    out_dir = Path(args.out) if args.out else Path("runs") / experiment.name
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the gangs like Ctrl-C
-    try:
-        return run_experiment(experiment, out_dir, parallel=args.parallel)
-    except LocalRunError as error:
-        print(error, file=sys.stderr)
-        return EXIT_INVALID
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from dsgd_operator.experiments.aggregate import ReportError
-    from dsgd_operator.experiments.report import write_report
-
-    try:
-        written = write_report(Path(args.dir), Path(args.out) if args.out else None)
-    except ReportError as error:
-        print(f"dsgd report: {error}", file=sys.stderr)
-        return EXIT_INVALID
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
 def cmd_operator(args: argparse.Namespace) -> int:
     try:
         from dsgd_operator.reconcile import OperatorOptions, run_operator
@@ -350,28 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-node log lines")
     run.set_defaults(func=cmd_run)
 
-    experiment = sub.add_parser("experiment", help="run an SGDExperiment's trials locally")
-    experiment_sub = experiment.add_subparsers(dest="experiment_command", required=True)
-    experiment_run = experiment_sub.add_parser(
-        "run", help="run every trial as local processes; re-run to continue"
-    )
-    experiment_run.add_argument("file", metavar="FILE")
-    experiment_run.add_argument("--out", help="results directory (default: runs/<name>)")
-    experiment_run.add_argument(
-        "--parallel",
-        type=int,
-        choices=range(1, 65),
-        metavar="N",
-        help="trials at once (default: spec.parallelism)",
-    )
-    experiment_run.set_defaults(func=cmd_experiment_run)
-
-    report = sub.add_parser(
-        "report", help="an experiment directory's tables and figures (report.md, report.html)"
-    )
-    report.add_argument("dir", metavar="DIR", help="the --out of `dsgd experiment run`")
-    report.add_argument("--out", help="where the report goes (default: DIR)")
-    report.set_defaults(func=cmd_report)
+    add_experiment_commands(sub)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument(
