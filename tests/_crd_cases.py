@@ -53,6 +53,18 @@ ACCEPTED: dict[str, dict[str, Any]] = {
         "topology": {"nodes": 2, "processesPerNode": 2},
     },
     "local sign": {"algorithm": {"name": "local-sgd", "compression": "sign"}},
+    "evaluation every 50 steps": {"training": {"evalEvery": 50}},
+    "evaluation every quarter epoch": {"training": {"evalEvery": 0.25}},
+    "DiLoCo outer optimizer": {
+        "algorithm": {
+            "name": "local-sgd",
+            "outerOptimizer": {"learningRate": 0.7, "momentum": 0.9, "nesterov": True},
+        }
+    },
+    "poly LARS with zero-γ init": {
+        "optimizer": {"lars": True, "schedule": "poly", "weightDecayOnBiases": False},
+        "training": {"zeroInitResidual": True},
+    },
     "post-local ef-sign": {"algorithm": {**POST_LOCAL, "compression": "ef-sign"}},
     "post-local switch": {"algorithm": {**POST_LOCAL, "switchEpoch": 299}},
     "post-local no milestones but switch": {
@@ -125,6 +137,33 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
             "topology": {"nodes": 2, "processesPerNode": 2},
         },
         {"spec.algorithm.compression"},
+    ),
+    "zero-γ init without residual blocks": (
+        {"training": {"model": "mlp", "zeroInitResidual": True}},
+        {"spec.training.zeroInitResidual"},
+    ),
+    "outer optimizer on mini-batch SGD": (
+        {"algorithm": {"name": "mini-batch-sgd", "outerOptimizer": {"momentum": 0.9}}},
+        {"spec.algorithm.outerOptimizer"},
+    ),
+    "outer optimizer with compression": (
+        {
+            "algorithm": {
+                "name": "local-sgd",
+                "compression": "ef-sign",
+                "outerOptimizer": {"learningRate": 0.7},
+            }
+        },
+        {"spec.algorithm.outerOptimizer"},
+    ),
+    "outer Nesterov without momentum": (
+        {"algorithm": {"name": "local-sgd", "outerOptimizer": {"nesterov": True}}},
+        {"spec.algorithm.outerOptimizer.nesterov"},
+    ),
+    "evalEvery 2.5": ({"training": {"evalEvery": 2.5}}, {"spec.training.evalEvery"}),
+    "LARS with sign steps": (
+        {"algorithm": {"name": "local-sgd", "compression": "sign"}, "optimizer": {"lars": True}},
+        {"spec.optimizer.lars"},
     ),
     "switch epoch without post-local": (
         {"algorithm": {"name": "local-sgd", "switchEpoch": 3}},

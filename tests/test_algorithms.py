@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 
 import pytest
 import torch
@@ -19,7 +18,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
-from dsgd_trainer.algorithms import compression as comp
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
@@ -123,6 +121,17 @@ def identical(a: dict, b: dict, names: list[str] | None = None) -> bool:
 
 def ranks_identical(per_rank: list[dict], names: list[str] | None = None) -> bool:
     return all(identical(per_rank[0], other, names) for other in per_rank[1:])
+
+
+def ring_all_reduce_sends(payload: int, ranks: int) -> int:
+    """What one rank sends in a ring all-reduce (NCCL's and gloo's ring): a reduce-scatter
+    then an all-gather, each ranks − 1 steps that pass one payload/ranks chunk on."""
+    return round(2 * (ranks - 1) * payload / ranks)
+
+
+def broadcast_share(payload: int, ranks: int) -> int:
+    """A broadcast hands the payload to ranks − 1 receivers; one rank's share of that."""
+    return round((ranks - 1) * payload / ranks)
 
 
 def rounds_per_step(rounds: list[dict], scope: str = "global") -> list[int]:
@@ -239,43 +248,6 @@ def post_local_schedule(rank: int) -> dict:
     return {"snapshots": snapshots, "rounds": rounds, "counters": algo.counters.state_dict()}
 
 
-SIGN_RUN = {"steps": 5, "H": 2}
-
-
-def sign_compressed_syncs(rank: int, compression: str) -> dict:
-    """Local SGD with sign compression; records x_k, x_sync and e around every sync."""
-    model = make_model()
-    ctx = make_dist_context(torch.device("cpu"))
-    config = make_config("local-sgd", localSteps=SIGN_RUN["H"], compression=compression)
-    algo = build_algorithm(config, model, ctx, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-    names = parameter_names(model)
-    syncs = []
-
-    def sync_state() -> dict:
-        state = algo.state_dict()["global_sync"]
-        error = state["error"] or [torch.zeros_like(p) for p in model.parameters()]
-        return {
-            "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-            "reference": dict(zip(names, state["reference"], strict=True)),
-            "error": dict(zip(names, error, strict=True)),
-        }
-
-    def before_sync(step: int) -> None:
-        if (step + 1) % SIGN_RUN["H"] == 0:
-            syncs.append({"step": step, "before": sync_state()})
-
-    def after_step(step: int) -> None:
-        if syncs and syncs[-1]["step"] == step:
-            syncs[-1]["after"] = sync_state()
-            syncs[-1]["after_buffers"] = {
-                n: b.clone() for n, b in model.named_buffers() if b.is_floating_point()
-            }
-
-    train(algo, model, optimizer, rank, range(SIGN_RUN["steps"]), before_sync, after_step)
-    return {"syncs": syncs, "counters": algo.counters.state_dict()}
-
-
 def resume_matches(rank: int, config: TrainingConfig, total: int, checkpoints: list[int]) -> dict:
     """Train `total` steps straight, and again resuming from a checkpoint after each given step."""
     straight_algo, straight_model, _, _ = run_algorithm(config, rank, total, steps_per_epoch=2)
@@ -331,8 +303,6 @@ def two_rank_scenarios(rank: int, world_size: int) -> dict:
         "mini_batch": mini_batch_payload(rank),
         "local": local_sgd_vs_periodic_averager(rank),
         "post_local": post_local_schedule(rank),
-        "sign": sign_compressed_syncs(rank, "sign"),
-        "ef-sign": sign_compressed_syncs(rank, "ef-sign"),
         "resume_post_local_ef": resume_matches(rank, post_local_ef, **RESUME),
         "resume_local_sign": resume_matches(rank, local_sign, **RESUME),
     }
@@ -474,8 +444,12 @@ def test_mini_batch_counts_one_round_and_the_gradient_payload_per_step(
         assert mini["hook_bytes"] == steps * grad_bytes  # what DDP's buckets really carried
         assert mini["counters"]["rounds"] == {"global": steps, "intra_node": 0}
         # + DDP's broadcast of all buffers (num_batches_tracked included) before each forward
-        expected = steps * (grad_bytes + all_buffer_bytes(model))
-        assert mini["counters"]["bytes"] == {"global": expected, "intra_node": 0}
+        payload = steps * (grad_bytes + all_buffer_bytes(model))
+        assert mini["counters"]["payload_bytes"] == {"global": payload, "intra_node": 0}
+        wire = steps * (
+            ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(all_buffer_bytes(model), 2)
+        )
+        assert mini["counters"]["bytes"] == {"global": wire, "intra_node": 0}
 
 
 def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
@@ -485,7 +459,9 @@ def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
         local = result["local"]
         rounds = local["steps"] // local["period"]
         assert local["counters"]["rounds"] == {"global": rounds, "intra_node": 0}
-        assert local["counters"]["bytes"] == {"global": rounds * dense, "intra_node": 0}
+        assert local["counters"]["payload_bytes"] == {"global": rounds * dense, "intra_node": 0}
+        wire = rounds * ring_all_reduce_sends(dense, 2)
+        assert local["counters"]["bytes"] == {"global": wire, "intra_node": 0}
 
 
 def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
@@ -496,10 +472,16 @@ def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
     assert (global_rounds, intra_rounds) == (2, 3)
     for result in four_ranks:
         assert result["counters"]["rounds"] == {"global": global_rounds, "intra_node": intra_rounds}
-        assert result["counters"]["bytes"] == {
+        assert result["counters"]["payload_bytes"] == {
             "global": global_rounds * dense,
             "intra_node": intra_rounds * dense,
         }
+        # 4 ranks globally (each sends 1.5 × the payload), 2 within a node (1 ×).
+        assert result["counters"]["bytes"] == {
+            "global": global_rounds * ring_all_reduce_sends(dense, 4),
+            "intra_node": intra_rounds * ring_all_reduce_sends(dense, 2),
+        }
+        assert ring_all_reduce_sends(dense, 4) == 3 * dense // 2
 
 
 def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
@@ -520,7 +502,14 @@ def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
         dense = nbytes(model, params + float_buffer_names(model))
         mini = switch * (grad_bytes + all_buffer_bytes(model))
         switch_broadcast = all_buffer_bytes(model)
-        assert counters["bytes"]["global"] == mini + switch_broadcast + local_rounds * dense
+        payload = mini + switch_broadcast + local_rounds * dense
+        assert counters["payload_bytes"]["global"] == payload
+        wire = (
+            switch * (ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(switch_broadcast, 2))
+            + broadcast_share(switch_broadcast, 2)
+            + local_rounds * ring_all_reduce_sends(dense, 2)
+        )
+        assert counters["bytes"]["global"] == wire
     for step in range(steps):
         snaps = [r["post_local"]["snapshots"][step] for r in two_ranks]
         if step < switch - 1:
@@ -531,74 +520,31 @@ def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
             assert not ranks_identical(snaps, params), f"step {step}: unexpected sync"
 
 
-@pytest.mark.parametrize("compression", ["sign", "ef-sign"])
-def test_compressed_counts_packed_bits_and_scales(two_ranks: list[dict], compression: str) -> None:
-    model = make_model()
-    packed = sum(math.ceil(p.numel() / 8) + 4 for p in model.parameters())
-    buffers = nbytes(model, float_buffer_names(model))
-    rounds = SIGN_RUN["steps"] // SIGN_RUN["H"]
-    for result in two_ranks:
-        counters = result[compression]["counters"]
-        assert counters["rounds"] == {"global": rounds, "intra_node": 0}
-        assert counters["bytes"] == {"global": rounds * (packed + buffers), "intra_node": 0}
-
-
 def test_compressed_post_local_counts_both_phases(two_ranks: list[dict]) -> None:
     model = make_model()
     switch, h, total = 2 * 2, 3, RESUME["total"]  # switchEpoch 2 × 2 steps per epoch
     grad_bytes = nbytes(model, parameter_names(model))
-    packed = sum(math.ceil(p.numel() / 8) + 4 for p in model.parameters())
+    # int8 sign sums (one byte per element) + one float32 scale per tensor
+    signs = sum(p.numel() for p in model.parameters())
+    scales = 4 * len(list(model.parameters()))
+    buffers = nbytes(model, float_buffer_names(model))
     local_rounds = (total - switch) // h
-    expected_bytes = (
+    expected_payload = (
         switch * (grad_bytes + all_buffer_bytes(model))  # DDP steps
         + all_buffer_bytes(model)  # rank 0's buffers at the switch
-        + local_rounds * (packed + nbytes(model, float_buffer_names(model)))
+        + local_rounds * (signs + scales + buffers)
+    )
+    expected_wire = (
+        switch
+        * (ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(all_buffer_bytes(model), 2))
+        + broadcast_share(all_buffer_bytes(model), 2)
+        + local_rounds * sum(ring_all_reduce_sends(part, 2) for part in (signs, scales, buffers))
     )
     for result in two_ranks:
         counters = result["resume_post_local_ef"]["straight"]["counters"]
         assert counters["rounds"] == {"global": switch + local_rounds, "intra_node": 0}
-        assert counters["bytes"] == {"global": expected_bytes, "intra_node": 0}
-
-
-# ---------------------------------------------------------------- tests: compression semantics
-
-
-def expected_scaled_sign(x: torch.Tensor) -> torch.Tensor:
-    """C(x) = ‖x‖₁/d · sign(x), with sign(0) = +1, written independently of the code."""
-    signs = torch.where(x >= 0, 1.0, -1.0)
-    return x.abs().mean() * signs
-
-
-@pytest.mark.parametrize("compression", ["sign", "ef-sign"])
-def test_compressed_sync_adds_the_mean_compressed_delta(
-    two_ranks: list[dict], compression: str
-) -> None:
-    syncs_per_rank = [r[compression]["syncs"] for r in two_ranks]
-    assert len(syncs_per_rank[0]) == SIGN_RUN["steps"] // SIGN_RUN["H"]
-    for sync_index in range(len(syncs_per_rank[0])):
-        records = [syncs[sync_index] for syncs in syncs_per_rank]
-        before0 = records[0]["before"]
-        assert ranks_identical([r["before"]["reference"] for r in records])
-        assert ranks_identical([r["after"]["params"] for r in records])
-        assert ranks_identical([r["after_buffers"] for r in records])
-        for name, reference in before0["reference"].items():
-            sent = []
-            for record in records:
-                before, after = record["before"], record["after"]
-                p = before["params"][name] - before["reference"][name] + before["error"][name]
-                c = expected_scaled_sign(p)
-                sent.append(c)
-                if compression == "ef-sign":
-                    torch.testing.assert_close(after["error"][name], p - c)
-                else:
-                    assert not after["error"][name].any()
-            expected = reference + sum(sent) / len(sent)
-            torch.testing.assert_close(records[0]["after"]["reference"][name], expected)
-            assert torch.equal(
-                records[0]["after"]["params"][name], records[0]["after"]["reference"][name]
-            )
-    if compression == "ef-sign":
-        assert any(syncs_per_rank[0][-1]["after"]["error"][n].any() for n in before0["error"])
+        assert counters["payload_bytes"] == {"global": expected_payload, "intra_node": 0}
+        assert counters["bytes"] == {"global": expected_wire, "intra_node": 0}
 
 
 @pytest.mark.parametrize("case", ["resume_post_local_ef", "resume_local_sign"])
@@ -614,56 +560,17 @@ def test_state_dict_round_trip_resumes_identically(two_ranks: list[dict], case: 
 # ---------------------------------------------------------------- tests: pure functions
 
 
-@pytest.mark.parametrize("numel", [1, 7, 8, 9, 64, 1001])
-def test_pack_unpack_round_trip(numel: int) -> None:
-    bits = torch.rand(numel, generator=torch.Generator().manual_seed(numel)) > 0.5
-    packed = comp.pack_bits(bits)
-    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(numel / 8)
-    assert torch.equal(comp.unpack_bits(packed, numel), bits)
-
-
-def test_pack_bits_is_lsb_first() -> None:
-    bits = torch.tensor([True, False, False, False, False, False, False, True, True])
-    assert comp.pack_bits(bits).tolist() == [1 + 128, 1]
-
-
-def test_scaled_sign_has_mean_absolute_scale_and_sign_zero_positive() -> None:
-    x = torch.tensor([[3.0, -1.0], [0.0, -4.0]])
-    c = comp.scaled_sign(x)
-    assert torch.equal(c, torch.tensor([[2.0, -2.0], [2.0, -2.0]]))  # ‖x‖₁/d = 8/4
-    assert torch.equal(comp.scaled_sign(torch.zeros(3)), torch.zeros(3))
-
-
-def test_encode_decode_carries_the_scaled_signs() -> None:
-    generator = torch.Generator().manual_seed(0)
-    tensors = [torch.randn(shape, generator=generator) for shape in [(5, 7), (7,), (3, 7), (1,)]]
-    payload = comp.encode(tensors)
-    assert payload.dtype == torch.uint8
-    assert payload.numel() == comp.payload_size([t.numel() for t in tensors])
-    assert payload.numel() == sum(math.ceil(t.numel() / 8) + 4 for t in tensors)
-    for decoded, tensor in zip(comp.decode(payload, tensors), tensors, strict=True):
-        assert torch.equal(decoded, expected_scaled_sign(tensor))
-    with pytest.raises(ValueError, match="expected"):
-        comp.decode(payload[:-1], tensors)
-
-
-def test_error_feedback_keeps_what_was_not_sent() -> None:
-    generator = torch.Generator().manual_seed(1)
-    delta, error = torch.randn(4, 9, generator=generator), torch.randn(4, 9, generator=generator)
-    p, c, new_error = comp.error_feedback_step(delta, error)
-    torch.testing.assert_close(p, delta + error)
-    torch.testing.assert_close(c, expected_scaled_sign(delta + error))
-    torch.testing.assert_close(c + new_error, p)
-
-
 def test_counters_refuse_unknown_scopes() -> None:
     from dsgd_trainer.algorithms import SyncCounters
+    from dsgd_trainer.algorithms.traffic import Traffic
 
     counters = SyncCounters()
-    counters.record("intra_node", 10)
+    counters.record("intra_node", Traffic(payload=10, wire=15))
     assert counters.rounds == {"global": 0, "intra_node": 1}
+    assert counters.payload_bytes == {"global": 0, "intra_node": 10}
+    assert counters.bytes == {"global": 0, "intra_node": 15}
     with pytest.raises(ValueError, match="scope"):
-        counters.record("cluster", 1)
+        counters.record("cluster", Traffic(1, 1))
 
 
 def test_state_of_another_algorithm_is_refused() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from dsgd_contract.config import Optimizer as OptimizerConfig
@@ -118,6 +120,57 @@ def test_without_lars_the_factory_builds_sgd_with_the_recipe() -> None:
         model, OptimizerConfig(momentum=0.9, nesterov=True, weight_decay=5e-4)
     )
     assert type(optimizer) is torch.optim.SGD
-    (group,) = optimizer.param_groups
-    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 5e-4)
-    assert len(group["params"]) == 4
+    decayed, undecayed = optimizer.param_groups
+    for group in (decayed, undecayed):
+        assert (group["momentum"], group["nesterov"]) == (0.9, True)
+    # Goyal et al. §5.1: no weight decay on BatchNorm's γ and β; the linear bias keeps it.
+    assert [id(p) for p in decayed["params"]] == [id(model[0].weight), id(model[0].bias)]
+    assert decayed["weight_decay"] == 5e-4
+    assert [id(p) for p in undecayed["params"]] == [id(model[1].weight), id(model[1].bias)]
+    assert undecayed["weight_decay"] == 0.0
+
+
+def test_weight_decay_reaches_what_the_options_say() -> None:
+    config = {"momentum": 0.0, "nesterov": False, "weightDecay": 0.1, "learningRate": 0.5}
+    # One plain step of w − lr·(∇w + wd·w) by hand, for each parameter of tiny_model().
+    with_decay = {"0.bias": 1.0 - 0.5 * (0.5 + 0.1), "1.weight": 2.0 - 0.5 * (0.2 + 0.2)}
+    without = {"0.bias": 1.0 - 0.5 * 0.5, "1.weight": 2.0 - 0.5 * 0.2}
+    for options, expected in [
+        ({}, {"0.bias": with_decay["0.bias"], "1.weight": without["1.weight"]}),
+        ({"weightDecayOnBiases": False}, without),
+        ({"weightDecayOnNormalization": True}, with_decay),
+    ]:
+        model = tiny_model()
+        build_optimizer(model, OptimizerConfig.model_validate({**config, **options})).step()
+        state = model.state_dict()
+        for name, value in expected.items():
+            assert state[name].item() == pytest.approx(value), (options, name)
+
+
+def test_lars_momentum_with_a_warming_up_lr_matches_hand_computed_values() -> None:
+    """Three steps while the lr warms up 0.1 → 0.2 → 0.3; lr multiplies the momentum buffer.
+
+    Convention (as torch.optim.SGD, and Goyal et al.'s form that needs no momentum
+    correction when the lr changes): buf ← m·buf + trust·(∇w + wd·w); w ← w − lr_t·buf.
+    """
+    weight = nn.Parameter(torch.tensor([3.0, 4.0]))
+    optimizer = LARS([weight], lr=0.1, momentum=0.9, weight_decay=0.1, trust=0.02)
+    grads = [[0.6, 0.8], [0.0, 2.0], [-1.0, 0.0]]
+    lrs = [0.1, 0.2, 0.3]
+    w, buf = [3.0, 4.0], None
+    for grad, lr in zip(grads, lrs, strict=True):
+        norm_w = math.hypot(*w)
+        norm_g = math.hypot(*grad)
+        ratio = 0.02 * norm_w / (norm_g + 0.1 * norm_w)
+        d = [ratio * (g + 0.1 * x) for g, x in zip(grad, w, strict=True)]
+        buf = d if buf is None else [0.9 * b + e for b, e in zip(buf, d, strict=True)]
+        w = [x - lr * b for x, b in zip(w, buf, strict=True)]
+
+        weight.grad = torch.tensor(grad)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        assert optimizer.state[weight]["trust_ratio"].item() == pytest.approx(ratio, rel=1e-6)
+        assert weight.detach().tolist() == pytest.approx(w, rel=1e-6)
+    # First step by hand: ratio 0.02·5/(1 + 0.5) = 1/15, w = [3, 4] − 0.1/15·[0.9, 1.2].
+    assert w != [3.0, 4.0]

@@ -169,3 +169,21 @@ def test_bad_plugin_is_a_model_error_naming_the_reference(
     with pytest.raises(ModelError, match=complaint) as raised:
         build_model(reference, (3, 2), 5)
     assert repr(reference) in str(raised.value)
+
+
+def test_zero_init_residual_starts_each_block_as_the_identity() -> None:
+    model = build_model("resnet20", (3, 32, 32), 10, zero_init_residual=True)
+    blocks = [m for m in model.modules() if hasattr(m, "bn2")]
+    assert len(blocks) == 9
+    for block in blocks:
+        assert not block.bn2.weight.any()  # γ = 0: the block adds nothing at first
+        assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))
+    assert torch.equal(model.bn.weight, torch.ones_like(model.bn.weight))
+    plain = build_model("resnet20", (3, 32, 32), 10)
+    assert all(
+        torch.equal(m.bn2.weight, torch.ones(m.bn2.weight.shape))
+        for m in plain.modules()
+        if hasattr(m, "bn2")
+    )
+    with pytest.raises(ModelError, match="residual"):
+        build_model("mlp", (32,), 10, zero_init_residual=True)

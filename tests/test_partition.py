@@ -100,3 +100,18 @@ def test_dataset_smaller_than_one_global_batch_is_a_data_error_naming_the_sizes(
 def test_rank_outside_the_world_is_refused() -> None:
     with pytest.raises(ValueError, match="rank 4 is not in a world of size 4"):
         rank_batches(100, 0, 0, rank=4, world_size=4, batch_size=2)
+
+
+def test_seeds_do_not_share_data_orders() -> None:
+    """Replicates are independent: seed s at epoch e is not seed s + 1 at epoch e − 1."""
+    for seed, epoch in [(2, 1), (1, 5), (7, 3)]:
+        here = epoch_permutation(1000, epoch=epoch, seed=seed)
+        assert not torch.equal(here, epoch_permutation(1000, epoch=epoch - 1, seed=seed + 1))
+        assert not torch.equal(here, epoch_permutation(1000, epoch=epoch + 1, seed=seed - 1))
+        assert torch.equal(here, epoch_permutation(1000, epoch=epoch, seed=seed))
+    orders = {
+        tuple(epoch_permutation(50, epoch=e, seed=s)[:10].tolist())
+        for s in range(4)
+        for e in range(4)
+    }
+    assert len(orders) == 16

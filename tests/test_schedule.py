@@ -97,3 +97,22 @@ def test_the_default_warmup_is_five_epochs_or_half_of_a_shorter_run(
     assert unset.optimizer.warmup_epochs is None
     schedule = LearningRateSchedule.from_config(unset, world_size=1, steps_per_epoch=10)
     assert schedule.warmup_steps == warmup_steps
+
+
+def test_poly_schedule_decays_to_zero_after_the_warmup() -> None:
+    """You et al.'s LARS schedule: peak × (1 − progress)², progress counted after the warm-up."""
+    schedule = LearningRateSchedule.from_config(
+        config(schedule="poly"), world_size=8, steps_per_epoch=10
+    )  # 100 steps, 20 of warm-up, peak 0.4
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(19) == pytest.approx(0.385)
+    assert schedule(20) == pytest.approx(0.4)
+    assert schedule(40) == pytest.approx(0.4 * (1 - 20 / 80) ** 2)  # 0.225
+    assert schedule(60) == pytest.approx(0.1)  # halfway: 0.4 × 0.5²
+    assert schedule(99) == pytest.approx(0.4 * (1 / 80) ** 2)
+    # Milestones do not apply to poly.
+    assert schedule(50) == pytest.approx(0.4 * (1 - 30 / 80) ** 2)
+    cubic = LearningRateSchedule.from_config(
+        config(schedule="poly", polyPower=3.0), world_size=8, steps_per_epoch=10
+    )
+    assert cubic(60) == pytest.approx(0.05)

@@ -133,6 +133,33 @@ def test_two_rank_run_reports_sane_results(reference: Path) -> None:
     assert latest_epoch(reference) == EPOCHS
 
 
+def test_eval_every_steps_evaluates_on_that_cadence_and_keeps_eval_out_of_training_time(
+    tmp_path: Path, pods: Pods
+) -> None:
+    """evalEvery 3 over 2 epochs of 8 steps: steps 3, 6, …, 15, and the last step 16."""
+    config = tiny_config(tmp_path, epochs=2, evalEvery=3)
+    config["algorithm"] = {"name": "local-sgd", "localSteps": 4, "compression": "sign"}
+    pod = pods.start(config, tmp_path)
+    assert pod.wait() == 0, pod.output
+    history = records(tmp_path)
+    assert [r["step"] for r in history] == [3, 6, 9, 12, 15, 16]
+    assert [r["epoch"] for r in history] == [3 / 8, 6 / 8, 9 / 8, 12 / 8, 15 / 8, 2]
+    for record in history:
+        assert record["sync_rounds"]["global"] == record["step"] // 4
+        # Mean over ranks of ‖x_k − x̄‖/‖x̄‖ at the last global sync; none before the first.
+        if record["step"] < 4:
+            assert record["consensus_distance"] is None
+        else:
+            assert 0 < record["consensus_distance"] < 1
+    # Training time excludes evaluation: the windows add up to the cumulative figure.
+    assert sum(r["epoch_seconds"] for r in history) == pytest.approx(history[-1]["train_seconds"])
+    assert history[-1]["wall_seconds"] > history[-1]["train_seconds"] + sum(
+        r["eval_seconds"] for r in history
+    )
+    # 2 ranks: a ring all-reduce sends exactly its payload (2·(K−1)/K = 1).
+    assert all(r["payload_bytes"] == r["communicated_bytes"] for r in history)
+
+
 def test_run_killed_after_a_checkpoint_resumes_bit_identically(
     reference: Path, tmp_path: Path, pods: Pods
 ) -> None:

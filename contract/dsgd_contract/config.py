@@ -42,6 +42,8 @@ MAX_PATH_LENGTH = 4096
 AlgorithmName = Literal["mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"]
 Compression = Literal["none", "sign", "ef-sign"]
 BUILTIN_MODELS = ("resnet20", "cnn", "mlp")
+#: The built-in models with residual blocks, where training.zeroInitResidual applies.
+RESIDUAL_MODELS = ("resnet20",)
 BUILTIN_DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 #: The algorithms whose global sync may be compressed (sign, ef-sign); the CRD's CEL rule,
 #: this model's cross-field check and the trainer all read it from here.
@@ -92,6 +94,35 @@ class Topology(SpecModel):
         return self.nodes * self.processes_per_node
 
 
+class OuterOptimizer(SpecModel):
+    """SGD with momentum on the averaged pseudo-gradient at each global sync (SlowMo, DiLoCo).
+
+    Δ = x_sync − mean_k(x_k); buf ← momentum·buf + Δ; x_sync ← x_sync −
+    learningRate·(Δ + momentum·buf if nesterov else buf). learningRate 1 with
+    momentum 0 is plain averaging (and runs as exactly that).
+    """
+
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = Field(
+        1.0, description="Outer learning rate (1 with momentum 0: plain averaging)."
+    )
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="Outer momentum on the pseudo-gradients of successive global syncs."
+    )
+    nesterov: bool = Field(False, description="Nesterov outer momentum (needs momentum > 0).")
+
+    @property
+    def is_plain_averaging(self) -> bool:
+        return self.learning_rate == 1.0 and self.momentum == 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> OuterOptimizer:
+        if self.nesterov and self.momentum == 0:
+            raise_cross_field_errors(
+                "OuterOptimizer", [(("nesterov",), "Nesterov momentum needs momentum > 0")]
+            )
+        return self
+
+
 class Algorithm(SpecModel):
     """The distributed SGD algorithm and its communication schedule."""
 
@@ -121,10 +152,26 @@ class Algorithm(SpecModel):
     compression: Compression = Field(
         "none",
         description=(
-            "Compression of the global model deltas: none, sign or ef-sign (error feedback). "
-            "Only for local-sgd and post-local-sgd."
+            "Compression of the global model deltas, as Lin et al.'s code runs it: none; sign "
+            "(sign steps locally, ranks average signs and scales apart); ef-sign (SGD steps, "
+            "error feedback). Only for local-sgd and post-local-sgd."
         ),
     )
+
+    outer_optimizer: OuterOptimizer = Field(
+        default_factory=OuterOptimizer,
+        description=(
+            "At each global sync of local-sgd, post-local-sgd and hierarchical-local-sgd "
+            "(uncompressed): SGD with momentum on the averaged pseudo-gradient. Presets: "
+            "SlowMo {learningRate: 1, momentum: 0.6}; DiLoCo {learningRate: 0.7, "
+            "momentum: 0.9, nesterov: true}."
+        ),
+    )
+
+    @property
+    def local_sign_steps(self) -> bool:
+        """Whether local steps are sign steps (compression `sign`, Lin et al.'s local_sign_sgd)."""
+        return self.compression == "sign"
 
 
 class Optimizer(SpecModel):
@@ -151,7 +198,35 @@ class Optimizer(SpecModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="Momentum factor.")
     nesterov: bool = Field(True, description="Nesterov momentum (needs momentum > 0).")
     weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(1e-4, description="L2 weight decay.")
-    lars: bool = Field(False, description="Layer-wise adaptive rate scaling (You et al. 2017).")
+    weight_decay_on_normalization: bool = Field(
+        False,
+        description=(
+            "Apply weightDecay to normalisation parameters (BatchNorm γ and β, …). Off, as "
+            "Goyal et al. 2017 §5.1 and Lin et al.'s code."
+        ),
+    )
+    weight_decay_on_biases: bool = Field(
+        True,
+        description="Apply weightDecay to the biases of other layers (the authors' code does).",
+    )
+    schedule: Literal["step", "poly"] = Field(
+        "step",
+        description=(
+            "After the warm-up: step (× gamma at each milestone, Goyal et al.) or poly "
+            "(peak × (1 − progress)^polyPower to 0 at the end, You et al.'s LARS schedule)."
+        ),
+    )
+    poly_power: Annotated[float, Field(gt=0, le=10)] = Field(
+        2.0, description="The power of the poly schedule (You et al.: 2)."
+    )
+    lars: bool = Field(
+        False,
+        description=(
+            "Layer-wise adaptive rate scaling (You et al. 2017). Pair it with a large scaled "
+            "learningRate, a warm-up and schedule: poly, as You et al.; with the small lr of "
+            "plain SGD the trust ratio makes layer steps tiny."
+        ),
+    )
     lars_trust: Annotated[float, Field(gt=0, le=1)] = Field(
         0.001, description="LARS trust coefficient η in η‖w‖ / (‖∇w‖ + weightDecay‖w‖)."
     )
@@ -230,8 +305,22 @@ class Training(SpecModel):
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
         0, description="Seed shared by all ranks: initial model, data order."
     )
+    zero_init_residual: bool = Field(
+        False,
+        description=(
+            "Start the last BatchNorm of each residual block at γ = 0, so each block starts "
+            "as the identity (Goyal et al. 2017 §5.1). Built-in resnet20 only."
+        ),
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast the forward pass to bfloat16 (GPUs)."
+    )
+    eval_every: Annotated[float, Field(gt=0, le=1_000_000_000)] | None = Field(
+        None,
+        description=(
+            "Evaluate every this many steps (a whole number ≥ 1) or this fraction of an epoch "
+            "(a number below 1), and at the end. Default: at the end of every epoch."
+        ),
     )
     checkpoint_every: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = Field(
         1, description="Checkpoint every this many epochs (0: never); runs resume from the latest."
@@ -273,12 +362,18 @@ class TrainingConfig(SpecModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
+        # The rules read these models: their module imports this one, hence here.
+        from dsgd_contract.config_rules import cross_field_errors
+
         raise_cross_field_errors("TrainingConfig", cross_field_errors(self))
         return self
 
     @property
     def switch_epoch(self) -> int | None:
-        """The post-local switch epoch, defaulted to the first lr milestone."""
+        """The post-local switch epoch, defaulted to the first lr milestone (rounded to an epoch).
+
+        For display and validation; the trainer switches at `post_local_switch_step`.
+        """
         return resolve_switch_epoch(self.algorithm, self.optimizer, self.training)
 
     @property
@@ -305,69 +400,6 @@ def resolve_switch_epoch(
     if not optimizer.milestones:
         return None
     return round(optimizer.milestones[0] * training.epochs)
-
-
-def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], str]]:
-    """Rules spanning sections, as (field path in wire names, message) pairs.
-
-    The same rules are written as CEL in the CRD (generated by the operator); a test
-    checks that both refuse the same manifests.
-    """
-    errors: list[tuple[tuple[str, ...], str]] = []
-    algo, topo, opt, train = config.algorithm, config.topology, config.optimizer, config.training
-    if algo.name == "hierarchical-local-sgd":
-        if topo.nodes < 2:
-            errors.append(
-                (
-                    ("topology", "nodes"),
-                    "hierarchical-local-sgd needs more than one node "
-                    "(with one node it is local-sgd)",
-                )
-            )
-        if topo.processes_per_node < 2:
-            errors.append(
-                (
-                    ("topology", "processesPerNode"),
-                    "hierarchical-local-sgd needs more than one process per node; with one it is "
-                    "only local-sgd with H·H_b steps, use local-sgd",
-                )
-            )
-    if algo.compression != "none" and algo.name not in COMPRESSIBLE_ALGORITHMS:
-        errors.append(
-            (
-                ("algorithm", "compression"),
-                f"{algo.compression} compression applies only to "
-                f"{' and '.join(COMPRESSIBLE_ALGORITHMS)}, not {algo.name}",
-            )
-        )
-    if algo.switch_epoch is not None and algo.name != "post-local-sgd":
-        errors.append((("algorithm", "switchEpoch"), "only post-local-sgd has a switch epoch"))
-    if algo.name == "post-local-sgd":
-        switch = resolve_switch_epoch(algo, opt, train)
-        if switch is None:
-            errors.append(
-                (
-                    ("algorithm", "switchEpoch"),
-                    "post-local-sgd needs a switch epoch: set it, or give optimizer.milestones",
-                )
-            )
-        elif not 0 < switch < train.epochs:
-            errors.append(
-                (
-                    ("algorithm", "switchEpoch"),
-                    f"the switch point (epoch {switch}) must lie inside training: "
-                    f"between 1 and training.epochs - 1 ({train.epochs - 1})",
-                )
-            )
-    if opt.warmup_epochs is not None and opt.warmup_epochs > train.epochs:
-        errors.append(
-            (
-                ("optimizer", "warmupEpochs"),
-                f"{opt.warmup_epochs:g} warm-up epochs is longer than "
-                f"training.epochs ({train.epochs})",
-            )
-        )
-    return errors
 
 
 def raise_cross_field_errors(title: str, errors: list[tuple[tuple[str, ...], str]]) -> None:

@@ -24,10 +24,15 @@ EPOCH = "dsgd_epoch"
 STEPS = "dsgd_steps_total"
 SAMPLES = "dsgd_samples_total"
 SYNC_ROUNDS = "dsgd_sync_rounds_total"
+#: Bytes this rank sent on the wire under the collectives' algorithms (ring all-reduce etc.).
 COMMUNICATED_BYTES = "dsgd_communicated_bytes_total"
+#: The size of the tensors this rank contributed to collectives.
+PAYLOAD_BYTES = "dsgd_payload_bytes_total"
 COMMUNICATION_SECONDS = "dsgd_communication_seconds_total"
 COMPUTE_SECONDS = "dsgd_compute_seconds_total"
 STEP_DURATION = "dsgd_step_duration_seconds"
+#: ‖x_k − x̄‖ / ‖x̄‖ of this rank at the last global model averaging (local SGD variants).
+CONSENSUS_DISTANCE = "dsgd_consensus_distance"
 SAMPLES_PER_SECOND = "dsgd_samples_per_second"
 #: Checkpoints a resuming rank found unusable (corrupt, incomplete) and skipped for an
 #: older one; the operator posts a Warning Event on the job when node 0 reports any.
@@ -45,9 +50,11 @@ EXPORTED_METRICS = (
     SAMPLES,
     SYNC_ROUNDS,
     COMMUNICATED_BYTES,
+    PAYLOAD_BYTES,
     COMMUNICATION_SECONDS,
     COMPUTE_SECONDS,
     STEP_DURATION,
     SAMPLES_PER_SECOND,
     CHECKPOINTS_SKIPPED,
+    CONSENSUS_DISTANCE,
 )

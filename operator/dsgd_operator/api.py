@@ -20,9 +20,9 @@ from dsgd_contract.config import (
     Topology,
     Training,
     TrainingConfig,
-    cross_field_errors,
     raise_cross_field_errors,
 )
+from dsgd_contract.config_rules import cross_field_errors
 from dsgd_contract.job_status import Phase
 from dsgd_contract.pod import GROUP, POD_NAME_INFIX
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -250,7 +250,7 @@ class Progress(BaseModel):
         default_factory=dict, description="Rank 0's sync rounds by scope (global, intra_node)."
     )
     communicated_bytes: int | None = Field(
-        None, description="Payload bytes rank 0 passed to collectives, all scopes."
+        None, description="Bytes rank 0 sent on the wire in collectives, all scopes."
     )
     checkpoints_skipped: int | None = Field(
         None,

@@ -2,7 +2,7 @@
 
 `build_crd()` assembles it: the structural schema of the spec and status models
 (`dsgd_operator.structural_schema`), CEL `x-kubernetes-validations` for the
-rules that span fields (the same rules as `dsgd_contract.config.cross_field_errors`
+rules that span fields (the same rules as `dsgd_contract.config_rules.cross_field_errors`
 and the models' validators, so `kubectl apply` refuses what `dsgd validate`
 refuses), printer columns, and the status subresource.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS
+from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, RESIDUAL_MODELS
 
 from dsgd_operator.api import (
     API_VERSION,
@@ -141,6 +141,25 @@ SPEC_RULES = [
         field_path=".algorithm.switchEpoch",
     ),
     cel_rule(
+        f"!self.training.zeroInitResidual || self.training.model in {_cel_list(RESIDUAL_MODELS)}",
+        "spec.training.zeroInitResidual: zero-γ initialisation applies to the residual models "
+        f"({', '.join(RESIDUAL_MODELS)})",
+        field_path=".training.zeroInitResidual",
+    ),
+    cel_rule(
+        "!has(self.training.evalEvery) || self.training.evalEvery < 1.0 "
+        "|| self.training.evalEvery == double(int(self.training.evalEvery))",
+        "spec.training.evalEvery: neither a whole number of steps nor a fraction of an "
+        "epoch below 1",
+        field_path=".training.evalEvery",
+    ),
+    cel_rule(
+        "!self.optimizer.lars || self.algorithm.compression != 'sign'",
+        "spec.optimizer.lars: LARS does not apply with sign compression: its local steps "
+        "are sign steps, which ignore a trust ratio",
+        field_path=".optimizer.lars",
+    ),
+    cel_rule(
         "!has(self.optimizer.warmupEpochs) "
         "|| self.optimizer.warmupEpochs <= double(self.training.epochs)",
         "spec.optimizer.warmupEpochs: the warm-up is longer than training.epochs",
@@ -172,6 +191,18 @@ ALGORITHM_RULES = [
             f"' compression applies only to {' and '.join(COMPRESSIBLE_ALGORITHMS)}, not ' "
             "+ self.name"
         ),
+    ),
+    cel_rule(
+        "!self.outerOptimizer.nesterov || self.outerOptimizer.momentum > 0.0",
+        "spec.algorithm.outerOptimizer.nesterov: Nesterov momentum needs momentum > 0",
+        field_path=".outerOptimizer.nesterov",
+    ),
+    cel_rule(
+        "(self.outerOptimizer.learningRate == 1.0 && self.outerOptimizer.momentum == 0.0) "
+        "|| (self.name != 'mini-batch-sgd' && self.compression == 'none')",
+        "spec.algorithm.outerOptimizer: an outer optimizer applies to the uncompressed "
+        "global syncs of the local variants",
+        field_path=".outerOptimizer",
     ),
     cel_rule(
         "!has(self.switchEpoch) || self.name == 'post-local-sgd'",

@@ -39,6 +39,15 @@ class RunningStats:
         return torch.cat([self.sums, self.sums.new_tensor([self.count])])
 
 
+class EvaluationWindow:
+    """The training since the last evaluation: its statistics and its training seconds
+    (evaluation and start-up excluded, so time-to-accuracy counts training only)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stats = RunningStats(device)
+        self.train_seconds = 0.0
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, test: TensorDataset, gang: GangPosition, use_bf16: bool

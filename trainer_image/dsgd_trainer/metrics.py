@@ -55,8 +55,10 @@ class RankProgress:
     samples_per_second: float | None = None
     sync_rounds: dict[str, int] = field(default_factory=dict)
     communicated_bytes: dict[str, int] = field(default_factory=dict)
+    payload_bytes: dict[str, int] = field(default_factory=dict)
     communication_seconds: float = 0.0
     compute_seconds: float = 0.0
+    consensus_distance: float | None = None
 
 
 class TrainerMetrics:
@@ -88,6 +90,11 @@ class TrainerMetrics:
         self.samples_per_second = gauge(
             names.SAMPLES_PER_SECOND, "Training samples per second of this rank, recently."
         )
+        self.consensus_distance = gauge(
+            names.CONSENSUS_DISTANCE,
+            "This rank's distance to the consensus at the last global model averaging, "
+            "relative to the consensus: ||x_k - mean|| / ||mean|| (local SGD variants).",
+        )
         self.steps = Counter(names.STEPS, "Optimizer steps taken.", [RANK_LABEL], registry=registry)
         self.samples = Counter(
             names.SAMPLES, "Training samples processed.", [RANK_LABEL], registry=registry
@@ -100,7 +107,13 @@ class TrainerMetrics:
         )
         self.communicated_bytes = Counter(
             names.COMMUNICATED_BYTES,
-            "Payload bytes this rank passed to collectives, by scope.",
+            "Bytes this rank sent on the wire in the algorithm's collectives, by scope.",
+            [RANK_LABEL, SCOPE_LABEL],
+            registry=registry,
+        )
+        self.payload_bytes = Counter(
+            names.PAYLOAD_BYTES,
+            "Size of the tensors this rank contributed to the algorithm's collectives, by scope.",
             [RANK_LABEL, SCOPE_LABEL],
             registry=registry,
         )
@@ -134,6 +147,7 @@ class TrainerMetrics:
             # Make both scopes visible from the start, at 0, so that queries find them.
             self.sync_rounds.labels(label, scope)
             self.communicated_bytes.labels(label, scope)
+            self.payload_bytes.labels(label, scope)
 
     def count_skipped_checkpoints(self, skipped: int) -> None:
         self.checkpoints_skipped.inc(skipped)
@@ -152,6 +166,8 @@ class TrainerMetrics:
             self.train_accuracy.labels(label).set(progress.train_accuracy)
         if progress.samples_per_second is not None:
             self.samples_per_second.labels(label).set(progress.samples_per_second)
+        if progress.consensus_distance is not None:
+            self.consensus_distance.labels(label).set(progress.consensus_distance)
         self.steps.labels(label).inc(max(0, progress.steps - last.steps))
         self.samples.labels(label).inc(max(0, progress.samples - last.samples))
         for scope, rounds in progress.sync_rounds.items():
@@ -160,6 +176,9 @@ class TrainerMetrics:
         for scope, sent in progress.communicated_bytes.items():
             done = sent - last.communicated_bytes.get(scope, 0)
             self.communicated_bytes.labels(label, scope).inc(max(0, done))
+        for scope, contributed in progress.payload_bytes.items():
+            done = contributed - last.payload_bytes.get(scope, 0)
+            self.payload_bytes.labels(label, scope).inc(max(0, done))
         self.communication_seconds.labels(label).inc(
             max(0.0, progress.communication_seconds - last.communication_seconds)
         )
@@ -171,6 +190,7 @@ class TrainerMetrics:
             samples=progress.samples,
             sync_rounds=dict(progress.sync_rounds),
             communicated_bytes=dict(progress.communicated_bytes),
+            payload_bytes=dict(progress.payload_bytes),
             communication_seconds=progress.communication_seconds,
             compute_seconds=progress.compute_seconds,
         )

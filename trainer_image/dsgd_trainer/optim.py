@@ -11,6 +11,7 @@ from dsgd_contract.config import Optimizer as OptimizerConfig
 from torch import nn
 
 from dsgd_trainer.lars import LARS
+from dsgd_trainer.sign_sgd import SignSGD
 
 #: Modules whose parameters are normalisation scales and shifts (excluded from LARS).
 NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
@@ -22,34 +23,69 @@ NORMALIZATION_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 
-def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: OptimizerConfig, *, sign_steps: bool = False
+) -> torch.optim.Optimizer:
     """SGD over `model`'s parameters, or LARS with biases and norm parameters excluded.
 
-    Without LARS every parameter gets weight decay (Goyal et al.'s recipe).
+    Weight decay (SGD and sign steps): not on normalisation parameters unless
+    `weightDecayOnNormalization` (Goyal et al. 2017 §5.1; Lin et al.'s code
+    leaves BatchNorm undecayed), not on biases if `weightDecayOnBiases` is off.
     With LARS, biases and normalisation parameters use the global lr and no
     weight decay (You et al.): their norms say nothing about a layer's scale.
+
+    `sign_steps` (compression `sign`, dsgd_contract.config.Algorithm.local_sign_steps):
+    SGD's direction applied as lr · sign(direction) (dsgd_trainer.sign_sgd);
+    the config refuses it together with LARS.
     """
-    if not config.lars:
-        return torch.optim.SGD(
-            model.parameters(),
+    if config.lars:
+        if sign_steps:
+            raise ValueError("sign steps and LARS exclude each other (optimizer.lars)")
+        layers, excluded = split_lars_parameters(model)
+        lars_groups = [
+            {"params": layers},
+            {"params": excluded, "lars": False, "weight_decay": 0.0},
+        ]
+        return LARS(
+            [group for group in lars_groups if group["params"]],
             lr=config.learning_rate,
             momentum=config.momentum,
             nesterov=config.nesterov,
             weight_decay=config.weight_decay,
+            trust=config.lars_trust,
         )
-    layers, excluded = split_lars_parameters(model)
+    decayed, undecayed = split_weight_decay(model, config)
     groups = [
-        {"params": layers},
-        {"params": excluded, "lars": False, "weight_decay": 0.0},
+        group
+        for group in ({"params": decayed}, {"params": undecayed, "weight_decay": 0.0})
+        if group["params"]
     ]
-    return LARS(
-        [group for group in groups if group["params"]],
+    optimizer_class = SignSGD if sign_steps else torch.optim.SGD
+    return optimizer_class(
+        groups,
         lr=config.learning_rate,
         momentum=config.momentum,
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
-        trust=config.lars_trust,
     )
+
+
+def split_weight_decay(
+    model: nn.Module, config: OptimizerConfig
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(parameters with weight decay, parameters without), in model order (see build_optimizer)."""
+    undecayed_ids: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, NORMALIZATION_LAYERS):
+                if not config.weight_decay_on_normalization:
+                    undecayed_ids.add(id(param))
+            elif name == "bias" and not config.weight_decay_on_biases:
+                undecayed_ids.add(id(param))
+    decayed, undecayed = [], []
+    for param in model.parameters():
+        (undecayed if id(param) in undecayed_ids else decayed).append(param)
+    return decayed, undecayed
 
 
 def split_lars_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

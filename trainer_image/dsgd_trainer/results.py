@@ -129,6 +129,8 @@ def communication(algorithm: Algorithm) -> dict[str, Any]:
         "sync_rounds": dict(counters.rounds),
         "communicated_bytes": sum(counters.bytes.values()),
         "communicated_bytes_by_scope": dict(counters.bytes),
+        "payload_bytes": sum(counters.payload_bytes.values()),
+        "payload_bytes_by_scope": dict(counters.payload_bytes),
         "communication_seconds": counters.communication_seconds,
     }
 
@@ -177,7 +179,8 @@ def describe(
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
     rounds = record["sync_rounds"]
     return (
-        f"epoch {record['epoch']}/{epochs} step {record['step']} lr {record['learning_rate']:.4g} "
+        f"epoch {record['epoch']:.4g}/{epochs} step {record['step']} "
+        f"lr {record['learning_rate']:.4g} "
         f"| train loss {record['train_loss']:.4f} acc {fmt(record['train_accuracy'])} "
         f"| test loss {record['test_loss']:.4f} acc {fmt(record['test_accuracy'])} "
         f"| {record['samples_per_second']:,.0f} samples/s "

@@ -6,8 +6,10 @@
    iteration, from `learningRate` to the peak (a large peak lr from step 0 is
    what makes large batches diverge early). Unset: 5 epochs, or half of training
    when shorter (dsgd_contract.config.resolve_warmup_epochs).
-3. Step decay: × `gamma` at each milestone, a fraction of all training steps
-   (`round(fraction × epochs × steps_per_epoch)`).
+3. Step decay (`schedule: step`): × `gamma` at each milestone, a fraction of all
+   training steps (`round(fraction × epochs × steps_per_epoch)`); or polynomial
+   decay (`schedule: poly`, You et al.'s LARS recipe): after the warm-up,
+   peak × (1 − (step − warmup) / (total − warmup))^power, reaching 0 at the end.
 
 The schedule is a pure function of the global step, so a checkpoint only needs
 the step to restore it.
@@ -19,6 +21,7 @@ import bisect
 from dataclasses import dataclass
 
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.training_steps import milestone_step
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class LearningRateSchedule:
     warmup_steps: int
     milestone_steps: tuple[int, ...]
     gamma: float
+    #: 0 for the step schedule; the total number of steps for the poly schedule.
+    poly_total_steps: int = 0
+    poly_power: float = 2.0
 
     @classmethod
     def from_config(
@@ -39,18 +45,27 @@ class LearningRateSchedule:
         opt = config.optimizer
         global_batch = config.training.batch_size_per_process * world_size
         scale = global_batch / opt.base_batch_size if opt.scaling == "linear" else 1.0
-        total_steps = config.training.epochs * steps_per_epoch
         return cls(
             base_lr=opt.learning_rate,
             peak_lr=opt.learning_rate * scale,
             warmup_steps=round(config.warmup_epochs * steps_per_epoch),
-            milestone_steps=tuple(round(m * total_steps) for m in opt.milestones),
+            milestone_steps=tuple(
+                milestone_step(m, config.training.epochs, steps_per_epoch) for m in opt.milestones
+            ),
             gamma=opt.gamma,
+            poly_total_steps=config.training.epochs * steps_per_epoch
+            if opt.schedule == "poly"
+            else 0,
+            poly_power=opt.poly_power,
         )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             lr = self.base_lr + (self.peak_lr - self.base_lr) * step / self.warmup_steps
+        elif self.poly_total_steps:
+            decay_steps = max(1, self.poly_total_steps - self.warmup_steps)
+            remaining = max(0.0, 1 - (step - self.warmup_steps) / decay_steps)
+            return self.peak_lr * remaining**self.poly_power
         else:
             lr = self.peak_lr
         # A milestone at step m applies from step m on (bisect_right counts m <= step).

@@ -23,8 +23,10 @@ alike. On the CPU (gloo is synchronous) round r decides on its own ballots.
 At the epoch end, where the loop reads the statistics anyway, every pending
 sum is read: the decision is immediate there.
 
-Compressed global syncs (sign, ef-sign) and intra-node averagings carry no
-ballot: those runs agree at mini-batch steps and epoch ends only.
+Compressed global syncs (sign, ef-sign) carry it on their all-reduce of the
+scales; intra-node averagings carry none. When `training.evalEvery` puts no
+evaluation at an epoch end, the loop all-reduces the ballots alone there, so
+every epoch end still decides before the (collective) checkpoint.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ Read top to bottom, `train()` is the whole run:
 4. resume from the latest checkpoint if there is one;
 5. epochs × steps of `algorithm.step_context / forward / backward / optimizer.step /
    algorithm.after_optimizer_step`, lr set from the schedule before each step;
-6. at each epoch's end: one all-reduce of the epoch's training statistics (which is
-   also the divergence check), evaluation of the synchronized model, a log line,
-   a metrics.jsonl record, a checkpoint when due;
+6. every `training.evalEvery` steps (default: at each epoch's end) and at the end:
+   one all-reduce of the training statistics since the last evaluation (which is
+   also the divergence check), evaluation of the model the algorithm holds, a log
+   line, a metrics.jsonl record; at epoch ends, a checkpoint when due;
 7. summary.json, process group destroyed, exit 0.
 
 Exit codes (dsgd_contract.exit_codes): 64 bad config/model/checkpoint, 65 bad data,
@@ -20,11 +21,11 @@ signal N (SIGTERM: stop after the current step, keep the last checkpoint). Anyth
 unexpected propagates (a traceback, exit 1: retryable).
 
 Divergence check, decided here: each step adds its loss to an on-device sum (no
-host sync); at the epoch's end that sum is all-reduced with the accuracy and
+host sync); at each evaluation that sum is all-reduced with the accuracy and
 sample counts we report anyway, so a NaN/inf on any rank makes the global sum
 non-finite on every rank and all ranks stop together, with the same exit code
-66, at the same point. The price is at most one epoch of wasted compute after a
-divergence, in exchange for no extra collective or GPU sync per step.
+66, at the same point. The price is at most one evaluation interval of wasted
+compute after a divergence, in exchange for no extra collective or GPU sync per step.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.training_steps import eval_interval_steps
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dsgd_trainer import checkpoint, results
@@ -62,7 +64,7 @@ from dsgd_trainer.distributed import (
     select_device,
     step_sync_debug,
 )
-from dsgd_trainer.evaluation import RunningStats, evaluate
+from dsgd_trainer.evaluation import EvaluationWindow, RunningStats, evaluate
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
@@ -140,7 +142,12 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         # may never get to print; the same line twice beats none.
         raise TrainerExit(exit_codes.DATA_ERROR, f"data error: {error}", every_rank=True) from error
     try:
-        model = build_model(config.training.model, data.input_shape, data.num_classes)
+        model = build_model(
+            config.training.model,
+            data.input_shape,
+            data.num_classes,
+            zero_init_residual=config.training.zero_init_residual,
+        )
     except ModelError as error:
         raise TrainerExit(exit_codes.INVALID_CONFIG, f"training.model: {error}") from error
     model.to(device)
@@ -153,7 +160,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     metrics, metrics_server = start_metrics(gang)
     steps_per_epoch = len(sampler)
     schedule = LearningRateSchedule.from_config(config, gang.world_size, steps_per_epoch)
-    optimizer = build_optimizer(model, config.optimizer)
+    optimizer = build_optimizer(
+        model, config.optimizer, sign_steps=config.algorithm.local_sign_steps
+    )
     algorithm = build_algorithm(config, model, ctx, steps_per_epoch)
     # From here on randomness differs by rank (dropout, augmentation): independent streams.
     rank_seed = int(np.random.SeedSequence([seed, gang.rank]).generate_state(1)[0])
@@ -181,10 +190,74 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     if run.record is not None:
         metrics.publish_evaluation(run.record["test_loss"], run.record["test_accuracy"])
 
+    eval_interval = eval_interval_steps(config.training, steps_per_epoch)
+    window = RunningStats(device)  # since the last metrics update
+    since_eval = EvaluationWindow(device)  # since the last evaluation
+
+    def evaluation_point(lr: float) -> None:
+        """All-reduce the training statistics since the last evaluation (also the divergence
+        check: a NaN/inf on any rank makes the global sum non-finite on all of them),
+        evaluate the model the algorithm holds, record, publish, log."""
+        nonlocal since_eval
+        # The consensus distance and the stop ballots (dsgd_trainer.stop_vote) ride along:
+        # [Σ loss·n, Σ correct, n, Σ distance, ranks with a distance, Σ stop ballots].
+        distance = algorithm.consensus_distance
+        measured = torch.zeros(2, dtype=torch.float64, device=device)
+        if distance is not None:
+            measured[0], measured[1] = distance, 1.0
+        totals = torch.cat([since_eval.stats.totals(), measured, vote.ballot(torch.float64)])
+        dist.all_reduce(totals)
+        loss_sum, correct_sum, count, distance_sum, distance_ranks, ballots = totals.tolist()
+        vote.count_read(ballots)
+        if vote.agreed:
+            raise stopped_together(vote, gang, run.step)
+        if not math.isfinite(loss_sum):
+            raise TrainerExit(
+                exit_codes.DIVERGED,
+                f"training diverged: the training loss became {loss_sum} in epoch "
+                f"{(run.step - 1) // steps_per_epoch + 1} (by step {run.step - 1}, lr {lr:g}); "
+                "lower optimizer.learningRate, lengthen optimizer.warmupEpochs or check the data",
+                agreed=True,  # every rank read the same sum at the same point
+            )
+        eval_start = time.perf_counter()
+        test_loss, test_accuracy = evaluate(
+            algorithm.synchronize_for_evaluation(), data.test, gang, use_bf16
+        )
+        model.train()  # the evaluated model may be the training model itself
+        epoch_now = run.step / steps_per_epoch
+        run.record = {
+            "epoch": int(epoch_now) if epoch_now.is_integer() else epoch_now,
+            "step": run.step,
+            "samples": run.samples,
+            "learning_rate": lr,
+            "train_loss": loss_sum / count,
+            "train_accuracy": correct_sum / count,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            # Mean over ranks of ‖x_k − x̄‖/‖x̄‖ at the last global averaging (None: none yet).
+            "consensus_distance": distance_sum / distance_ranks if distance_ranks else None,
+            "samples_per_second": count / since_eval.train_seconds,
+            # Training time since the previous record (one epoch at the default cadence).
+            "epoch_seconds": since_eval.train_seconds,
+            "train_seconds": run.train_seconds,
+            "eval_seconds": time.perf_counter() - eval_start,
+            **communication(algorithm),
+            "wall_seconds": wall_before + time.perf_counter() - started,
+        }
+        metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
+        metrics.publish_evaluation(test_loss, test_accuracy)
+        # Rank 0 writes; all learn together whether it could (a full outputDir stops the gang).
+        write_together(
+            partial(results.append_record, output_dir, run.record) if gang.rank == 0 else str,
+            "training.outputDir",
+            device,
+        )
+        if gang.rank == 0:
+            log(epoch_line(run.record, epochs))
+        since_eval = EvaluationWindow(device)
+
     for epoch in range(run.epoch, epochs):
         model.train()
-        epoch_stats = RunningStats(device)
-        window = RunningStats(device)  # since the last metrics update
         last_step_end = time.perf_counter()
         for indices in sampler.batches_on(epoch, device):
             if vote.agreed:
@@ -208,68 +281,30 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
                 run.step += 1
 
                 with torch.no_grad():
-                    epoch_stats.add(loss, outputs, targets)
+                    since_eval.stats.add(loss, outputs, targets)
                     window.add(loss, outputs, targets)
             run.samples += len(targets) * gang.world_size
             now = time.perf_counter()
             # Without a device sync this is launch-to-launch time: right on average, noisy per step.
             metrics.observe_step(now - last_step_end)
             run.train_seconds += now - last_step_end
+            since_eval.train_seconds += now - last_step_end
             last_step_end = now
             if now - window.since >= PUBLISH_INTERVAL:
                 metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
                 window = RunningStats(device)
-
-        # One collective per epoch: the global training statistics, which are also the
-        # divergence check (a NaN/inf on any rank makes the sum non-finite on all of them)
-        # and carry the stop ballots (dsgd_trainer.stop_vote).
-        totals = torch.cat([epoch_stats.totals(), vote.ballot(torch.float64)])
-        dist.all_reduce(totals)
-        loss_sum, correct_sum, count, stop_ballots = totals.tolist()
-        vote.count_read(stop_ballots)
+            if run.step % eval_interval == 0 or run.step == epochs * steps_per_epoch:
+                evaluation_point(lr)
+                last_step_end = time.perf_counter()  # evaluation is not training time
+        if run.step % eval_interval and run.step != epochs * steps_per_epoch:
+            # No evaluation at this epoch end: the ranks still agree on a stop request here,
+            # before the (collective) checkpoint, as they do with the evaluation's all-reduce.
+            ballots = vote.ballot(torch.float64).clone()
+            dist.all_reduce(ballots)
+            vote.count_read(ballots.item())
         if vote.agreed:
             raise stopped_together(vote, gang, run.step)
-        if not math.isfinite(loss_sum):
-            raise TrainerExit(
-                exit_codes.DIVERGED,
-                f"training diverged: the training loss became {loss_sum} in epoch {epoch + 1} "
-                f"(steps {epoch * steps_per_epoch}-{run.step - 1}, lr {lr:g}); lower "
-                "optimizer.learningRate, lengthen optimizer.warmupEpochs or check the data",
-                agreed=True,  # every rank read the same sum at the same point
-            )
-        epoch_seconds = time.perf_counter() - epoch_stats.since
         run.epoch = epoch + 1
-
-        eval_start = time.perf_counter()
-        test_loss, test_accuracy = evaluate(
-            algorithm.synchronize_for_evaluation(), data.test, gang, use_bf16
-        )
-        model.train()  # the evaluated model may be the training model itself
-        run.record = {
-            "epoch": run.epoch,
-            "step": run.step,
-            "samples": run.samples,
-            "learning_rate": lr,
-            "train_loss": loss_sum / count,
-            "train_accuracy": correct_sum / count,
-            "test_loss": test_loss,
-            "test_accuracy": test_accuracy,
-            "samples_per_second": count / epoch_seconds,
-            "epoch_seconds": epoch_seconds,
-            "eval_seconds": time.perf_counter() - eval_start,
-            **communication(algorithm),
-            "wall_seconds": wall_before + time.perf_counter() - started,
-        }
-        metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
-        metrics.publish_evaluation(test_loss, test_accuracy)
-        # Rank 0 writes; all learn together whether it could (a full outputDir stops the gang).
-        write_together(
-            partial(results.append_record, output_dir, run.record) if gang.rank == 0 else str,
-            "training.outputDir",
-            device,
-        )
-        if gang.rank == 0:
-            log(epoch_line(run.record, epochs))
 
         every = config.training.checkpoint_every
         if every and (run.epoch % every == 0 or run.epoch == epochs):
@@ -327,8 +362,12 @@ def progress(
         samples_per_second=count / seconds if count and seconds > 0 else None,
         sync_rounds=dict(counters.rounds),
         communicated_bytes=dict(counters.bytes),
+        payload_bytes=dict(counters.payload_bytes),
         communication_seconds=counters.communication_seconds,
         compute_seconds=max(0.0, run.train_seconds - counters.communication_seconds),
+        consensus_distance=(
+            None if algorithm.consensus_distance is None else algorithm.consensus_distance.item()
+        ),
     )
 
 

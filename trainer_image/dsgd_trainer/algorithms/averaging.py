@@ -25,6 +25,9 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from dsgd_trainer.stop_vote import StopVote
 
+from . import traffic
+from .traffic import Traffic
+
 
 def trainable_parameters(model: nn.Module) -> list[torch.Tensor]:
     """The parameters an optimizer step changes (and DDP reduces gradients of)."""
@@ -60,13 +63,14 @@ def average_(
     tensors: Sequence[torch.Tensor],
     group: dist.ProcessGroup | None = None,
     vote: StopVote | None = None,
-) -> int:
+) -> Traffic:
     """Replace each tensor by its mean over the ranks of `group` (None: all ranks), in place.
 
     Sums with all-reduce and divides afterwards (gloo has no AVG op). Returns
-    the payload bytes this rank passed to the collective. With `vote` (global
-    averagings only), the stop ballot rides at the end of the first buffer and
-    its sum is counted (dsgd_trainer.stop_vote); its 4 bytes are not counted.
+    this rank's traffic (traffic.py: a ring all-reduce of the payload). With
+    `vote` (global averagings only), the stop ballot rides at the end of the
+    first buffer and its sum is counted (dsgd_trainer.stop_vote); its 4 bytes
+    are not counted.
     """
     size = dist.get_world_size(group)
     for index, same_dtype in enumerate(_by_dtype(tensors)):
@@ -83,14 +87,14 @@ def average_(
         means = _unflatten_dense_tensors(flat, same_dtype)
         for tensor, mean in zip(same_dtype, means, strict=True):
             tensor.copy_(mean)
-    return payload_bytes(tensors)
+    return traffic.all_reduce(payload_bytes(tensors), size)
 
 
 @torch.no_grad()
 def broadcast_(
     tensors: Sequence[torch.Tensor], src: int = 0, group: dist.ProcessGroup | None = None
-) -> int:
-    """Overwrite each tensor with global rank `src`'s value, in place; returns payload bytes."""
+) -> Traffic:
+    """Overwrite each tensor with global rank `src`'s value, in place; returns the traffic."""
     for same_dtype in _by_dtype(tensors):
         flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
         dist.broadcast(flat, src=src, group=group)
@@ -98,7 +102,7 @@ def broadcast_(
             same_dtype, _unflatten_dense_tensors(flat, same_dtype), strict=True
         ):
             tensor.copy_(value)
-    return payload_bytes(tensors)
+    return traffic.broadcast(payload_bytes(tensors), dist.get_world_size(group))
 
 
 def make_replicas_identical_(model: nn.Module) -> None:

@@ -1,108 +1,137 @@
-"""Scaled-sign compression of model deltas (Lin et al., Algorithms 3 and 4) and its wire format.
+"""Scaled-sign compression of model deltas as Lin et al.'s code runs it, exchanged by all-reduce.
 
-C(x) = (‖x‖₁ / d) · sign(x), per tensor of d elements. On the wire a tensor is
-one float32 scale plus one bit per element (1 for +, 0 for −), eight to a byte,
-least significant bit first; each tensor's bits start on a byte boundary, so a
-tensor of d elements takes ceil(d / 8) bytes. A payload for several tensors is
+Per tensor of d elements, C(x) = (scale(x), sign(x)) with scale(x) = ‖x‖₁ / d
+and sign(0) = 0 (torch.sign), as in epfml `pcode/optim/local_sign_sgd.py`.
+The ranks' compressed deltas are combined the way the authors' aggregator
+does: the signs are averaged, the scales are averaged apart, and the consensus
+moves by mean_k(scale_k) · mean_k(sign_k). Only these two means are needed, so
+the exchange is two all-reduces over all ranks:
 
-    [ scale_0 … scale_{n−1} as float32 bytes | bits of tensor 0 | bits of tensor 1 | … ]
+- one of the signs as small integers (the sum over K ranks lies in [−K, K]):
+  int8 up to K = 127 ranks; float16 up to K = 2048 (every integer of that size
+  is exact in float16, so are all partial sums; neither gloo nor NCCL has an
+  int16 all-reduce); int32 beyond;
+- one of the float32 scales, one per tensor.
 
-of `payload_size(numels)` = 4·n + Σ ceil(d_i / 8) bytes. Scales come first so
-they start at offset 0 and can be viewed as float32 without a copy.
+Traffic therefore scales like an all-reduce (≈ 2·(K−1)/K bytes per element on
+a ring with int8), not like an all-gather of K payloads. Sums of integers are
+exact and the scale sum is one collective's float sum, so every rank computes
+the same consensus bit for bit.
 
-Choice: sign(0) = +1. A one-bit code has no zero, so zero elements get +scale;
-it only matters for elements that did not move at all, and EF-sign corrects it
-at the next sync.
+Tensors are handled as one flat vector (their dtype, normally float32); `SegmentLayout` maps it back
+to per-tensor scales on the device, so a sync launches a constant number of
+kernels and copies nothing from the host.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
-#: Weight of bit i within a byte: least significant bit first.
-_BIT_WEIGHTS = torch.tensor([1 << i for i in range(8)], dtype=torch.uint8)
+from dsgd_trainer.stop_vote import StopVote
+
+from . import traffic
+from .traffic import Traffic
+
 _SCALE_DTYPE = torch.float32
-_SCALE_BYTES = 4
+#: The most ranks whose sign sums fit int8 (|Σ sign| ≤ K ≤ 127).
+INT8_SIGN_SUM_MAX_RANKS = 127
+#: The most ranks whose sign sums (and partial sums) float16 holds exactly: 2^11.
+FLOAT16_SIGN_SUM_MAX_RANKS = 2048
 
 
-def packed_bits_size(numel: int) -> int:
-    """Bytes that `numel` sign bits take: ceil(numel / 8)."""
-    return -(-numel // 8)
+def sign_sum_dtype(world_size: int) -> torch.dtype:
+    """The type the ranks' sign sums travel in: the smallest that holds them exactly."""
+    if world_size <= INT8_SIGN_SUM_MAX_RANKS:
+        return torch.int8
+    if world_size <= FLOAT16_SIGN_SUM_MAX_RANKS:
+        return torch.float16
+    return torch.int32
 
 
-def payload_size(numels: Sequence[int]) -> int:
-    """Bytes of the payload for tensors of these sizes: one float32 scale + packed bits each."""
-    return sum(_SCALE_BYTES + packed_bits_size(n) for n in numels)
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Where each tensor lies in the flat vector: its length, kept on the device."""
+
+    lengths: torch.Tensor  # int64, one per tensor, on the tensors' device
+    numel: int
+
+    @classmethod
+    def of(cls, tensors: Sequence[torch.Tensor]) -> SegmentLayout:
+        sizes = [t.numel() for t in tensors]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        return cls(torch.tensor(sizes, dtype=torch.int64, device=device), sum(sizes))
+
+    def per_element(self, per_tensor: torch.Tensor) -> torch.Tensor:
+        """Spread one value per tensor over that tensor's elements (flat)."""
+        return per_tensor.repeat_interleave(self.lengths, output_size=self.numel)
 
 
-def pack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """Pack a 1-D bool tensor into uint8, 8 bits per byte (LSB first), zero-padded at the end."""
-    padding = (-bits.numel()) % 8
-    if padding:
-        bits = torch.cat([bits, bits.new_zeros(padding)])
-    weights = _BIT_WEIGHTS.to(bits.device)
-    return (bits.view(-1, 8).to(torch.uint8) * weights).sum(dim=1, dtype=torch.uint8)
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors as one flat vector of their promoted dtype (a copy)."""
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
 
 
-def unpack_bits(packed: torch.Tensor, numel: int) -> torch.Tensor:
-    """Inverse of pack_bits: the first `numel` bits of `packed` as a 1-D bool tensor."""
-    weights = _BIT_WEIGHTS.to(packed.device)
-    return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1)[:numel]
+def copy_flat_(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy consecutive pieces of `flat` into `tensors`, in place (dtype converted)."""
+    offset = 0
+    for tensor in tensors:
+        tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
 
 
-def sign_bits(tensor: torch.Tensor) -> torch.Tensor:
-    """sign(x) as bits: True for x ≥ 0 (sign(0) = +1, see the module doc), flattened."""
-    return tensor.detach().reshape(-1).ge(0)
+def scales(flat: torch.Tensor, layout: SegmentLayout) -> torch.Tensor:
+    """‖x‖₁ / d for each tensor x of the flat vector (0 for an empty tensor)."""
+    sums = torch.segment_reduce(flat.abs(), "sum", lengths=layout.lengths)
+    return (sums / layout.lengths.clamp(min=1).to(sums.dtype)).to(_SCALE_DTYPE)
 
 
-def sign_scale(tensor: torch.Tensor) -> torch.Tensor:
-    """‖x‖₁ / d as a float32 scalar (0 for an empty tensor)."""
-    if tensor.numel() == 0:
-        return torch.zeros((), dtype=_SCALE_DTYPE, device=tensor.device)
-    return tensor.detach().abs().sum(dtype=_SCALE_DTYPE) / tensor.numel()
+@dataclass(frozen=True)
+class Compressed:
+    """This rank's C(x): per-tensor scales and per-element signs (−1, 0, +1) of a flat vector."""
+
+    scale: torch.Tensor  # float32, one per tensor
+    sign: torch.Tensor  # the flat vector's dtype, one per element
+
+    @classmethod
+    def of(cls, flat: torch.Tensor, layout: SegmentLayout) -> Compressed:
+        return cls(scales(flat, layout), torch.sign(flat))
+
+    def decompressed(self, layout: SegmentLayout) -> torch.Tensor:
+        """scale · sign, element by element: what this rank's message stands for."""
+        return layout.per_element(self.scale) * self.sign
 
 
-def _decode(bits: torch.Tensor, scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    scale = scale.to(like.dtype)
-    return torch.where(bits, scale, -scale).view_as(like)
+def mean_of_ranks(
+    compressed: Compressed,
+    layout: SegmentLayout,
+    group: dist.ProcessGroup | None = None,
+    vote: StopVote | None = None,
+) -> tuple[torch.Tensor, Traffic]:
+    """mean_k(scale_k) · mean_k(sign_k) over the ranks of `group`, flat (collective).
 
-
-def scaled_sign(tensor: torch.Tensor) -> torch.Tensor:
-    """C(x) = (‖x‖₁ / d) · sign(x), exactly as a receiver decodes it."""
-    return _decode(sign_bits(tensor), sign_scale(tensor), tensor)
-
-
-def error_feedback_step(
-    delta: torch.Tensor, error: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One EF-sign step: p = Δ + e, c = C(p), e_new = p − c. Returns (p, c, e_new)."""
-    corrected = delta + error
-    compressed = scaled_sign(corrected)
-    return corrected, compressed, corrected - compressed
-
-
-def encode(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The uint8 payload carrying C(t) for each tensor (format in the module doc)."""
-    if not tensors:
-        raise ValueError("nothing to compress")
-    scales = torch.stack([sign_scale(t) for t in tensors])
-    bits = [pack_bits(sign_bits(t)) for t in tensors]
-    return torch.cat([scales.view(torch.uint8), *bits])
-
-
-def decode(payload: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Decompress a payload from `encode` into tensors shaped (and typed) like `like`."""
-    expected = payload_size([t.numel() for t in like])
-    if payload.numel() != expected:
-        raise ValueError(f"payload has {payload.numel()} bytes, expected {expected}")
-    scale_bytes = _SCALE_BYTES * len(like)
-    scales = payload[:scale_bytes].view(_SCALE_DTYPE)
-    decoded, offset = [], scale_bytes
-    for index, tensor in enumerate(like):
-        size = packed_bits_size(tensor.numel())
-        bits = unpack_bits(payload[offset : offset + size], tensor.numel())
-        decoded.append(_decode(bits, scales[index], tensor))
-        offset += size
-    return decoded
+    Returns the flat update and this rank's traffic (two ring all-reduces:
+    the integer sign sums and the float32 scales). With `vote`, the stop
+    ballot rides at the end of the scales and its sum is counted
+    (dsgd_trainer.stop_vote); its 4 bytes are not counted.
+    """
+    world_size = dist.get_world_size(group)
+    sign_sums = compressed.sign.to(sign_sum_dtype(world_size))
+    parts = [compressed.scale] + ([vote.ballot(_SCALE_DTYPE)] if vote is not None else [])
+    scale_sums = torch.cat(parts)
+    dist.all_reduce(sign_sums, group=group)
+    dist.all_reduce(scale_sums, group=group)
+    if vote is not None:
+        vote.count(scale_sums[-1:])
+        scale_sums = scale_sums[:-1]
+    mean_sign = sign_sums.to(compressed.sign.dtype).div_(world_size)
+    mean_scale = scale_sums.div_(world_size)
+    sent = traffic.all_reduce(sign_sums.numel() * sign_sums.element_size(), world_size)
+    sent += traffic.all_reduce(scale_sums.numel() * scale_sums.element_size(), world_size)
+    update = layout.per_element(mean_scale.to(compressed.sign.dtype)) * mean_sign
+    return update, sent

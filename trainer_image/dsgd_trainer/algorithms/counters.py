@@ -1,4 +1,4 @@
-"""Communication counters: sync rounds and payload bytes by scope, and time in collectives.
+"""Communication counters: sync rounds, wire and payload bytes by scope, time in collectives.
 
 Scopes (dsgd_contract.metrics.SCOPES) are "global" (all ranks) and "intra_node"
 (the ranks of one node/pod).
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from dsgd_contract.metrics import SCOPES
 
+from .traffic import Traffic
+
 
 def _zero_per_scope() -> dict[str, int]:
     return dict.fromkeys(SCOPES, 0)
@@ -28,9 +30,10 @@ class SyncCounters:
 
     rounds: synchronization rounds per scope (one gradient all-reduce step of
         mini-batch SGD, or one model averaging of the local variants).
-    bytes: payload bytes this rank passed to collectives per scope: numel ×
-        element size of dense tensors; the packed size of compressed ones; for
-        an all-gather, the tensor this rank contributes.
+    bytes: bytes this rank sent on the wire per scope, under the collective's
+        algorithm (traffic.py: ring all-reduce 2·(K−1)/K × payload, broadcast
+        (K−1)/K × payload, DDP's buckets); reported as `communicated_bytes`.
+    payload_bytes: the size of the tensors this rank contributed, per scope.
     communication_seconds: time inside collectives, best effort. DDP's
         gradient all-reduce overlaps the backward pass and cannot be separated
         from it, so mini-batch SGD's gradient rounds add no time here.
@@ -38,18 +41,20 @@ class SyncCounters:
 
     rounds: dict[str, int] = field(default_factory=_zero_per_scope)
     bytes: dict[str, int] = field(default_factory=_zero_per_scope)
+    payload_bytes: dict[str, int] = field(default_factory=_zero_per_scope)
     #: Seconds already measured; CUDA intervals still in flight are in _pending.
     _measured_seconds: float = 0.0
     _pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(
         default_factory=list, repr=False
     )
 
-    def record(self, scope: str, nbytes: int, *, rounds: int = 1) -> None:
-        """Count `rounds` synchronization rounds that moved `nbytes` payload bytes in `scope`."""
+    def record(self, scope: str, sent: Traffic, *, rounds: int = 1) -> None:
+        """Count `rounds` synchronization rounds that made `sent` traffic in `scope`."""
         if scope not in SCOPES:
             raise ValueError(f"unknown sync scope {scope!r}; expected one of {SCOPES}")
         self.rounds[scope] += rounds
-        self.bytes[scope] += nbytes
+        self.bytes[scope] += sent.wire
+        self.payload_bytes[scope] += sent.payload
 
     @property
     def communication_seconds(self) -> float:
@@ -107,10 +112,12 @@ class SyncCounters:
         return {
             "rounds": dict(self.rounds),
             "bytes": dict(self.bytes),
+            "payload_bytes": dict(self.payload_bytes),
             "communication_seconds": self.communication_seconds,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.rounds = {**_zero_per_scope(), **state["rounds"]}
         self.bytes = {**_zero_per_scope(), **state["bytes"]}
+        self.payload_bytes = {**_zero_per_scope(), **state.get("payload_bytes", {})}
         self.communication_seconds = float(state["communication_seconds"])

@@ -4,14 +4,16 @@ local-sgd, post-local-sgd and hierarchical-local-sgd differ only in their
 schedule (sync_schedule.py: when to average, at which scope, and post-local's
 mini-batch phase); how a model is averaged is a synchroniser (model_sync.py:
 dense all-reduce, or sign / EF-sign compressed deltas for the global scope;
-intra-node averaging is always dense). This module runs the two together
-behind the Algorithm interface.
+intra-node averaging is always dense), followed at the global scope by the
+outer optimizer's step when one is configured (outer.py). This module runs
+them together behind the Algorithm interface.
 
 Local phase: every rank takes optimizer steps on its own batches without
 communicating (momentum buffers stay local) and averages parameters and
-floating buffers when the schedule says so. Bytes per round: dense, Σ numel ×
-element size of the averaged tensors; compressed, the packed payload (see
-compression.py) plus the dense buffers.
+floating buffers when the schedule says so. Payload per round: dense, Σ numel ×
+element size of the averaged tensors; compressed, the int8 sign sums and
+float32 scales (see compression.py) plus the dense buffers; wire bytes are
+those of ring all-reduces of these over the scope's ranks (traffic.py).
 
 Start of the local phase at step 0 (local-sgd, hierarchical): rank 0's
 parameters and buffers are broadcast so that the replicas start identical, as
@@ -36,16 +38,20 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
+from dsgd_contract.config import Algorithm as AlgorithmConfig
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import GLOBAL, INTRA_NODE
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .averaging import averaged_copy, broadcast_, make_replicas_identical_
+from dsgd_trainer.stop_vote import StopVote
+
+from .averaging import broadcast_, make_replicas_identical_
 from .base import Algorithm
 from .context import DistContext
-from .mini_batch import ddp_step_bytes, rank0_buffers_, wrap_in_ddp
-from .model_sync import DenseSync, ModelSync, make_global_sync
+from .mini_batch import ddp_step_traffic, rank0_buffers_, wrap_in_ddp
+from .model_sync import DenseSync, ModelSync, SignSync
+from .outer import OuterOptimizedSync, OuterSGD
 from .sync_schedule import SyncSchedule, make_sync_schedule
 
 
@@ -59,7 +65,7 @@ class LocalSGD(Algorithm):
         self.name = config.algorithm.name
         self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
         self.synchronisers: dict[str, ModelSync] = {
-            GLOBAL: make_global_sync(config.algorithm.compression, ctx.stop_vote),
+            GLOBAL: make_global_sync(config.algorithm, ctx.stop_vote),
             INTRA_NODE: DenseSync(group=ctx.intra_node_group),
         }
         #: The step being run, or the next one after after_optimizer_step.
@@ -90,7 +96,7 @@ class LocalSGD(Algorithm):
     def after_optimizer_step(self, step: int) -> None:
         self._step = step + 1
         if not self.schedule.in_local_phase(step):
-            self.counters.record(GLOBAL, ddp_step_bytes(self.model))
+            self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
             if step + 1 == self.schedule.switch_step:
                 self._switch_to_local()
             return
@@ -99,17 +105,22 @@ class LocalSGD(Algorithm):
             self._synced = False
             return
         with self.counters.timed(self.ctx.device):
-            nbytes = self.synchronisers[scope].synchronize(self.model)
-        self.counters.record(scope, nbytes)
+            sent = self.synchronisers[scope].synchronize(self.model)
+        self.counters.record(scope, sent)
         self._synced = scope == GLOBAL
+        if scope == GLOBAL:
+            self.consensus_distance = self.synchronisers[GLOBAL].consensus_distance
 
     def synchronize_for_evaluation(self) -> nn.Module:
-        """Local phase: the model itself right after a global averaging, else a globally
-        averaged deep copy (a plain uncompressed average, also with compression).
+        """Local phase: the model itself right after a global sync, else a copy holding
+        what the global sync would produce now (model_sync.ModelSync.consensus_now:
+        the plain average; with compression, the compressed consensus).
         Mini-batch phase: the model, with rank 0's buffers, as mini-batch SGD.
         """
         if self.in_local_phase():
-            return self.model if self._synced else averaged_copy(self.model)
+            return (
+                self.model if self._synced else self.synchronisers[GLOBAL].consensus_now(self.model)
+            )
         self.training_model()  # before step 0 the DDP wrap is what makes replicas identical
         rank0_buffers_(self.model)  # parameters are identical already
         return self.model
@@ -125,8 +136,8 @@ class LocalSGD(Algorithm):
         buffers = list(self.model.buffers())
         if buffers:
             with self.counters.timed(self.ctx.device):
-                nbytes = broadcast_(buffers, src=0)
-            self.counters.record(GLOBAL, nbytes, rounds=0)
+                sent = broadcast_(buffers, src=0)
+            self.counters.record(GLOBAL, sent, rounds=0)
         self._ddp = None
         self.synchronisers[GLOBAL].reset(self.model)
         self._synced = True
@@ -144,3 +155,17 @@ class LocalSGD(Algorithm):
         self._step = int(state["step"])
         self._synced = bool(state["synced"])
         self.synchronisers[GLOBAL].load_state_dict(state["global_sync"])
+
+
+def make_global_sync(algorithm: AlgorithmConfig, vote: StopVote | None = None) -> ModelSync:
+    """The global synchronization for `algorithm.compression` (none | sign | ef-sign), followed
+    by the outer optimizer's step unless that is plain averaging (outer.py). `vote`: the stop
+    ballot rides on its all-reduces (dsgd_trainer.stop_vote)."""
+    if algorithm.compression == "none":
+        dense = DenseSync(vote=vote, measure=True)
+        if algorithm.outer_optimizer.is_plain_averaging:
+            return dense
+        return OuterOptimizedSync(dense, OuterSGD(algorithm.outer_optimizer))
+    if algorithm.compression in ("sign", "ef-sign"):
+        return SignSync(error_feedback=algorithm.compression == "ef-sign", vote=vote)
+    raise ValueError(f"unknown algorithm.compression {algorithm.compression!r}")

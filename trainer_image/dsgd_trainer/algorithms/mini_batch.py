@@ -1,14 +1,15 @@
 """Mini-batch SGD: gradients averaged every step by PyTorch's DistributedDataParallel.
 
 DDP all-reduces the gradients in buckets, overlapped with the backward pass;
-bucketing groups tensors but does not change the payload, so one step sends
-Σ numel × element size over the trainable parameters (a test checks this
-against the buckets DDP actually hands to its communication hook).
+bucketing groups tensors but does not change the payload, so one step's
+payload is Σ numel × element size over the trainable parameters (a test checks
+this against the buckets DDP actually hands to its communication hook), and
+its wire bytes those of a ring all-reduce of it (traffic.py).
 
 Buffers (BatchNorm running statistics): we keep DDP's default
 (`forward_sync_buffers`): before each forward, rank 0's buffers are broadcast
 to all ranks, so rank 0's statistics are the authoritative ones. That
-broadcast (all buffers, integer ones included) is counted in the step's bytes.
+broadcast (all buffers, integer ones included) is counted in the step's traffic.
 Each step is one global round.
 """
 
@@ -24,9 +25,11 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
+from . import traffic
 from .averaging import broadcast_, payload_bytes, trainable_parameters
 from .base import Algorithm
 from .context import DistContext
+from .traffic import Traffic
 
 
 def wrap_in_ddp(model: nn.Module, ctx: DistContext) -> DistributedDataParallel:
@@ -66,9 +69,11 @@ def allreduce_with_stop_ballot(vote, bucket):
     return future.then(unpack)
 
 
-def ddp_step_bytes(model: nn.Module) -> int:
-    """Payload of one DDP step: the gradients of trainable parameters plus the buffer broadcast."""
-    return payload_bytes(trainable_parameters(model)) + payload_bytes(list(model.buffers()))
+def ddp_step_traffic(model: nn.Module, ranks: int) -> Traffic:
+    """One DDP step: the gradients' bucketed all-reduce plus the broadcast of all buffers."""
+    gradients = traffic.all_reduce(payload_bytes(trainable_parameters(model)), ranks)
+    buffers = payload_bytes(list(model.buffers()))
+    return gradients + traffic.broadcast(buffers, ranks) if buffers else gradients
 
 
 def rank0_buffers_(model: nn.Module) -> None:
@@ -100,7 +105,7 @@ class MiniBatchSGD(Algorithm):
         return nullcontext()
 
     def after_optimizer_step(self, step: int) -> None:
-        self.counters.record(GLOBAL, ddp_step_bytes(self.model))
+        self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
 
     def synchronize_for_evaluation(self) -> nn.Module:
         """The model itself: parameters are identical on all ranks; buffers become rank 0's.

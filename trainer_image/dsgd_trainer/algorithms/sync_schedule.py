@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import GLOBAL, INTRA_NODE
+from dsgd_contract.training_steps import post_local_switch_step
 
 from .context import DistContext
 
@@ -92,9 +93,10 @@ def make_sync_schedule(
     if algorithm.name == "local-sgd":
         return EveryHSteps(algorithm.local_steps)
     if algorithm.name == "post-local-sgd":
-        if config.switch_epoch is None:
+        switch_step = post_local_switch_step(config, steps_per_epoch)
+        if switch_step is None:
             raise ValueError("post-local-sgd needs algorithm.switchEpoch or optimizer.milestones")
-        return EveryHSteps(algorithm.local_steps, switch_step=config.switch_epoch * steps_per_epoch)
+        return EveryHSteps(algorithm.local_steps, switch_step=switch_step)
     if algorithm.name == "hierarchical-local-sgd":
         # With one process per node it would only be local SGD with H·H_b (the spec refuses it).
         if ctx.intra_node_group is None or ctx.gang.nodes < 2:

@@ -1,8 +1,10 @@
 """Which training samples each rank uses in each epoch, agreed without communication.
 
 Every epoch, all ranks draw the same global permutation of the training set
-from a CPU `torch.Generator` seeded with `seed + epoch` (same seed on every
-rank, so no messages are exchanged). The first S·K·B indices of it are used,
+from a CPU `torch.Generator` seeded from `SeedSequence([seed, epoch])` (same
+seed on every rank, so no messages are exchanged). Hashing the pair keeps
+replicates independent: with `seed + epoch`, seed s at epoch e would replay
+seed s + 1 at epoch e − 1. The first S·K·B indices of it are used,
 where K is the world size, B the per-rank batch size and S = ⌊N / (K·B)⌋ the
 number of steps per epoch; rank k takes every K-th of them, starting at k.
 
@@ -24,14 +26,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from dsgd_trainer.data.bundle import DataLoadError
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The 64-bit generator seed of (seed, epoch): numpy's SeedSequence hash of the pair."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
 def epoch_permutation(num_samples: int, epoch: int, seed: int) -> torch.Tensor:
     """The global order of the training set in `epoch` (identical on every rank)."""
-    generator = torch.Generator().manual_seed(seed + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return torch.randperm(num_samples, generator=generator)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from dsgd_trainer.models.cnn import cnn
 from dsgd_trainer.models.mlp import mlp
-from dsgd_trainer.models.resnet import resnet20
+from dsgd_trainer.models.resnet import resnet20, zero_init_residual_
 from dsgd_trainer.plugins import PluginError, is_plugin_reference, resolve_plugin
 
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
@@ -35,8 +35,13 @@ class ModelError(Exception):
     """An unknown model, a bad plug-in or an input it cannot take. Exit code 64 (invalid config)."""
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, zero_init_residual: bool = False
+) -> nn.Module:
     """A fresh model `name` for samples of `input_shape` and `num_classes` classes.
+
+    `zero_init_residual`: γ = 0 in each residual block's last BatchNorm
+    (resnet.zero_init_residual_); a model without such blocks is a ModelError.
 
     Raises `ModelError` naming the model (or plug-in reference) when it is
     unknown, does not resolve, fails, returns something other than an
@@ -52,7 +57,14 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
                 f"model {name!r} needs C×H×W image inputs with H, W ≥ {min_side}, but the "
                 f"dataset's samples have shape {input_shape}; use mlp for flat features"
             )
-        return factory(input_shape, num_classes)
+        model = factory(input_shape, num_classes)
+        if zero_init_residual and zero_init_residual_(model) == 0:
+            raise ModelError(f"model {name!r} has no residual blocks for zero-γ initialisation")
+        return model
+    if zero_init_residual:
+        raise ModelError(
+            f"zero-γ initialisation applies to the built-in residual models, not {name!r}"
+        )
     if not is_plugin_reference(name):
         raise ModelError(
             f"unknown model {name!r}; use one of {', '.join(MODELS)} "

@@ -95,3 +95,17 @@ class ResNet(nn.Module):
 def resnet20(input_shape: tuple[int, ...], num_classes: int) -> ResNet:
     """ResNet-20 for C×H×W inputs."""
     return ResNet(input_shape[0], num_classes, BLOCKS_PER_STAGE)
+
+
+def zero_init_residual_(model: nn.Module) -> int:
+    """Set γ = 0 in the last BatchNorm of every residual block; returns how many.
+
+    Each block then starts as the identity map, which eases the first steps
+    at a large learning rate (Goyal et al. 2017 §5.1; torchvision's
+    `zero_init_residual`).
+    """
+    blocks = [module for module in model.modules() if isinstance(module, BasicBlock)]
+    with torch.no_grad():
+        for block in blocks:
+            block.bn2.weight.zero_()
+    return len(blocks)
