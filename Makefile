@@ -64,6 +64,7 @@ format: $(STAMP)
 crds: $(STAMP)
 	$(PY) -m dsgd_operator.crd
 	$(PY) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
+	$(PY) -m dsgd_operator.experiments.crd
 
 # A real local control plane (etcd, kube-apiserver, controller manager, scheduler, node
 # agent) built from cluster/go.mod; admin kubeconfig at .cluster/kubeconfig. The first

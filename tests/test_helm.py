@@ -96,7 +96,8 @@ def test_chart_crd_is_the_generated_crd() -> None:
 
     chart_crd = CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml"
     peerings = CHART / "crds" / "kopf.dev-peerings.yaml"
-    assert sorted((CHART / "crds").iterdir()) == [chart_crd, peerings]
+    experiments = CHART / "crds" / "sgdexperiments.dsgd.io.yaml"  # tests/test_experiment_grid.py
+    assert sorted((CHART / "crds").iterdir()) == [chart_crd, peerings, experiments]
     generated = render_crd()
     assert chart_crd.read_text() == generated, (
         "helm/dsgd/crds is stale: python -m dsgd_operator.crd "
@@ -104,7 +105,12 @@ def test_chart_crd_is_the_generated_crd() -> None:
     )
     assert (REPO / "crds" / chart_crd.name).read_text() == generated
     shown = helm("show", "crds")  # what `helm install` applies first
-    for name in ("distributedsgdjobs.dsgd.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings"):
+    for name in (
+        "distributedsgdjobs.dsgd.io",
+        "sgdexperiments.dsgd.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings",
+    ):
         assert f"name: {name}" in shown
 
 

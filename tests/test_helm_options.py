@@ -28,21 +28,29 @@ from tests._helm_chart import (
 from tests.test_helm import KUBE_VERSIONS, _only
 
 
-def test_templated_crd_is_the_generated_crd_kept_on_uninstall() -> None:
-    """crds.enabled (GitOps): the crds/ file itself as a release object, with Helm's keep
-    policy unless crds.keep is off; off by default (Helm's crds/ directory installs it)."""
-    generated = yaml.safe_load((CHART / "crds" / "distributedsgdjobs.dsgd.io.yaml").read_text())
+def test_templated_crds_are_the_generated_crds_kept_on_uninstall() -> None:
+    """crds.enabled (GitOps): each of dsgd's crds/ files itself as a release object, with
+    Helm's keep policy unless crds.keep is off; off by default (Helm's crds/ directory
+    installs them)."""
+    generated = {
+        crd["metadata"]["name"]: crd
+        for crd in (
+            yaml.safe_load((CHART / "crds" / name).read_text())
+            for name in ("distributedsgdjobs.dsgd.io.yaml", "sgdexperiments.dsgd.io.yaml")
+        )
+    }
     assert objects_of_kind("CustomResourceDefinition", {}) == []
-    (crd,) = objects_of_kind("CustomResourceDefinition", {"crds": {"enabled": True}})
-    assert crd["spec"] == generated["spec"]
-    assert crd["metadata"]["name"] == generated["metadata"]["name"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    kubernetes_validate.validate(crd, KUBE_VERSIONS[0], strict=True)
-    (unkept,) = objects_of_kind(
+    templated = objects_of_kind("CustomResourceDefinition", {"crds": {"enabled": True}})
+    assert sorted(crd["metadata"]["name"] for crd in templated) == sorted(generated)
+    for crd in templated:
+        assert crd["spec"] == generated[crd["metadata"]["name"]]["spec"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        kubernetes_validate.validate(crd, KUBE_VERSIONS[0], strict=True)
+    for unkept in objects_of_kind(
         "CustomResourceDefinition", {"crds": {"enabled": True, "keep": False}}
-    )
-    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+    ):
+        assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
 
 
 def test_chart_needs_the_kubernetes_release_of_the_crds_validation_rules() -> None:

@@ -8,5 +8,6 @@ import, and that imports neither (tests/test_import_rules.py checks this):
 - `exit_codes`: the trainer's exit codes and whether a gang restart may help;
 - `pod`: the pod contract: names, labels, command, ports, paths, environment;
 - `metrics`: the names and labels of the trainer's Prometheus series, sync scopes;
-- `job_status`: job phases, condition types and failure reasons.
+- `job_status`: job phases, condition types and failure reasons;
+- `experiment`: SGDExperiment trial labels, grid limits, phases, a run's result files.
 """

@@ -18,7 +18,11 @@ from pathlib import Path
 import yaml
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.manifest import ManifestError, load_jobs, read_manifest_documents
+from dsgd_operator.experiments.api import SGDExperiment
+from dsgd_operator.experiments.commands import add_experiment_commands, trial_policy_problems
+from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
+from dsgd_operator.experiments.manifest import is_experiment, load_manifests
+from dsgd_operator.manifest import ManifestError, read_manifest_documents
 from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 
 EXIT_INVALID = 1
@@ -31,14 +35,19 @@ def _version() -> str:
         return "unknown"
 
 
-def _load_all(files: list[str]) -> tuple[list[DistributedSGDJob], list[ManifestError]]:
-    jobs, errors = [], []
+def _load_all(
+    files: list[str],
+) -> tuple[list[DistributedSGDJob], list[SGDExperiment], list[ManifestError]]:
+    jobs, experiments, errors = [], [], []
     for path in files:
         try:
-            jobs.extend(load_jobs(path))
+            found_jobs, found_experiments = load_manifests(path)
         except ManifestError as error:
             errors.append(error)
-    return jobs, errors
+            continue
+        jobs.extend(found_jobs)
+        experiments.extend(found_experiments)
+    return jobs, experiments, errors
 
 
 def _report(errors: list[ManifestError]) -> None:
@@ -67,18 +76,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for path in args.files:
         try:
-            jobs = load_jobs(path)
+            jobs, experiments = load_manifests(path)
             if policy is not None:
                 refused = [
                     f"(document {index}) {problem}" if len(jobs) > 1 else problem
                     for index, job in enumerate(jobs)
                     for problem in policy_problems(job, policy)
                 ]
+                refused += trial_policy_problems(experiments, policy)
                 if refused:
                     raise ManifestError(path, tuple(refused))
         except ManifestError as error:
             _report([error])
             status = EXIT_INVALID
+            continue
+        for experiment in experiments:
+            print(f"{path}: valid ({describe_grid(experiment)})")
+        if experiments and args.server:
+            print(f"{path}: --server dry-runs jobs only; the experiment was checked here")
+        if not jobs:
             continue
         valid.append((path, jobs))
         if not args.server:
@@ -99,8 +115,8 @@ def _validate_on_server(
         api_client, namespace = connect(namespace)
         status = 0
         for path, jobs in valid:
-            # load_jobs already read these documents: the file is readable, valid YAML.
-            documents = read_manifest_documents(path)
+            # load_manifests already read these documents: the file is readable, valid YAML.
+            documents = [d for d in read_manifest_documents(path) if not is_experiment(d)]
             refusals = [
                 refusal
                 for job, document in zip(jobs, documents, strict=True)
@@ -134,10 +150,18 @@ _RenderDumper.add_representer(str, _represent_str)
 def cmd_render(args: argparse.Namespace) -> int:
     from dsgd_operator.builders import BuildSettings, build_children
 
-    jobs, errors = _load_all(args.files)
+    jobs, experiments, errors = _load_all(args.files)
     if errors:
         _report(errors)
         return EXIT_INVALID
+    # An experiment renders as what the operator creates for it: one job per trial.
+    trial_jobs = [trial_job(e, t) for e in experiments for t in expand_trials(e.spec)]
+    for trial in trial_jobs:
+        if args.namespace:
+            trial["metadata"]["namespace"] = args.namespace
+    yaml.dump_all(trial_jobs, sys.stdout, Dumper=_RenderDumper, sort_keys=False)
+    if trial_jobs and jobs:
+        sys.stdout.write("---\n")
     settings = BuildSettings(default_image=args.image) if args.image else BuildSettings()
     objects = []
     for job in jobs:
@@ -151,9 +175,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    jobs, errors = _load_all([args.file])
+    jobs, experiments, errors = _load_all([args.file])
     if errors:
         _report(errors)
+        return EXIT_INVALID
+    if experiments:
+        print(
+            f"{args.file}: is an SGDExperiment; run it with `dsgd experiment run`", file=sys.stderr
+        )
         return EXIT_INVALID
     if len(jobs) != 1:
         print(
@@ -271,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no per-node log lines")
     run.set_defaults(func=cmd_run)
+
+    add_experiment_commands(sub)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     operator.add_argument(

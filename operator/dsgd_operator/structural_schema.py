@@ -21,6 +21,8 @@ Translation rules:
   kubectl's strict field validation, refuses unknown fields by itself).
 - JSON Schema 2020-12 numeric `exclusiveMinimum: n` becomes OpenAPI v3's
   `minimum: n, exclusiveMinimum: true`; `const: v` becomes `enum: [v]`.
+- `Any` (an empty schema) becomes `x-kubernetes-preserve-unknown-fields: true`
+  without a type: any JSON value, kept as given.
 - `title`s are dropped; descriptions are kept for `kubectl explain`.
 - integers say `format: int64`, what the API server stores them as (the
   models give every spec integer a maximum well inside it).
@@ -129,6 +131,9 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[str
             del node["default"]
         return _convert({**variants[0], **node}, defs, where)
 
+    if not set(node) - DROPPED_KEYWORDS - {"description"}:
+        # `Any` (e.g. an experiment axis's values): any JSON value, kept as given.
+        return {**node_description(node), "x-kubernetes-preserve-unknown-fields": True}
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in DROPPED_KEYWORDS:
@@ -162,6 +167,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[str
     if out["type"] == "integer":
         out.setdefault("format", "int64")
     return dict(sorted(out.items(), key=lambda item: KEY_ORDER.index(item[0])))
+
+
+def node_description(node: dict[str, Any]) -> dict[str, Any]:
+    return {"description": node["description"]} if "description" in node else {}
 
 
 def strip_defaults(schema: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.experiment import METRICS_FILE, SUMMARY_FILE
 
 from dsgd_trainer.stopping import TrainerExit
 from dsgd_trainer.storage import atomic_write
@@ -32,9 +33,6 @@ if TYPE_CHECKING:  # annotations only: reading and writing results needs no torc
     from dsgd_trainer.checkpoint import RunState
     from dsgd_trainer.gang import GangPosition
     from dsgd_trainer.schedule import LearningRateSchedule
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 def append_record(output_dir: Path, record: dict[str, Any]) -> None:

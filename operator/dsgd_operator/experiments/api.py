@@ -1,0 +1,213 @@
+"""The `SGDExperiment` API (`dsgd.io/v1alpha1`): a grid of DistributedSGDJobs as pydantic models.
+
+`spec.template` is a DistributedSGDJob spec (the part all trials share);
+`spec.axes` override fields of it, each with a list of values (the grid is their
+cross product; an axis with `zip: <axis>` pairs its values with that axis's
+instead); `spec.seeds` are replicates of every cell (aggregated, never a search
+dimension). The template is kept as written and only validated per trial:
+a template may be incomplete on its own (e.g. hierarchical SGD with the nodes
+left to an axis). Every trial is expanded and validated with all the job's rules
+when the experiment is parsed (`dsgd_operator.experiments.grid`), so one bad
+combination refuses the whole experiment, before any job exists.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from dsgd_contract.config import raise_cross_field_errors
+from dsgd_contract.experiment import MAX_AXES, MAX_AXIS_VALUES, MAX_SEEDS, ExperimentPhase
+from dsgd_contract.pod import GROUP
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from dsgd_operator.api import (
+    MAX_NAME_LENGTH,
+    VERSION,
+    Condition,
+    DistributedSGDJobSpec,
+    K8sObject,
+    ObjectMeta,
+)
+
+KIND = "SGDExperiment"
+PLURAL = "sgdexperiments"
+SINGULAR = "sgdexperiment"
+SHORT_NAMES = ["sgdexp"]
+
+#: The spec sections an axis may override (the ones that decide a training run).
+AXIS_SECTIONS = ("topology", "algorithm", "optimizer", "training")
+#: Fields no axis may set: the seed is spec.seeds' (replicates, not a search dimension).
+FORBIDDEN_AXIS_FIELDS = {"training.seed": "the seed is not an axis: list replicates in spec.seeds"}
+#: An axis field: a section, or a dotted path of wire (camelCase) names inside one.
+AXIS_FIELD_PATTERN = rf"^({'|'.join(AXIS_SECTIONS)})(\.[a-zA-Z][a-zA-Z0-9]*)*$"
+
+
+class ExperimentModel(BaseModel):
+    """camelCase on the wire, unknown fields refused (as the job's sections)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Axis(ExperimentModel):
+    """One dimension of the grid: a field of the template and the values it takes."""
+
+    field: str = Field(
+        pattern=AXIS_FIELD_PATTERN,
+        description=(
+            "The template field this axis sets, as a dotted path of wire names: a whole "
+            "section (algorithm: each value is a complete algorithm block) or one field "
+            "(topology.nodes, training.batchSizePerProcess, optimizer.learningRate)."
+        ),
+    )
+    values: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_AXIS_VALUES,
+        description="The values, each replacing the field of the template in its trials.",
+    )
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z][-A-Za-z0-9_.]*$",
+        description="Name of the axis in reports and zip references. Default: field.",
+    )
+    zip: str | None = Field(
+        None,
+        description=(
+            "The name of another axis: this axis then pairs value i with that axis's value i "
+            "(same number of values) instead of adding a dimension."
+        ),
+    )
+
+    @field_validator("field")
+    @classmethod
+    def _not_forbidden(cls, field: str) -> str:
+        if field in FORBIDDEN_AXIS_FIELDS:
+            raise ValueError(f"{field}: {FORBIDDEN_AXIS_FIELDS[field]}")
+        return field
+
+    @property
+    def label(self) -> str:
+        return self.name or self.field
+
+
+class SGDExperimentSpec(ExperimentModel):
+    """The desired state of an SGDExperiment; validated with every trial it expands to."""
+
+    template: K8sObject = Field(
+        default_factory=dict,
+        description=(
+            "A DistributedSGDJob spec: what every trial shares. Validated per trial, "
+            "with the axes' values in place."
+        ),
+    )
+    axes: list[Axis] = Field(
+        default_factory=list,
+        max_length=MAX_AXES,
+        description="The grid: the cross product of the axes (zip pairs two axes).",
+    )
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=MAX_SEEDS,
+        description=(
+            "Replicates of every cell (training.seed): the results are their mean ± std; "
+            "not a search dimension."
+        ),
+    )
+    parallelism: Annotated[int, Field(ge=1, le=1000)] = Field(
+        1, description="Most trials running at once."
+    )
+    max_failed_trials: Annotated[int, Field(ge=0)] = Field(
+        0, description="Failed trials tolerated; one more fails the experiment."
+    )
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="Test accuracy for the time / samples / bytes to target in results."
+    )
+    suspend: bool = Field(False, description="true: start no new trial (running ones finish).")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"each seed once; repeated: {repeated}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _grid_is_valid(self) -> SGDExperimentSpec:
+        # Late import: grid builds trials from this model (one concept per module).
+        from dsgd_operator.experiments.grid import GridError, check_grid
+
+        try:
+            check_grid(self)
+        except GridError as error:
+            raise_cross_field_errors("SGDExperimentSpec", error.problems)
+        return self
+
+
+class TrialCounts(ExperimentModel):
+    total: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class SGDExperimentStatus(ExperimentModel):
+    """The observed state: phase, trial counts and per-cell aggregated results."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    phase: ExperimentPhase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    results: list[K8sObject] = Field(
+        default_factory=list,
+        description="Per grid cell: its axis values and metrics aggregated over the seeds.",
+    )
+    best: K8sObject | None = Field(
+        None, description="The cell with the highest mean final test accuracy so far."
+    )
+
+
+class SGDExperiment(BaseModel):
+    """A whole `SGDExperiment` manifest."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    api_version: Literal["dsgd.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["SGDExperiment"]
+    metadata: ObjectMeta
+    spec: SGDExperimentSpec = Field(default_factory=SGDExperimentSpec)
+    status: SGDExperimentStatus | None = None
+
+    @model_validator(mode="after")
+    def _trial_names_fit(self) -> SGDExperiment:
+        from dsgd_operator.experiments.grid import longest_trial_name
+
+        longest = longest_trial_name(self.metadata.name, self.spec)
+        if len(longest) > MAX_NAME_LENGTH:
+            message = (
+                f"trial jobs are named <name>-c<cell>-s<seed>, and {longest!r} would be "
+                f"{len(longest)} characters; at most {MAX_NAME_LENGTH}: shorten the name"
+            )
+            raise_cross_field_errors("SGDExperiment", [(("metadata", "name"), message)])
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "Axis",
+    "DistributedSGDJobSpec",
+    "SGDExperiment",
+    "SGDExperimentSpec",
+    "SGDExperimentStatus",
+]

@@ -1,0 +1,95 @@
+"""The `dsgd` commands of experiments: `experiment run`, `report`, and the policy check of
+`dsgd validate` for experiment files (the rest of the CLI is dsgd_operator.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dsgd_operator.experiments.api import SGDExperiment
+from dsgd_operator.experiments.grid import expand_trials, trial_job
+from dsgd_operator.manifest import ManifestError, parse_job
+from dsgd_operator.template_policy import TemplatePolicy, policy_problems
+
+
+def trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
+    """The policy's refusals of the experiments' trial jobs, each problem once."""
+    problems: dict[str, None] = {}
+    for experiment in experiments:
+        for trial in expand_trials(experiment.spec):
+            job = parse_job(trial_job(experiment, trial))
+            for problem in policy_problems(job, policy):
+                # The trial's spec.x is the experiment's spec.template.x.
+                where = "spec.template." + problem.removeprefix("spec.")
+                problems[f"experiment {experiment.name}: {where}"] = None
+    return list(problems)
+
+
+def cmd_experiment_run(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    from dsgd_operator.cli import EXIT_INVALID  # cli imports this module; so late
+    from dsgd_operator.experiments.manifest import load_experiment
+
+    try:
+        experiment = load_experiment(args.file)
+    except ManifestError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+    if find_spec("torch") is None:
+        print("dsgd experiment run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
+        return EXIT_INVALID
+    from dsgd_operator.experiments.local import run_experiment
+    from dsgd_operator.local_run import LocalRunError
+
+    out_dir = Path(args.out) if args.out else Path("runs") / experiment.name
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the gangs like Ctrl-C
+    try:
+        return run_experiment(experiment, out_dir, parallel=args.parallel)
+    except LocalRunError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dsgd_operator.cli import EXIT_INVALID
+    from dsgd_operator.experiments.aggregate import ReportError
+    from dsgd_operator.experiments.report import write_report
+
+    try:
+        written = write_report(Path(args.dir), Path(args.out) if args.out else None)
+    except ReportError as error:
+        print(f"dsgd report: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def add_experiment_commands(sub: Any) -> None:
+    """Add `experiment run` and `report` to the `dsgd` subcommands `sub`."""
+    experiment = sub.add_parser("experiment", help="run an SGDExperiment's trials locally")
+    experiment_sub = experiment.add_subparsers(dest="experiment_command", required=True)
+    experiment_run = experiment_sub.add_parser(
+        "run", help="run every trial as local processes; re-run to continue"
+    )
+    experiment_run.add_argument("file", metavar="FILE")
+    experiment_run.add_argument("--out", help="results directory (default: runs/<name>)")
+    experiment_run.add_argument(
+        "--parallel",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="trials at once (default: spec.parallelism)",
+    )
+    experiment_run.set_defaults(func=cmd_experiment_run)
+
+    report = sub.add_parser(
+        "report", help="an experiment directory's tables and figures (report.md, report.html)"
+    )
+    report.add_argument("dir", metavar="DIR", help="the --out of `dsgd experiment run`")
+    report.add_argument("--out", help="where the report goes (default: DIR)")
+    report.set_defaults(func=cmd_report)
