@@ -124,7 +124,13 @@ def _assert_rbac_exact(
     }
     assert granted == declared
     events = _audited(info, release.account)
-    refused = [e for e in events if e.get("responseStatus", {}).get("code") == 403]
+    refused = [
+        e
+        for e in events
+        if e.get("responseStatus", {}).get("code") == 403
+        # A namespace being deleted (another test's) refuses writes to everyone: not RBAC.
+        and "is being terminated" not in e["responseStatus"].get("message", "")
+    ]
     assert not refused, [(e["verb"], e["requestURI"]) for e in refused]
     used = _used(events)
     assert used <= granted, used - granted
@@ -135,6 +141,17 @@ def _assert_rbac_exact(
         cluster_scoped = [e for e in events if not e["objectRef"].get("namespace")]
         assert not cluster_scoped, [(e["verb"], e["requestURI"]) for e in cluster_scoped]
     return unused
+
+
+def refusals(log: str) -> list[str]:
+    """The operator's log lines where the API server refused it (403), but for writes into
+    a namespace being deleted: a cluster-wide operator also serves the jobs of namespaces
+    that earlier tests are deleting, and no right of the chart is at stake there."""
+    return [
+        line
+        for line in log.splitlines()
+        if ("Forbidden" in line or " 403" in line) and "is being terminated" not in line
+    ]
 
 
 def test_cluster_wide_install_runs_a_job_with_exactly_the_charts_rbac(
@@ -148,7 +165,7 @@ def test_cluster_wide_install_runs_a_job_with_exactly_the_charts_rbac(
     job = _run_job_to_success(kubectl, namespace, "digits-rbac")
     assert job["status"]["phase"] == "Succeeded"
     log = _pod_log(cluster, pod)
-    assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+    assert not refusals(log), log[-3000:]
     _assert_rbac_exact(cluster, release, namespaced=False)
     release.uninstall()
 
@@ -204,7 +221,7 @@ def test_namespaced_install_two_replicas_one_reconciles(
         assert len(posted) == len(set(posted)), posted
         for pod in pods:
             log = _pod_log(cluster, pod)
-            assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+            assert not refusals(log), log[-3000:]
         _assert_rbac_exact(cluster, release, namespaced=True)
         release.uninstall()
     finally:
