@@ -19,11 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from dsgd_contract.experiment import MAX_TRIALS
 
 from dsgd_operator.api import DistributedSGDJob
-from dsgd_operator.crd import CATEGORIES, HEADER, REPO_ROOT, cel_rule
+from dsgd_operator.crd import (
+    MODELS,
+    REPO_ROOT,
+    cel_rule,
+    crd_yaml,
+    custom_resource_definition,
+)
 from dsgd_operator.experiments.api import (
     GROUP,
     KIND,
@@ -90,41 +95,14 @@ def openapi_schema() -> dict[str, Any]:
 
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition object (a plain dict, ready for YAML or the API)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": list(CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                }
-            ],
-        },
-    }
+    names = {"kind": KIND, "plural": PLURAL, "singular": SINGULAR, "shortNames": SHORT_NAMES}
+    return custom_resource_definition(names, openapi_schema(), PRINTER_COLUMNS)
 
 
 def render_crd() -> str:
     """The CRD as the YAML text committed in `crds/` and the chart (deterministic)."""
-    return HEADER.replace("dsgd_operator.crd", "dsgd_operator.experiments.crd").replace(
-        "dsgd_operator.api and", "dsgd_operator.experiments.api, dsgd_operator.api and"
-    ) + yaml.safe_dump(
-        build_crd(), sort_keys=False, allow_unicode=True, width=100, default_flow_style=False
+    return crd_yaml(
+        build_crd(), "dsgd_operator.experiments.crd", f"dsgd_operator.experiments.api, {MODELS}"
     )
 
 
