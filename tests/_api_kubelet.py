@@ -21,18 +21,16 @@ from typing import Any
 
 import kubernetes.config.kube_config
 import pytest
-from dsgd_contract.pod import JOB_NAME_LABEL
 from dsgd_operator import api
 from dsgd_operator.api_requests import call, resource_path
 from dsgd_operator.reconcile.options import OperatorOptions
 from kubernetes import client, watch
 
 from tests._cluster import create_namespace
+from tests._job_reads import JOBS, PODS, JobReads
 from tests._operator_in_process import FAST_OPTIONS, Operator, job_spec
 from tests._polling import wait_until
 
-JOBS = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
-PODS = "v1/pods"
 #: Matches no node: the pods stay unscheduled, and the test is their kubelet.
 NO_NODE = {"dsgd.io/test-no-such-node": "true"}
 
@@ -44,7 +42,7 @@ def unscheduled_job_spec(nodes: int = 2, **run_policy: Any) -> dict:
     return spec
 
 
-class ApiCluster:
+class ApiCluster(JobReads):
     """One namespace of the real control plane, read and written as a kubelet would."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
@@ -97,35 +95,6 @@ class ApiCluster:
     def get(self, resource: str, name: str) -> dict | None:
         code, data = call(self.api, "GET", self._path(resource, name), timeout=30)
         return json.loads(data) if code == 200 else None
-
-    def job(self, name: str) -> dict | None:
-        return self.get(JOBS, name)
-
-    def status(self, name: str) -> dict:
-        return (self.job(name) or {}).get("status") or {}
-
-    def condition(self, job: str, kind: str) -> dict | None:
-        conditions = self.status(job).get("conditions") or []
-        return next((c for c in conditions if c["type"] == kind), None)
-
-    def pods(self, job: str) -> list[dict]:
-        pods = [
-            p
-            for p in self.objects(PODS)
-            if (p["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == job
-            and not p["metadata"].get("deletionTimestamp")
-        ]
-        return sorted(pods, key=lambda p: p["metadata"]["name"])
-
-    def events(self, job: str) -> list[dict]:
-        return [
-            e
-            for e in self.objects("v1/events")
-            if (e.get("involvedObject") or {}).get("name") == job
-        ]
-
-    def event_reasons(self, job: str) -> list[str]:
-        return [e["reason"] for e in self.events(job)]
 
     def pods_created(self) -> int:
         """Pods created in the namespace so far, as the watch saw them added; first waits

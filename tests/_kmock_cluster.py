@@ -25,14 +25,12 @@ import kmock
 import kubernetes.config.kube_config
 import pytest
 import yaml
-from dsgd_contract.pod import JOB_NAME_LABEL
 from dsgd_operator import api
 
+from tests._job_reads import JOBS, PODS, JobReads
 from tests._operator_in_process import FAST_OPTIONS, Operator, job_spec  # noqa: F401
 from tests._polling import wait_until_async
 
-JOBS = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
-PODS = "v1/pods"
 NAMESPACE = "default"
 
 #: Every resource kopf or the operator touches, with what discovery says about it.
@@ -166,7 +164,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 yield event
 
 
-class Cluster:
+class Cluster(JobReads):
     """The emulated API with shortcuts for tests: create jobs, play the kubelet, wait."""
 
     def __init__(self, emulator: ClusterEmulator, namespace: str = NAMESPACE) -> None:
@@ -193,12 +191,6 @@ class Cluster:
                 return obj
         return None
 
-    def job(self, name: str) -> dict | None:
-        return self.get(JOBS, name)
-
-    def status(self, name: str) -> dict:
-        return (self.job(name) or {}).get("status") or {}
-
     def phase_history(self, job: str) -> list[str]:
         """Every phase the job's status went through, in order (from the stored versions)."""
         phases: list[str] = []
@@ -210,24 +202,6 @@ class Cluster:
                 if phase and (not phases or phases[-1] != phase):
                     phases.append(phase)
         return phases
-
-    def condition(self, job: str, kind: str) -> dict | None:
-        conditions = self.status(job).get("conditions") or []
-        return next((c for c in conditions if c["type"] == kind), None)
-
-    def pods(self, job: str) -> list[dict]:
-        pods = [p for p in self.objects(PODS) if _labels_of(p).get(JOB_NAME_LABEL) == job]
-        return sorted(pods, key=lambda p: p["metadata"]["name"])
-
-    def events(self, job: str) -> list[dict]:
-        return [
-            e
-            for e in self.objects("v1/events")
-            if (e.get("involvedObject") or {}).get("name") == job
-        ]
-
-    def event_reasons(self, job: str) -> list[str]:
-        return [e["reason"] for e in self.events(job)]
 
     def count(self, method: str, path_part: str) -> int:
         return sum(1 for m, p, _ in self.api.calls if m == method and path_part in p)

@@ -30,7 +30,7 @@ from dsgd_operator.reconcile.plan import Snapshot
 from dsgd_operator.reconcile.policy import plan
 from dsgd_operator.reconcile.status import PodState
 
-from tests._kmock_cluster import job_spec
+from tests._operator_in_process import job_spec
 
 CASES = 3_000
 SEED = 14
