@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from dsgd_trainer.momentum import with_momentum
+
 
 class LARS(Optimizer):
     """SGD with momentum, Nesterov, weight decay and per-layer LARS trust ratios.
@@ -85,13 +87,7 @@ class LARS(Optimizer):
                 state["trust_ratio"] = ratio
                 update = grad.add(param, alpha=weight_decay) if weight_decay else grad.clone()
                 update.mul_(ratio)
-                if momentum:
-                    buffer = state.get("momentum_buffer")
-                    if buffer is None:
-                        buffer = state["momentum_buffer"] = update.clone()
-                    else:
-                        buffer.mul_(momentum).add_(update)
-                    update = update.add(buffer, alpha=momentum) if group["nesterov"] else buffer
+                update = with_momentum(state, update, momentum, group["nesterov"])
                 param.add_(update, alpha=-lr)
         return loss
 

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from dsgd_trainer.momentum import with_momentum
+
 
 class SignSGD(Optimizer):
     """SGD's direction (momentum, Nesterov, weight decay), applied as lr · sign(direction)."""
@@ -54,14 +56,6 @@ class SignSGD(Optimizer):
                 direction = (
                     param.grad.add(param, alpha=weight_decay) if weight_decay else param.grad
                 )
-                if momentum:
-                    buffer = self.state[param].get("momentum_buffer")
-                    if buffer is None:
-                        buffer = self.state[param]["momentum_buffer"] = direction.clone()
-                    else:
-                        buffer.mul_(momentum).add_(direction)
-                    direction = (
-                        direction.add(buffer, alpha=momentum) if group["nesterov"] else buffer
-                    )
+                direction = with_momentum(self.state[param], direction, momentum, group["nesterov"])
                 param.add_(torch.sign(direction), alpha=-group["lr"])
         return loss
