@@ -26,6 +26,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.distributed as dist
 from dsgd_operator.local_run import free_port
@@ -59,6 +60,25 @@ def stop_forkserver() -> None:
         stop = getattr(helper, "_stop", None)
         if stop is not None:
             stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forkserver_stopped_after_module():
+    """Import into a test module that uses run_on_ranks: when the module is done, the fork
+    server and its resource tracker are stopped (no process left behind)."""
+    yield
+    stop_forkserver()
+
+
+def rank_batch(
+    rank: int, step: int, batch: int = 6, features: int = 5, classes: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of `rank` at `step`: its own data, the same on every run."""
+    generator = torch.Generator().manual_seed(100 * rank + step)
+    return (
+        torch.randn(batch, features, generator=generator),
+        torch.randint(0, classes, (batch,), generator=generator),
+    )
 
 
 def run_on_ranks(

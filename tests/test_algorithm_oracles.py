@@ -34,16 +34,10 @@ from torch.distributed.algorithms.model_averaging.hierarchical_model_averager im
 )
 from torch.nn.parallel import DistributedDataParallel
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import forkserver_stopped_after_module, run_on_ranks  # noqa: F401
 
 BATCH, IN, HIDDEN, OUT = 6, 5, 7, 3
 LR, MOMENTUM = 0.05, 0.9
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 def make_model() -> nn.Module:

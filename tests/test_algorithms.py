@@ -22,7 +22,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import forkserver_stopped_after_module, run_on_ranks  # noqa: F401
 
 LR = 0.05
 BATCH = 6
@@ -30,12 +30,6 @@ IN, HIDDEN, OUT = 5, 7, 3  # odd sizes, so packed sign bits need padding
 
 
 # ---------------------------------------------------------------- shared pieces
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 def make_model(seed: int = 0, batchnorm: bool = True) -> nn.Module:

@@ -11,15 +11,13 @@ from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from torch import nn
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import (  # noqa: F401  (fixture)
+    forkserver_stopped_after_module,
+    rank_batch,
+    run_on_ranks,
+)
 
 H, STEPS = 2, 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 def measured(rank: int, world_size: int, algorithm: dict) -> dict:
@@ -36,11 +34,7 @@ def measured(rank: int, world_size: int, algorithm: dict) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     mine, expected = [], []
     for step in range(STEPS):
-        generator = torch.Generator().manual_seed(100 * rank + step)
-        x, y = (
-            torch.randn(6, 5, generator=generator),
-            torch.randint(0, 3, (6,), generator=generator),
-        )
+        x, y = rank_batch(rank, step)
         with algo.step_context(step):
             F.cross_entropy(algo.training_model()(x), y).backward()
         optimizer.step()

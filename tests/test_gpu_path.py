@@ -26,7 +26,7 @@ from dsgd_trainer.data.partition import EpochSampler
 from dsgd_trainer.distributed import bf16_autocast
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import forkserver_stopped_after_module, run_on_ranks  # noqa: F401
 
 META = torch.device("meta")
 CPU = torch.device("cpu")
@@ -38,12 +38,6 @@ HOST_DATA_OPS = {
 }
 HOST_READ_OPS = {"aten._local_scalar_dense.default"}
 COPY_OPS = {"aten._to_copy.default", "aten.copy_.default", "aten.copy.default"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 class HostTraffic(TorchDispatchMode):

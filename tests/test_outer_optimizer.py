@@ -19,15 +19,9 @@ from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from torch import nn
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import forkserver_stopped_after_module, run_on_ranks  # noqa: F401
 
 DILOCO = {"learningRate": 0.7, "momentum": 0.9, "nesterov": True}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 class LinearLoss(nn.Module):

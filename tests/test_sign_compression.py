@@ -24,17 +24,11 @@ from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from dsgd_trainer.optim import build_optimizer
 from torch import nn
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import forkserver_stopped_after_module, run_on_ranks  # noqa: F401
 
 BATCH, IN, HIDDEN, OUT = 6, 5, 7, 3
 LR, MOMENTUM, WEIGHT_DECAY, H, STEPS = 0.01, 0.9, 1e-3, 2, 7
 RANKS = 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 def make_model() -> nn.Module:

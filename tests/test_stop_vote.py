@@ -21,16 +21,14 @@ from dsgd_trainer.stop_vote import StopVote
 from dsgd_trainer.stopping import StopRequest
 from torch import nn
 
-from ._dist_harness import run_on_ranks, stop_forkserver
+from ._dist_harness import (  # noqa: F401  (fixture)
+    forkserver_stopped_after_module,
+    rank_batch,
+    run_on_ranks,
+)
 
 STEPS = 7
 ASKED_RANK, ASKED_AT = 1, 2  # rank 1 is asked to stop during step 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leftover_processes():
-    yield
-    stop_forkserver()
 
 
 def config(algorithm: dict) -> TrainingConfig:
@@ -51,11 +49,7 @@ def trained(rank: int, algorithm: dict, with_vote: bool) -> dict:
     for step in range(STEPS):
         if rank == ASKED_RANK and step == ASKED_AT:
             request.signal = signal.SIGTERM  # what the handler records on a SIGTERM
-        generator = torch.Generator().manual_seed(100 * rank + step)
-        x, y = (
-            torch.randn(6, 5, generator=generator),
-            torch.randint(0, 3, (6,), generator=generator),
-        )
+        x, y = rank_batch(rank, step)
         with algo.step_context(step):
             F.cross_entropy(algo.training_model()(x), y).backward()
         optimizer.step()
