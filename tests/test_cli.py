@@ -128,3 +128,20 @@ def test_operator_names_a_bad_setting_from_the_environment() -> None:
     assert result.returncode == 1
     assert "DSGD_RESYNC_SECONDS='soon' is not a valid float" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_and_render_read_a_pipe() -> None:
+    """`cat job.yaml | dsgd validate /dev/stdin`: the file is read once (a pipe cannot be
+    read twice; the experiment-or-job check used to read it first and leave nothing)."""
+    text = (EXAMPLES / "digits-hierarchical.yaml").read_text()
+    for command, expected in (("validate", "valid (digits-hierarchical)"), ("render", "kind: Pod")):
+        result = subprocess.run(
+            [sys.executable, "-m", "dsgd_operator.cli", command, "/dev/stdin"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout

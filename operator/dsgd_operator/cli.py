@@ -14,6 +14,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,7 +22,7 @@ from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import SGDExperiment
 from dsgd_operator.experiments.commands import add_experiment_commands, trial_policy_problems
 from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
-from dsgd_operator.experiments.manifest import is_experiment, load_manifests
+from dsgd_operator.experiments.manifest import is_experiment, load_manifests, parse_manifests
 from dsgd_operator.manifest import ManifestError, read_manifest_documents
 from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 
@@ -68,7 +69,8 @@ def _load_policy(path: str | None) -> TemplatePolicy | None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     status = 0
-    valid: list[tuple[str, list[DistributedSGDJob]]] = []
+    # Per valid file: its jobs and their documents (read once: the file may be a pipe).
+    valid: list[tuple[str, list[DistributedSGDJob], list[Any]]] = []
     try:
         policy = _load_policy(args.policy)
     except ManifestError as error:
@@ -76,7 +78,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for path in args.files:
         try:
-            jobs, experiments = load_manifests(path)
+            documents = read_manifest_documents(path)
+            jobs, experiments = parse_manifests(documents, path)
             if policy is not None:
                 refused = [
                     f"(document {index}) {problem}" if len(jobs) > 1 else problem
@@ -96,7 +99,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{path}: --server dry-runs jobs only; the experiment was checked here")
         if not jobs:
             continue
-        valid.append((path, jobs))
+        valid.append((path, jobs, [d for d in documents if not is_experiment(d)]))
         if not args.server:
             names = ", ".join(job.name for job in jobs)
             print(f"{path}: valid ({names})")
@@ -106,7 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _validate_on_server(
-    valid: list[tuple[str, list[DistributedSGDJob]]], namespace: str | None
+    valid: list[tuple[str, list[DistributedSGDJob], list[Any]]], namespace: str | None
 ) -> int:
     """Dry-run create every object of every job on the current context's API server."""
     from dsgd_operator.server_validation import ServerUnavailable, connect, server_refusals
@@ -114,9 +117,7 @@ def _validate_on_server(
     try:
         api_client, namespace = connect(namespace)
         status = 0
-        for path, jobs in valid:
-            # load_manifests already read these documents: the file is readable, valid YAML.
-            documents = [d for d in read_manifest_documents(path) if not is_experiment(d)]
+        for path, jobs, documents in valid:
             refusals = [
                 refusal
                 for job, document in zip(jobs, documents, strict=True)

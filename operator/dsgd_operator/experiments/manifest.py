@@ -14,7 +14,6 @@ from dsgd_operator.manifest import (
     ManifestError,
     as_the_server_reads,
     describe_validation_error,
-    load_jobs,
     parse_job,
     read_manifest_documents,
 )
@@ -56,14 +55,20 @@ def is_experiment(document: Any) -> bool:
 
 
 def load_manifests(path: str | Path) -> tuple[list[DistributedSGDJob], list[SGDExperiment]]:
-    """The jobs and experiments of a (multi-document) file, for `dsgd validate/render`.
+    """The jobs and experiments of a (multi-document) file, for `dsgd validate/render/run`.
 
     Raises ManifestError with every problem of every document at once.
     """
-    source = str(path)
-    documents = read_manifest_documents(path)
-    if not any(is_experiment(document) for document in documents):
-        return load_jobs(path), []
+    return parse_manifests(read_manifest_documents(path), str(path))
+
+
+def parse_manifests(
+    documents: list[Any], source: str
+) -> tuple[list[DistributedSGDJob], list[SGDExperiment]]:
+    """The jobs and experiments among `documents` (read from `source`, read once: a pipe
+    such as /dev/stdin cannot be read again); ManifestError with every problem at once."""
+    if not documents:
+        raise ManifestError(source, ("no DistributedSGDJob in this file",))
     jobs, experiments, problems = [], [], []
     for index, document in enumerate(documents):
         where = source if len(documents) == 1 else f"{source}[{index}]"
