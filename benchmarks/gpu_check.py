@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from dsgd_contract.config import TrainingConfig  # noqa: E402
 from dsgd_contract.pod import CUDA_SYNC_DEBUG_ENV  # noqa: E402
+from dsgd_operator.local_gang import LocalGang  # noqa: E402
 from dsgd_operator.local_run import (  # noqa: E402
-    LocalGang,
     free_port,
     plan_local_processes,
     prepare_run_directory,

@@ -22,9 +22,8 @@ from typing import Any
 
 from dsgd_contract.config import TrainingConfig
 from dsgd_operator.api import API_VERSION, KIND, DistributedSGDJob
+from dsgd_operator.local_gang import LocalGang, LocalProcess
 from dsgd_operator.local_run import (
-    LocalGang,
-    LocalProcess,
     free_port,
     plan_local_processes,
     prepare_run_directory,

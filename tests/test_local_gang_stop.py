@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dsgd_contract.pod import MULTIPROC_DIR_ENV
 from dsgd_operator import process_tree
-from dsgd_operator.local_run import LocalGang, LocalProcess
+from dsgd_operator.local_gang import LocalGang, LocalProcess
 
 # An agent that starts a worker in a new session, then waits for it; the worker ignores
 # SIGTERM (a trainer stuck in a collective behaves so), and writes its pid once it runs.
@@ -61,13 +61,11 @@ def test_stop_kills_workers_in_their_own_sessions(tmp_path: Path) -> None:
         worker_pid = int(pid_file.read_text())
         assert os.getsid(worker_pid) == worker_pid  # its own session: killpg misses it
     finally:
-        started = time.monotonic()
         gang.stop(grace=1.0)
     survived = worker_pid is not None and _live(worker_pid)
     if survived:  # leave nothing behind, even when failing
         os.kill(worker_pid, 9)
     assert not survived, "the worker outlived the stop"
-    assert time.monotonic() - started < 10
 
 
 def test_descendants_follow_the_parent_chain_only() -> None:

@@ -181,7 +181,6 @@ def test_run_of_a_gpu_job_without_gpus_fails_at_once_naming_needed_and_present(
     env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
     if count_usable_gpus(env) >= 16:
         pytest.skip("this machine has 16 GPUs: the pre-flight has nothing to refuse")
-    started = time.monotonic()
     job_file = write_job(tmp_path, document)
     result = subprocess.run(
         [sys.executable, "-m", "dsgd_operator.cli", "run", str(job_file), "--out", str(out)],
@@ -191,16 +190,15 @@ def test_run_of_a_gpu_job_without_gpus_fails_at_once_naming_needed_and_present(
         env=env,
         check=False,
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "needs 16 GPU(s) (8 node(s) × 2 process(es)" in lines[0]
     assert f"this machine has {count_usable_gpus(env)} usable" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
-    assert not out.exists()  # refused before the run directory, before any process
-    # An interpreter start plus (without an NVIDIA driver) one torch import, not 16 ranks.
-    assert elapsed < 30, elapsed
+    # Refused before the run directory, hence before any process: no rank started. (Not a
+    # time bound: under load an interpreter start plus one torch import can take a minute.)
+    assert not out.exists()
 
 
 def test_preflight_counts_what_cuda_visible_devices_leaves(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -197,16 +196,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if find_spec("torch") is None:
         print("dsgd run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
         return EXIT_INVALID
+    from dsgd_operator.local_gang import interrupt_on_stop_signals
     from dsgd_operator.local_run import LocalRunError
     from dsgd_operator.run_display import run_with_display
 
     job = jobs[0]
     out_dir = Path(args.out) if args.out else Path("runs") / job.name
-    # A SIGTERM (from a process manager, CI, `timeout`) stops the gang like Ctrl-C. SIGINT
-    # is set too, as torchrun does: a shell starts background commands with SIGINT
-    # ignored, and Python keeps an inherited SIG_IGN, so `kill -INT` would do nothing.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_stop_signals()
     try:
         return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
     except LocalRunError as error:

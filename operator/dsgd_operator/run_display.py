@@ -21,9 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from dsgd_operator.api import DistributedSGDJob, Progress
+from dsgd_operator.local_gang import LocalGang, LocalProcess
 from dsgd_operator.local_run import (
-    LocalGang,
-    LocalProcess,
     check_local_gpus,
     fixed_metrics_ports,
     prepare_run_directory,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,11 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
         print("dsgd experiment run needs the trainer: pip install 'dsgd[trainer]'", file=sys.stderr)
         return EXIT_INVALID
     from dsgd_operator.experiments.local import run_experiment
+    from dsgd_operator.local_gang import interrupt_on_stop_signals
     from dsgd_operator.local_run import LocalRunError
 
     out_dir = Path(args.out) if args.out else Path("runs") / experiment.name
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the gangs like Ctrl-C
+    interrupt_on_stop_signals()  # SIGTERM and SIGINT stop the gangs like Ctrl-C
     try:
         return run_experiment(experiment, out_dir, parallel=args.parallel)
     except LocalRunError as error:
