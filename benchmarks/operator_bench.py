@@ -217,11 +217,14 @@ def install_crds(info: ClusterInfo) -> None:
         subprocess.run([*kubectl, *verb, "-f", str(REPO / "crds")], check=True, capture_output=True)
 
 
-def start_operator(kubeconfig: Path, log: Path) -> subprocess.Popen:
-    """`dsgd operator` serving NAMESPACE, as deployed, logging to `log`."""
+def start_operator(kubeconfig: Path, log: Path, profile: str | None = None) -> subprocess.Popen:
+    """`dsgd operator` serving NAMESPACE, as deployed, logging to `log`; under cProfile,
+    writing its statistics to `profile` when it stops, if given."""
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
     return subprocess.Popen(
         [
             sys.executable,
+            *profiler,
             "-m",
             "dsgd_operator.cli",
             "operator",
@@ -260,7 +263,9 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
     )
     custom = client.CustomObjectsApi(admin)
     audit = AuditLog(info.audit_log)
-    operator = start_operator(operator_kubeconfig, Path(args.log or root / "operator.log"))
+    operator = start_operator(
+        operator_kubeconfig, Path(args.log or root / "operator.log"), args.profile
+    )
     quiet = [*(pid for pid in status(info.root).values() if pid is not None), operator.pid]
     pool = ThreadPoolExecutor(16)
     results: dict = {"bursts": [], "requests": Counter()}
@@ -379,4 +384,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=2.0, help="jobs/s of the steady phase")
     parser.add_argument("--steady-jobs", type=int, default=100, help="jobs of the steady phase")
     parser.add_argument("--log", help="write the operator's log here")
+    parser.add_argument(
+        "--profile", help="run the operator under cProfile, its statistics written here"
+    )
     main(parser.parse_args())
