@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dsgd_operator import api
 from kubernetes import client
 
 from tests._operator_process import operator as operator
@@ -159,6 +160,65 @@ def test_killed_worker_restarts_the_gang_once_which_resumes_from_its_checkpoint(
     assert 0 <= len(_epoch_lines(first)) - resumed_after < 2 * CHECKPOINT_EVERY
     # The second attempt trained only the remaining epochs.
     assert len(_epoch_lines(logs[second])) == epochs - resumed_after
+
+
+def test_resuming_from_an_older_checkpoint_is_a_warning_event(
+    kube_api, namespace, operator, checkpoint_claim
+):
+    """The newest checkpoint is corrupted while the job is suspended (no pod can write):
+    the resumed gang falls back to the previous one, node 0's metrics count the skip, and
+    the operator turns it into a CheckpointFallback Warning Event and status progress."""
+    claim, volume = checkpoint_claim
+    jobs = Jobs(kube_api, namespace)
+    custom = client.CustomObjectsApi(kube_api)
+    spec = job_spec(
+        epochs=60,
+        training={"checkpointDir": "/checkpoints"},
+        template={
+            "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": claim}}],
+            "volumeMounts": [{"name": "ckpt", "mountPath": "/checkpoints"}],
+        },
+    )
+    jobs.create("fallback", spec)
+    latest = volume / "latest.json"
+
+    def checkpointed_epoch() -> int:
+        try:
+            return json.loads(latest.read_text())["epoch"]
+        except (OSError, ValueError):
+            return 0
+
+    def suspend(value: bool) -> None:
+        custom.patch_namespaced_custom_object(
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            "fallback",
+            {"spec": {"runPolicy": {"suspend": value}}},
+        )
+
+    # Two checkpoints kept: one to corrupt, one to fall back to.
+    wait_until(lambda: checkpointed_epoch() >= 2 * CHECKPOINT_EVERY, 180, "two checkpoints")
+    suspend(True)
+    wait_until(lambda: not jobs.pods("fallback"), 120, "the suspended job's pods gone")
+    newest = json.loads(latest.read_text())["checkpoint"]
+    rank_files = sorted((volume / newest).glob("rank-*.pt"))
+    assert len(rank_files) == 2, rank_files
+    rank_files[1].write_bytes(b"not a checkpoint")  # rank 1's half of the newest one
+    suspend(False)
+
+    wait_until(
+        lambda: "CheckpointFallback" in jobs.event_reasons("fallback"),
+        180,
+        "a CheckpointFallback event",
+    )
+    (event,) = [e for e in jobs.events("fallback") if e.reason == "CheckpointFallback"]
+    assert event.type == "Warning"
+    assert event.message.startswith("gang attempt"), event.message
+    assert "older checkpoint" in event.message
+    assert jobs.status("fallback")["progress"]["checkpointsSkipped"] == 1
+    assert jobs.wait_phase("fallback", "Succeeded", 300)["phase"] == "Succeeded"
 
 
 def test_operator_killed_while_creating_the_gang_leaves_no_duplicate(kube_api, namespace, operator):
