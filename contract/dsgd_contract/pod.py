@@ -84,6 +84,13 @@ def parameter_server_address(job_name: str) -> str:
     return f"{parameter_server_pod_name(job_name, 0)}.{service_name(job_name)}"
 
 
+def member_pod_names(job_name: str, nodes: int, parameter_servers: int) -> list[str]:
+    """The pod name of each gang member in member order: the nodes, then the servers."""
+    return [pod_name(job_name, rank) for rank in range(nodes)] + [
+        parameter_server_pod_name(job_name, index) for index in range(parameter_servers)
+    ]
+
+
 def pod_group_name(job_name: str) -> str:
     return job_name
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, RESIDUAL_MODELS
+from dsgd_contract.downpour import DOWNPOUR
 
 from dsgd_operator.api import (
     API_VERSION,
@@ -175,6 +176,27 @@ SPEC_RULES = [
         field_path=".optimizer.lars",
     ),
     cel_rule(
+        f"self.algorithm.name == '{DOWNPOUR}' || self.topology.parameterServers == 0",
+        f"spec.topology.parameterServers: parameter servers belong to {DOWNPOUR}",
+        field_path=".topology.parameterServers",
+    ),
+    cel_rule(
+        f"self.algorithm.name != '{DOWNPOUR}' || self.topology.parameterServers > 0",
+        f"spec.topology.parameterServers: {DOWNPOUR} needs at least one parameter server",
+        field_path=".topology.parameterServers",
+    ),
+    cel_rule(
+        f"self.algorithm.name != '{DOWNPOUR}' || self.optimizer.momentum == 0.0",
+        f"spec.optimizer.momentum: {DOWNPOUR}'s replicas take plain SGD steps between "
+        "fetches (Dean et al.): set optimizer.momentum to 0 and nesterov to false",
+        field_path=".optimizer.momentum",
+    ),
+    cel_rule(
+        f"self.algorithm.name != '{DOWNPOUR}' || !self.optimizer.lars",
+        f"spec.optimizer.lars: {DOWNPOUR}'s replicas take plain SGD steps, not LARS",
+        field_path=".optimizer.lars",
+    ),
+    cel_rule(
         "!has(self.optimizer.warmupEpochs) "
         "|| self.optimizer.warmupEpochs <= double(self.training.epochs)",
         "spec.optimizer.warmupEpochs: the warm-up is longer than training.epochs",
@@ -214,7 +236,7 @@ ALGORITHM_RULES = [
     ),
     cel_rule(
         "(self.outerOptimizer.learningRate == 1.0 && self.outerOptimizer.momentum == 0.0) "
-        "|| (self.name != 'mini-batch-sgd' && self.compression == 'none')",
+        f"|| (!(self.name in ['mini-batch-sgd', '{DOWNPOUR}']) && self.compression == 'none')",
         "spec.algorithm.outerOptimizer: an outer optimizer applies to the uncompressed "
         "global syncs of the local variants",
         field_path=".outerOptimizer",
