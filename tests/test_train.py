@@ -99,7 +99,12 @@ def test_two_rank_run_reports_sane_results(reference: Path) -> None:
     assert [r["step"] for r in history] == [STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
     for record in history:
         # Local SGD: one global averaging every H steps, nothing within a node.
-        assert record["sync_rounds"] == {"global": record["step"] // LOCAL_STEPS, "intra_node": 0}
+        assert record["sync_rounds"] == {
+            "global": record["step"] // LOCAL_STEPS,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         assert record["communicated_bytes"] == sum(record["communicated_bytes_by_scope"].values())
     schedule = LearningRateSchedule.from_config(
         TrainingConfig.model_validate(resumable_config(reference)), WORLD_SIZE, STEPS_PER_EPOCH
@@ -117,7 +122,12 @@ def test_two_rank_run_reports_sane_results(reference: Path) -> None:
     assert summary["samples"] == total_steps * WORLD_SIZE * BATCH
     assert summary["final_train_loss"] == history[-1]["train_loss"]
     assert summary["final_test_accuracy"] == history[-1]["test_accuracy"]
-    assert summary["sync_rounds"] == {"global": total_steps // LOCAL_STEPS, "intra_node": 0}
+    assert summary["sync_rounds"] == {
+        "global": total_steps // LOCAL_STEPS,
+        "intra_node": 0,
+        "push": 0,
+        "fetch": 0,
+    }
     # communicated_bytes are rank 0's, as its algorithm counted them.
     rank0_counters = final_state(reference, 0)["algorithm"]["counters"]
     assert summary["communicated_bytes"] == sum(rank0_counters["bytes"].values()) > 0
