@@ -22,6 +22,7 @@ import pytest
 import torch
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import SCOPES
 from dsgd_trainer.schedule import LearningRateSchedule
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -312,7 +313,7 @@ def test_metrics_endpoint_serves_every_rank_then_sigterm_stops_cleanly(
             if sample.name.startswith("dsgd_"):
                 assert sample.labels.get("rank") in {"0", "1"}, sample
             if family.name in ("dsgd_sync_rounds", "dsgd_communicated_bytes"):
-                assert sample.labels["scope"] in {"global", "intra_node"}, sample
+                assert sample.labels["scope"] in SCOPES, sample
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
