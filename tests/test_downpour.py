@@ -281,3 +281,54 @@ def test_config_refuses_what_downpour_cannot_run(spec: dict, field: str, message
         TrainingConfig.model_validate(spec)
     located = {".".join(map(str, e["loc"])): e["msg"] for e in caught.value.errors()}
     assert field in located and message in located[field], located
+
+
+def _resume_without_server_checkpoint(rank: int, world_size: int, config_json: dict, port: int):
+    from dsgd_trainer.algorithms import make_dist_context
+    from dsgd_trainer.algorithms.downpour import DownpourSGD
+    from dsgd_trainer.parameter_server import rpc_world
+    from dsgd_trainer.stopping import TrainerExit
+
+    os.environ.update({PS_ADDR_ENV: "127.0.0.1", PS_PORT_ENV: str(port)})
+    model = tiny_model()
+    ctx = make_dist_context(torch.device("cpu"), intra_node_groups=False)
+    algorithm = DownpourSGD(model, TrainingConfig.model_validate(config_json), ctx, 10)
+    algorithm.load_state_dict(
+        {
+            "algorithm": "downpour-sgd",
+            "counters": algorithm.counters.state_dict(),
+            "accrued": torch.zeros(75),
+            "versions": [3, 3],
+            "server_step": 7,
+        }
+    )
+    try:
+        with algorithm.step_context(7):
+            pass
+    except TrainerExit as error:
+        return error.code, error.message
+    finally:
+        rpc_world.leave(graceful=True)
+    return None
+
+
+def test_a_resume_whose_servers_lack_the_checkpoint_fails_as_a_bad_checkpoint(
+    tmp_path: Path,
+) -> None:
+    config = downpour_config(tmp_path)
+    port = free_port()
+    servers = start_servers(config, tmp_path, port)
+    try:
+        [result] = run_on_ranks(
+            _resume_without_server_checkpoint,
+            1,
+            tmp_path / "ranks",
+            args=(config.to_wire(), port),
+            timeout=120,
+        )
+    finally:
+        stop(servers)
+    code, message = result
+    assert code == 64
+    assert "cannot restore their shards of the checkpoint after step 7" in message
+    assert "step-7.pt" in message

@@ -67,6 +67,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.rpc as rpc
+from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.metrics import FETCH, PUSH
 from torch import nn
@@ -75,6 +76,7 @@ from dsgd_trainer.optim import split_weight_decay
 from dsgd_trainer.parameter_server import rpc_world, service
 from dsgd_trainer.parameter_server.sharding import shard_bounds
 from dsgd_trainer.schedule import LearningRateSchedule
+from dsgd_trainer.stopping import TrainerExit
 
 from . import traffic
 from .averaging import average_, broadcast_, floating_buffers, payload_bytes, trainable_parameters
@@ -196,8 +198,20 @@ class DownpourSGD(Algorithm):
                 ]
                 torch.futures.wait_all(futures)
             else:
-                self._on_servers(service.restore, self._resume_step)
+                self._restore_servers(self._resume_step)
         dist.barrier()
+
+    def _restore_servers(self, step: int) -> None:
+        try:
+            self._on_servers(service.restore, step)
+        except Exception as error:  # re-raised from the server, whatever it was there
+            raise TrainerExit(
+                exit_codes.INVALID_CONFIG,
+                f"checkpoint error: the parameter servers cannot restore their shards of the "
+                f"checkpoint after step {step} ({error}); they live under "
+                "training.checkpointDir/parameter-servers, which must be the volume the "
+                "servers wrote (mount the same PersistentVolumeClaim on every pod)",
+            ) from error
 
     def _on_servers(self, function: Callable[..., Any], *args: object) -> list:
         futures = [
