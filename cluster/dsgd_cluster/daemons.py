@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dsgd_operator.local_run import parent_death_signal
+from dsgd_operator.local_gang import parent_death_signal
 
 STOP_GRACE_SECONDS = 10.0
 
