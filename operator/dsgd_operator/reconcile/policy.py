@@ -41,7 +41,6 @@ from dsgd_contract.job_status import (
     TERMINAL_PHASES,
     Phase,
 )
-from dsgd_contract.pod import member_pod_names
 
 from dsgd_operator.reconcile.applied_spec import applied_spec
 from dsgd_operator.reconcile.options import OperatorOptions
@@ -214,8 +213,7 @@ class _Pass:
 
     def active(self) -> None:
         job = self.snap.job
-        # Every member of the gang: the nodes, then a downpour-sgd job's parameter servers.
-        nodes = job.spec.topology.gang_members
+        nodes = job.spec.topology.gang_members  # the nodes, then any parameter servers
         attempt = self.status.restarts
         policy = job.spec.run_policy
         pods = self.snap.pods
@@ -288,9 +286,7 @@ class _Pass:
     def observe_gang(self, current: dict[int, PodState], nodes: int, attempt: int) -> None:
         job = self.snap.job
         self.pod_events(list(current.values()))
-        topology = job.spec.topology
-        names = member_pod_names(job.name, topology.nodes, topology.parameter_servers)
-        failures = gang_failures(names, current, attempt)
+        failures = gang_failures(job, current, attempt)
         if failures:
             self.gang_failed(failures, attempt)
             return
