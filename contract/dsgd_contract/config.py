@@ -20,16 +20,10 @@ from pydantic import Field, field_validator, model_validator
 
 from dsgd_contract.downpour import DOWNPOUR, Adagrad, ServerOptimizerName
 from dsgd_contract.spec_model import SpecModel, raise_cross_field_errors
-from dsgd_contract.topology import MAX_NODES, MAX_PROCESSES_PER_NODE, Topology
+from dsgd_contract.topology import MAX_NODES, Topology
 
 # Re-exported: their homes are spec_model and topology.
-__all__ = [
-    "MAX_NODES",
-    "MAX_PROCESSES_PER_NODE",
-    "SpecModel",
-    "Topology",
-    "raise_cross_field_errors",
-]
+__all__ = ["MAX_NODES", "SpecModel", "Topology", "raise_cross_field_errors"]
 
 #: A `package.module:function` reference to user code in the trainer image.
 PLUGIN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
