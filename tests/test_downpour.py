@@ -12,15 +12,23 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 from dsgd_contract.config import TrainingConfig
-from dsgd_contract.pod import CONFIG_ENV, PS_ADDR_ENV, PS_INDEX_ENV, PS_PORT_ENV
+from dsgd_contract.metrics import (
+    PARAMETER_SERVER_METRICS,
+    SERVER_FETCHES,
+    SERVER_UPDATES,
+    STALENESS,
+)
+from dsgd_contract.pod import CONFIG_ENV, METRICS_PORT_ENV, PS_ADDR_ENV, PS_INDEX_ENV, PS_PORT_ENV
 from dsgd_operator.local_run import free_port
 from dsgd_trainer.parameter_server.shard import Shard
 from dsgd_trainer.parameter_server.sharding import shard_bounds
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from torch import nn
 
@@ -62,7 +70,10 @@ def tiny_model() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
 
 
-def start_servers(config: TrainingConfig, tmp_path: Path, port: int) -> list[subprocess.Popen]:
+def start_servers(
+    config: TrainingConfig, tmp_path: Path, port: int, metrics_port: int = 0
+) -> list[subprocess.Popen]:
+    """The job's parameter servers; server 0 serves its metrics on `metrics_port` (0: none)."""
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config.to_wire()))
     processes = []
@@ -73,6 +84,7 @@ def start_servers(config: TrainingConfig, tmp_path: Path, port: int) -> list[sub
             PS_INDEX_ENV: str(index),
             PS_ADDR_ENV: "127.0.0.1",
             PS_PORT_ENV: str(port),
+            METRICS_PORT_ENV: str(metrics_port if index == 0 else 0),
             "OMP_NUM_THREADS": "1",
         }
         processes.append(
@@ -99,8 +111,9 @@ def stop(processes: list[subprocess.Popen], timeout: float = 60) -> list[str]:
     return outputs
 
 
-def _worker(rank: int, world_size: int, config_json: dict, port: int) -> dict:
-    """One Downpour replica on `rank_batch` data; returns the servers' final parameters."""
+def _worker(rank: int, world_size: int, config_json: dict, port: int, metrics_port: int) -> dict:
+    """One Downpour replica on `rank_batch` data; returns the servers' final parameters
+    and server 0's metrics page, read before the servers finish."""
     from dsgd_trainer.algorithms import make_dist_context
     from dsgd_trainer.algorithms.downpour import DownpourSGD
     from dsgd_trainer.parameter_server import rpc_world
@@ -122,6 +135,7 @@ def _worker(rank: int, world_size: int, config_json: dict, port: int) -> dict:
     result = {
         "params": [p.detach().clone() for p in served.parameters()],
         "counters": algorithm.counters.state_dict(),
+        "metrics": urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read(),
     }
     rpc_world.leave(graceful=True)
     return result
@@ -129,11 +143,15 @@ def _worker(rank: int, world_size: int, config_json: dict, port: int) -> dict:
 
 def run_downpour(config: TrainingConfig, tmp_path: Path) -> tuple[dict, list[dict]]:
     """(the worker's result, each server's summary)."""
-    port = free_port()
-    servers = start_servers(config, tmp_path, port)
+    port, metrics_port = free_port(), free_port()
+    servers = start_servers(config, tmp_path, port, metrics_port)
     try:
         [result] = run_on_ranks(
-            _worker, 1, tmp_path / "ranks", args=(config.to_wire(), port), timeout=120
+            _worker,
+            1,
+            tmp_path / "ranks",
+            args=(config.to_wire(), port, metrics_port),
+            timeout=120,
         )
     finally:
         outputs = stop(servers)
@@ -190,6 +208,19 @@ def test_one_worker_fetching_and_pushing_every_step_is_sequential_training(
     assert [s["numel"] for s in summaries] == [b - a for a, b in shard_bounds(numel, 2)]
     counters = result["counters"]
     assert counters["rounds"]["push"] == counters["rounds"]["fetch"] == STEPS
+    # Server 0's Prometheus page: the contract's names, labelled by shard.
+    families = {f.name: f for f in text_string_to_metric_families(result["metrics"].decode())}
+    assert {name.removesuffix("_total") for name in PARAMETER_SERVER_METRICS} <= set(families)
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for f in families.values()
+        for s in f.samples
+        if s.name.startswith(tuple(PARAMETER_SERVER_METRICS)) and s.labels.get("shard") == "0"
+    }
+    assert samples[(f"{STALENESS}_count", None)] == STEPS
+    assert samples[(f"{STALENESS}_bucket", "0.0")] == STEPS  # never stale
+    assert samples[(SERVER_UPDATES, None)] == STEPS
+    assert samples[(SERVER_FETCHES, None)] == STEPS + 1  # and the evaluation's
     assert counters["bytes"]["push"] == counters["bytes"]["fetch"] == STEPS * numel * 4
 
 
