@@ -44,6 +44,8 @@ def without_nulls(value: Any) -> Any:
 HIERARCHICAL = {"name": "hierarchical-local-sgd"}
 POST_LOCAL = {"name": "post-local-sgd"}
 SHORT = {"warmupEpochs": 0}  # no warm-up: these cases are about the switch point
+DOWNPOUR = {"name": "downpour-sgd"}
+PLAIN_SGD = {"momentum": 0, "nesterov": False}
 
 ACCEPTED: dict[str, dict[str, Any]] = {
     "all defaults": {},
@@ -87,6 +89,18 @@ ACCEPTED: dict[str, dict[str, Any]] = {
         "training": {"epochs": 2},
     },
     "no nesterov without momentum": {"optimizer": {"momentum": 0, "nesterov": False}},
+    "downpour with two servers": {
+        "algorithm": {
+            **DOWNPOUR,
+            "fetchSteps": 3,
+            "pushSteps": 2,
+            "serverOptimizer": "adagrad",
+            "adagrad": {"epsilon": 1e-8, "initialAccumulator": 0.1},
+        },
+        "topology": {"nodes": 4, "parameterServers": 2},
+        "optimizer": PLAIN_SGD,
+        "template": {"parameterServerResources": {"requests": {"cpu": "2"}}},
+    },
     "warm-up as long as training": {"optimizer": {"warmupEpochs": 10}, "training": {"epochs": 10}},
     # The default warm-up (5 epochs) is capped at half of training: no default refuses a spec.
     "one epoch with the default warm-up": {"training": {"epochs": 1}},
@@ -161,6 +175,34 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
         {"spec.algorithm.outerOptimizer.nesterov"},
     ),
     "evalEvery 2.5": ({"training": {"evalEvery": 2.5}}, {"spec.training.evalEvery"}),
+    "downpour without servers": (
+        {"algorithm": DOWNPOUR, "optimizer": PLAIN_SGD},
+        {"spec.topology.parameterServers"},
+    ),
+    "servers without downpour": (
+        {"algorithm": {"name": "mini-batch-sgd"}, "topology": {"parameterServers": 1}},
+        {"spec.topology.parameterServers"},
+    ),
+    "downpour with momentum": (
+        {"algorithm": DOWNPOUR, "topology": {"parameterServers": 1}},
+        {"spec.optimizer.momentum"},
+    ),
+    "downpour with LARS": (
+        {
+            "algorithm": DOWNPOUR,
+            "topology": {"parameterServers": 1},
+            "optimizer": {**PLAIN_SGD, "lars": True},
+        },
+        {"spec.optimizer.lars"},
+    ),
+    "downpour with an outer optimizer": (
+        {
+            "algorithm": {**DOWNPOUR, "outerOptimizer": {"momentum": 0.5}},
+            "topology": {"parameterServers": 1},
+            "optimizer": PLAIN_SGD,
+        },
+        {"spec.algorithm.outerOptimizer"},
+    ),
     "LARS with sign steps": (
         {"algorithm": {"name": "local-sgd", "compression": "sign"}, "optimizer": {"lars": True}},
         {"spec.optimizer.lars"},

@@ -436,14 +436,24 @@ def test_mini_batch_counts_one_round_and_the_gradient_payload_per_step(
         mini = result["mini_batch"]
         steps = mini["steps"]
         assert mini["hook_bytes"] == steps * grad_bytes  # what DDP's buckets really carried
-        assert mini["counters"]["rounds"] == {"global": steps, "intra_node": 0}
+        assert mini["counters"]["rounds"] == {
+            "global": steps,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         # + DDP's broadcast of all buffers (num_batches_tracked included) before each forward
         payload = steps * (grad_bytes + all_buffer_bytes(model))
-        assert mini["counters"]["payload_bytes"] == {"global": payload, "intra_node": 0}
+        assert mini["counters"]["payload_bytes"] == {
+            "global": payload,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         wire = steps * (
             ring_all_reduce_sends(grad_bytes, 2) + broadcast_share(all_buffer_bytes(model), 2)
         )
-        assert mini["counters"]["bytes"] == {"global": wire, "intra_node": 0}
+        assert mini["counters"]["bytes"] == {"global": wire, "intra_node": 0, "push": 0, "fetch": 0}
 
 
 def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
@@ -452,10 +462,25 @@ def test_local_sgd_counts_floor_s_over_h_rounds(two_ranks: list[dict]) -> None:
     for result in two_ranks:
         local = result["local"]
         rounds = local["steps"] // local["period"]
-        assert local["counters"]["rounds"] == {"global": rounds, "intra_node": 0}
-        assert local["counters"]["payload_bytes"] == {"global": rounds * dense, "intra_node": 0}
+        assert local["counters"]["rounds"] == {
+            "global": rounds,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
+        assert local["counters"]["payload_bytes"] == {
+            "global": rounds * dense,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         wire = rounds * ring_all_reduce_sends(dense, 2)
-        assert local["counters"]["bytes"] == {"global": wire, "intra_node": 0}
+        assert local["counters"]["bytes"] == {
+            "global": wire,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
 
 
 def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
@@ -465,15 +490,24 @@ def test_hierarchical_counts_match_the_formula(four_ranks: list[dict]) -> None:
     global_rounds, intra_rounds = s // (h * hb), s // h - s // (h * hb)
     assert (global_rounds, intra_rounds) == (2, 3)
     for result in four_ranks:
-        assert result["counters"]["rounds"] == {"global": global_rounds, "intra_node": intra_rounds}
+        assert result["counters"]["rounds"] == {
+            "global": global_rounds,
+            "intra_node": intra_rounds,
+            "push": 0,
+            "fetch": 0,
+        }
         assert result["counters"]["payload_bytes"] == {
             "global": global_rounds * dense,
             "intra_node": intra_rounds * dense,
+            "push": 0,
+            "fetch": 0,
         }
         # 4 ranks globally (each sends 1.5 × the payload), 2 within a node (1 ×).
         assert result["counters"]["bytes"] == {
             "global": global_rounds * ring_all_reduce_sends(dense, 4),
             "intra_node": intra_rounds * ring_all_reduce_sends(dense, 2),
+            "push": 0,
+            "fetch": 0,
         }
         assert ring_all_reduce_sends(dense, 4) == 3 * dense // 2
 
@@ -491,7 +525,12 @@ def test_post_local_syncs_gradients_every_step_then_parameters_every_h(
         assert rounds_per_step(result["post_local"]["rounds"]) == expected
         counters = result["post_local"]["counters"]
         local_rounds = (steps - switch) // h
-        assert counters["rounds"] == {"global": switch + local_rounds, "intra_node": 0}
+        assert counters["rounds"] == {
+            "global": switch + local_rounds,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         grad_bytes = nbytes(model, params)
         dense = nbytes(model, params + float_buffer_names(model))
         mini = switch * (grad_bytes + all_buffer_bytes(model))
@@ -536,9 +575,24 @@ def test_compressed_post_local_counts_both_phases(two_ranks: list[dict]) -> None
     )
     for result in two_ranks:
         counters = result["resume_post_local_ef"]["straight"]["counters"]
-        assert counters["rounds"] == {"global": switch + local_rounds, "intra_node": 0}
-        assert counters["payload_bytes"] == {"global": expected_payload, "intra_node": 0}
-        assert counters["bytes"] == {"global": expected_wire, "intra_node": 0}
+        assert counters["rounds"] == {
+            "global": switch + local_rounds,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
+        assert counters["payload_bytes"] == {
+            "global": expected_payload,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
+        assert counters["bytes"] == {
+            "global": expected_wire,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
 
 
 @pytest.mark.parametrize("case", ["resume_post_local_ef", "resume_local_sign"])
@@ -560,9 +614,9 @@ def test_counters_refuse_unknown_scopes() -> None:
 
     counters = SyncCounters()
     counters.record("intra_node", Traffic(payload=10, wire=15))
-    assert counters.rounds == {"global": 0, "intra_node": 1}
-    assert counters.payload_bytes == {"global": 0, "intra_node": 10}
-    assert counters.bytes == {"global": 0, "intra_node": 15}
+    assert counters.rounds == {"global": 0, "intra_node": 1, "push": 0, "fetch": 0}
+    assert counters.payload_bytes == {"global": 0, "intra_node": 10, "push": 0, "fetch": 0}
+    assert counters.bytes == {"global": 0, "intra_node": 15, "push": 0, "fetch": 0}
     with pytest.raises(ValueError, match="scope"):
         counters.record("cluster", Traffic(1, 1))
 

@@ -179,6 +179,7 @@ def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
         "dsgd.io/job-name": "gpu-job",
         "dsgd.io/node-rank": str(node_rank),
         "dsgd.io/attempt": "3",
+        "dsgd.io/role": "worker",
     }
     assert spec["hostname"] == f"gpu-job-node-{node_rank}"
     assert spec["subdomain"] == "gpu-job"

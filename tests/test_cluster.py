@@ -182,12 +182,12 @@ def test_a_gangs_master_port_is_kept_while_its_pods_live_and_freed_after(tmp_pat
         return running
 
     a0, a1, b0 = pod("a", "0", 0), pod("a", "0", 1), pod("b", "0", 0)
-    port = agent._master_port(a0.pod)
-    assert agent._master_port(a1.pod) == port != agent._master_port(b0.pod)
-    assert agent._master_port(pod("a", "1", 0).pod) != port  # a new attempt, a new gang
+    port = agent._master_ports(a0.pod)
+    assert agent._master_ports(a1.pod) == port != agent._master_ports(b0.pod)
+    assert agent._master_ports(pod("a", "1", 0).pod) != port  # a new attempt, a new gang
     del agent.pods[a0.uid]
     agent._tick()
-    assert agent._master_port(a1.pod) == port  # one pod of the gang is left
+    assert agent._master_ports(a1.pod) == port  # one pod of the gang is left
     for uid in [
         u for u, p in agent.pods.items() if p.pod["metadata"]["labels"][JOB_NAME_LABEL] == "a"
     ]:

@@ -159,6 +159,10 @@ MESSAGES: dict[str, str | None] = {
     "switch epoch at the end": "must lie inside training: between 1 and training.epochs - 1",
     "post-local 3.5 rounds to 4 of 4": "between 1 and training.epochs - 1",
     "warm-up longer than training": "longer than training.epochs",
+    "downpour without servers": None,
+    "servers without downpour": None,  # rendered from a messageExpression
+    "downpour with momentum": None,
+    "downpour with LARS": None,
 }
 
 

@@ -48,7 +48,12 @@ def test_defaults_follow_the_design_card() -> None:
 def test_wire_form_is_camel_case_and_round_trips() -> None:
     job = parse_job(manifest(topology={"nodes": 2, "processesPerNode": 2}))
     wire = job.spec.training_config().to_wire()
-    assert wire["topology"] == {"nodes": 2, "processesPerNode": 2, "gpu": False}
+    assert wire["topology"] == {
+        "nodes": 2,
+        "processesPerNode": 2,
+        "gpu": False,
+        "parameterServers": 0,
+    }
     assert "batchSizePerProcess" in wire["training"]
     assert TrainingConfig.model_validate(wire) == job.spec.training_config()
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.metrics import SCOPES
 from dsgd_trainer.schedule import LearningRateSchedule
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,7 +100,12 @@ def test_two_rank_run_reports_sane_results(reference: Path) -> None:
     assert [r["step"] for r in history] == [STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
     for record in history:
         # Local SGD: one global averaging every H steps, nothing within a node.
-        assert record["sync_rounds"] == {"global": record["step"] // LOCAL_STEPS, "intra_node": 0}
+        assert record["sync_rounds"] == {
+            "global": record["step"] // LOCAL_STEPS,
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        }
         assert record["communicated_bytes"] == sum(record["communicated_bytes_by_scope"].values())
     schedule = LearningRateSchedule.from_config(
         TrainingConfig.model_validate(resumable_config(reference)), WORLD_SIZE, STEPS_PER_EPOCH
@@ -117,7 +123,12 @@ def test_two_rank_run_reports_sane_results(reference: Path) -> None:
     assert summary["samples"] == total_steps * WORLD_SIZE * BATCH
     assert summary["final_train_loss"] == history[-1]["train_loss"]
     assert summary["final_test_accuracy"] == history[-1]["test_accuracy"]
-    assert summary["sync_rounds"] == {"global": total_steps // LOCAL_STEPS, "intra_node": 0}
+    assert summary["sync_rounds"] == {
+        "global": total_steps // LOCAL_STEPS,
+        "intra_node": 0,
+        "push": 0,
+        "fetch": 0,
+    }
     # communicated_bytes are rank 0's, as its algorithm counted them.
     rank0_counters = final_state(reference, 0)["algorithm"]["counters"]
     assert summary["communicated_bytes"] == sum(rank0_counters["bytes"].values()) > 0
@@ -302,7 +313,7 @@ def test_metrics_endpoint_serves_every_rank_then_sigterm_stops_cleanly(
             if sample.name.startswith("dsgd_"):
                 assert sample.labels.get("rank") in {"0", "1"}, sample
             if family.name in ("dsgd_sync_rounds", "dsgd_communicated_bytes"):
-                assert sample.labels["scope"] in {"global", "intra_node"}, sample
+                assert sample.labels["scope"] in SCOPES, sample
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")

@@ -16,17 +16,18 @@ import itertools
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, field_validator, model_validator
+
+from dsgd_contract.downpour import DOWNPOUR, Adagrad, ServerOptimizerName
+from dsgd_contract.spec_model import SpecModel, raise_cross_field_errors
+from dsgd_contract.topology import MAX_NODES, Topology
+
+# Re-exported: their homes are spec_model and topology.
+__all__ = ["MAX_NODES", "SpecModel", "Topology", "raise_cross_field_errors"]
 
 #: A `package.module:function` reference to user code in the trainer image.
 PLUGIN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
-#: The largest gang we accept. Larger specs are almost always a typo, and a
-#: typo here would ask a cluster for thousands of GPUs.
-MAX_NODES = 512
-MAX_PROCESSES_PER_NODE = 16
 #: Upper bounds of the other counts. Every integer of the spec has one, so that
 #: no value overflows int64 on the API server or an arithmetic on the way (the
 #: CRD gets the same maximum from these models); far beyond any real run.
@@ -39,7 +40,9 @@ DEFAULT_WARMUP_EPOCHS = 5.0
 #: Paths are at most PATH_MAX bytes on Linux.
 MAX_PATH_LENGTH = 4096
 
-AlgorithmName = Literal["mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd"]
+AlgorithmName = Literal[
+    "mini-batch-sgd", "local-sgd", "post-local-sgd", "hierarchical-local-sgd", "downpour-sgd"
+]
 Compression = Literal["none", "sign", "ef-sign"]
 BUILTIN_MODELS = ("resnet20", "cnn", "mlp")
 #: The built-in models with residual blocks, where training.zeroInitResidual applies.
@@ -58,40 +61,6 @@ def _builtin_or_plugin(what: str, value: str, builtins: tuple[str, ...]) -> str:
             "or a package.module:function plug-in"
         )
     return value
-
-
-class SpecModel(BaseModel):
-    """Base for every spec section: camelCase aliases, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-    )
-
-    def to_wire(self) -> dict:
-        """The JSON-ready camelCase form, defaults included."""
-        return self.model_dump(mode="json", by_alias=True)
-
-
-class Topology(SpecModel):
-    """How ranks are laid out: `nodes` pods, each running `processesPerNode` ranks."""
-
-    nodes: Annotated[int, Field(ge=1, le=MAX_NODES)] = Field(
-        1, description="Number of pods (one per machine); world size is nodes × processesPerNode."
-    )
-    processes_per_node: Annotated[int, Field(ge=1, le=MAX_PROCESSES_PER_NODE)] = Field(
-        1, description="Ranks per pod; with gpu: true, also the GPUs requested per pod."
-    )
-    gpu: bool = Field(
-        False,
-        description="true: request nvidia.com/gpu and use NCCL; false: CPU ranks talking gloo.",
-    )
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.processes_per_node
 
 
 class OuterOptimizer(SpecModel):
@@ -132,7 +101,8 @@ class Algorithm(SpecModel):
             "mini-batch-sgd (gradient all-reduce every step), local-sgd (average parameters "
             "every localSteps), post-local-sgd (mini-batch before switchEpoch, local after), "
             "hierarchical-local-sgd (intra-node every localSteps, global every "
-            "localSteps × blockSteps)."
+            "localSteps × blockSteps), downpour-sgd (asynchronous: parameter servers, "
+            "Dean et al. 2012)."
         ),
     )
     local_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(
@@ -166,6 +136,30 @@ class Algorithm(SpecModel):
             "SlowMo {learningRate: 1, momentum: 0.6}; DiLoCo {learningRate: 0.7, "
             "momentum: 0.9, nesterov: true}."
         ),
+    )
+
+    fetch_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(
+        1,
+        description=(
+            f"{DOWNPOUR}: n_fetch, steps between two fetches of the parameters from the servers."
+        ),
+    )
+    push_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = Field(
+        1,
+        description=(
+            f"{DOWNPOUR}: n_push, steps between two pushes of the gradients accumulated "
+            "since the last push."
+        ),
+    )
+    server_optimizer: ServerOptimizerName = Field(
+        "adagrad",
+        description=(
+            f"{DOWNPOUR}: what the servers apply to a pushed gradient: adagrad "
+            "(per-coordinate η/√Σg², Dean et al.) or sgd (w ← w − η·g)."
+        ),
+    )
+    adagrad: Adagrad = Field(
+        default_factory=Adagrad, description=f"{DOWNPOUR}: the servers' Adagrad constants."
     )
 
     @property
@@ -400,17 +394,3 @@ def resolve_switch_epoch(
     if not optimizer.milestones:
         return None
     return round(optimizer.milestones[0] * training.epochs)
-
-
-def raise_cross_field_errors(title: str, errors: list[tuple[tuple[str, ...], str]]) -> None:
-    """Raise all cross-field errors at once, each located at its field path."""
-    if errors:
-        raise ValidationError.from_exception_data(
-            title,
-            [
-                InitErrorDetails(
-                    type=PydanticCustomError("cross_field", message), loc=loc, input=None
-                )
-                for loc, message in errors
-            ],
-        )

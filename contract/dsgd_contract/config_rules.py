@@ -13,6 +13,7 @@ from dsgd_contract.config import (
     TrainingConfig,
     resolve_switch_epoch,
 )
+from dsgd_contract.downpour import DOWNPOUR
 
 
 def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], str]]:
@@ -49,7 +50,7 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
             )
         )
     if not algo.outer_optimizer.is_plain_averaging and (
-        algo.name == "mini-batch-sgd" or algo.compression != "none"
+        algo.name in ("mini-batch-sgd", DOWNPOUR) or algo.compression != "none"
     ):
         errors.append(
             (
@@ -77,6 +78,7 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                     f"between 1 and training.epochs - 1 ({train.epochs - 1})",
                 )
             )
+    errors += _downpour_errors(config)
     if train.zero_init_residual and train.model not in RESIDUAL_MODELS:
         errors.append(
             (
@@ -108,5 +110,37 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                 f"{opt.warmup_epochs:g} warm-up epochs is longer than "
                 f"training.epochs ({train.epochs})",
             )
+        )
+    return errors
+
+
+def _downpour_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], str]]:
+    """Parameter servers exactly with downpour-sgd; its replicas take plain SGD steps."""
+    algo, topo, opt = config.algorithm, config.topology, config.optimizer
+    if algo.name != DOWNPOUR:
+        if topo.parameter_servers:
+            return [
+                (
+                    ("topology", "parameterServers"),
+                    f"parameter servers belong to {DOWNPOUR}, not {algo.name}; set it to 0",
+                )
+            ]
+        return []
+    errors: list[tuple[tuple[str, ...], str]] = []
+    if topo.parameter_servers < 1:
+        errors.append(
+            (("topology", "parameterServers"), f"{DOWNPOUR} needs at least one parameter server")
+        )
+    if opt.momentum != 0:
+        errors.append(
+            (
+                ("optimizer", "momentum"),
+                f"{DOWNPOUR}'s replicas take plain SGD steps between fetches (Dean et al.): "
+                "set optimizer.momentum to 0 and nesterov to false",
+            )
+        )
+    if opt.lars:
+        errors.append(
+            (("optimizer", "lars"), f"{DOWNPOUR}'s replicas take plain SGD steps, not LARS")
         )
     return errors

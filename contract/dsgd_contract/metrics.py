@@ -8,10 +8,13 @@ only these names (a test checks it).
 
 from __future__ import annotations
 
-#: Sync scopes: all ranks, or the ranks of one node (one pod).
+#: Sync scopes: all ranks, or the ranks of one node (one pod); and downpour-sgd's two
+#: exchanges with its parameter servers: gradients pushed, parameters fetched.
 GLOBAL = "global"
 INTRA_NODE = "intra_node"
-SCOPES = (GLOBAL, INTRA_NODE)
+PUSH = "push"
+FETCH = "fetch"
+SCOPES = (GLOBAL, INTRA_NODE, PUSH, FETCH)
 
 RANK_LABEL = "rank"
 SCOPE_LABEL = "scope"
@@ -59,6 +62,18 @@ EXPORTED_METRICS = (
     CHECKPOINTS_SKIPPED,
     CONSENSUS_DISTANCE,
 )
+
+# --- the parameter servers' series (downpour-sgd), labelled by shard -----------------------
+
+SHARD_LABEL = "shard"
+#: Histogram: the shard's version when a push is applied minus the version of the shard
+#: the pushing replica computed its gradients on (versions count applied pushes).
+STALENESS = "dsgd_downpour_staleness"
+#: Pushes applied to the shard, and fetches of it served.
+SERVER_UPDATES = "dsgd_parameter_server_updates_total"
+SERVER_FETCHES = "dsgd_parameter_server_fetches_total"
+#: Every metric name a parameter server exports, as Prometheus shows it.
+PARAMETER_SERVER_METRICS = (STALENESS, SERVER_UPDATES, SERVER_FETCHES)
 
 # --- the operator's series ---------------------------------------------------------------
 

@@ -132,6 +132,13 @@ class PodTemplateOverrides(SpecModel):
             "Trainer container resources; GPU requests from topology are added when gpu: true."
         ),
     )
+    parameter_server_resources: K8sObject | None = Field(
+        None,
+        description=(
+            "downpour-sgd: the parameter-server containers' resources (CPU pods; default: "
+            "the installation's per-rank defaults)."
+        ),
+    )
     image_pull_secrets: list[K8sObject] = Field(
         default_factory=list, description="Secrets to pull the trainer image."
     )

@@ -27,7 +27,8 @@ from dsgd_operator import process_tree
 
 @dataclass(frozen=True)
 class LocalProcess:
-    """What runs for one pod: its node rank, argv and complete environment."""
+    """What runs for one pod: its gang member index (the node rank for the nodes; a
+    downpour-sgd job's parameter server i is member nodes + i), argv and complete env."""
 
     node_rank: int
     argv: list[str]

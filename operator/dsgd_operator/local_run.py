@@ -5,13 +5,15 @@ each pod's container command runs here with the env the pod would get, except
 for what only makes sense on a cluster:
 
 - `python` is this interpreter (so the active environment's torch is used);
-- the rendezvous address is loopback and ports are free ones picked by the OS;
+- the rendezvous address is loopback and ports are free ones picked by the OS
+  (also downpour-sgd's RPC store on parameter server 0);
 - the config file is a local copy whose checkpoint and output directories lie
   in the run's output directory;
 - each pod gets its own Prometheus multiprocess directory and metrics port.
 
-One failed pod stops the whole gang (as the operator does), and the run exits
-with that pod's exit code. Ctrl-C stops every process.
+The processes run together as a dsgd_operator.local_gang.LocalGang: one failed
+pod stops the whole gang (as the operator does), and the run exits with that
+pod's exit code. Ctrl-C stops every process.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from dsgd_contract.pod import (
     METRICS_PORT_ENV,
     MULTIPROC_DIR_ENV,
     NODE_RANK_LABEL,
+    PS_ADDR_ENV,
+    PS_PORT_ENV,
 )
 
 from dsgd_operator.api import DistributedSGDJob
@@ -45,6 +49,11 @@ from dsgd_operator.local_gpus import (
     inherited_devices,
     node_device_lists,
 )
+
+
+def member_label(nodes: int, member: int) -> str:
+    """How a gang member is shown: `node-<i>`, or `ps-<i>` for a parameter server."""
+    return f"node-{member}" if member < nodes else f"ps-{member - nodes}"
 
 
 def free_port() -> int:
@@ -72,6 +81,7 @@ def local_process(
     threads: int,
     cuda_visible_devices: str | None = None,
     base_env: dict[str, str] | None = None,
+    parameter_server_port: int | None = None,
 ) -> LocalProcess:
     """One pod (a builder's dict, or one read back from an API server) as a local process.
 
@@ -79,6 +89,8 @@ def local_process(
     same pod on this machine (see the module docstring). `base_env` (default:
     this process's environment) is inherited the way a container inherits its
     image's environment; the pod's env wins over it, and our rewrites over both.
+    `parameter_server_port`: where parameter server 0 hosts the RPC store (downpour-sgd
+    pods, whose env names one: LocalRunError-free ValueError when it is missing).
     `threads` applies unless `base_env` sets OMP_NUM_THREADS; `cuda_visible_devices`
     (this node's slice of the machine's GPUs, dsgd_operator.local_gpus) replaces
     an inherited CUDA_VISIBLE_DEVICES.
@@ -105,6 +117,10 @@ def local_process(
     # a thread per core and they would spend their time preempting each other.
     if "OMP_NUM_THREADS" not in base:
         env["OMP_NUM_THREADS"] = str(threads)
+    if PS_ADDR_ENV in env:
+        if parameter_server_port is None:
+            raise ValueError(f"{pod['metadata']['name']} needs a local parameter_server_port")
+        env.update({PS_ADDR_ENV: "127.0.0.1", PS_PORT_ENV: str(parameter_server_port)})
     if cuda_visible_devices is not None:
         env[VISIBLE_DEVICES_ENV] = cuda_visible_devices
     node_rank = int(pod["metadata"]["labels"][NODE_RANK_LABEL])
@@ -120,15 +136,19 @@ def plan_local_processes(
     metrics_ports: list[int],
     base_env: dict[str, str] | None = None,
     cpu_count: int | None = None,
+    parameter_server_port: int | None = None,
 ) -> list[LocalProcess]:
     """The job's pods (from the builder) as local processes, sharing this machine's cores.
+
+    `metrics_ports` has one port per gang member (nodes, then parameter servers).
 
     GPU jobs: node i gets entries i·P … i·P + P − 1 of the GPUs `base_env` may
     use (dsgd_operator.local_gpus); LocalRunError when there are too few.
     """
     cores = cpu_count or os.cpu_count() or 1
     topology = job.spec.topology
-    devices: list[str | None] = [None] * topology.nodes
+    # Parameter servers are CPU processes: no GPUs for members beyond the nodes.
+    devices: list[str | None] = [None] * topology.gang_members
     if topology.gpu:
         inherited = inherited_devices(os.environ if base_env is None else base_env)
         try:
@@ -140,18 +160,21 @@ def plan_local_processes(
     # The shell's NCCL_* (NCCL_DEBUG=INFO to debug a run) win over the installation's defaults.
     shell = set(os.environ if base_env is None else base_env)
     settings = replace(DEFAULT_SETTINGS, gpu_pods=DEFAULT_SETTINGS.gpu_pods.without_env(shell))
+    if topology.parameter_servers and parameter_server_port is None:
+        parameter_server_port = free_port()
     processes = []
-    for node_rank, pod in enumerate(build_pods(job, settings)):
+    for member, pod in enumerate(build_pods(job, settings)):
         processes.append(
             local_process(
                 pod,
                 config_path=config_path,
-                multiproc_dir=metrics_dir / f"node-{node_rank}",
+                multiproc_dir=metrics_dir / f"node-{member}",
                 master_port=master_port,
-                metrics_port=metrics_ports[node_rank],
-                threads=max(1, cores // topology.world_size),
-                cuda_visible_devices=devices[node_rank],
+                metrics_port=metrics_ports[member],
+                threads=max(1, cores // (topology.world_size + topology.parameter_servers)),
+                cuda_visible_devices=devices[member],
                 base_env=base_env,
+                parameter_server_port=parameter_server_port,
             )
         )
     return processes
@@ -237,11 +260,11 @@ def run_gang(
     """
     out_dir = out_dir.resolve()
     config_path = prepare_run_directory(job, out_dir)
-    nodes = job.spec.topology.nodes
+    members = job.spec.topology.gang_members
     if metrics_port:
-        ports = fixed_metrics_ports(metrics_port, nodes)
+        ports = fixed_metrics_ports(metrics_port, members)
     else:
-        ports = [free_port() for _ in range(nodes)]
+        ports = [free_port() for _ in range(members)]
     with tempfile.TemporaryDirectory(prefix="dsgd-metrics-") as metrics_dir:
         processes = plan_local_processes(
             job, out_dir, config_path, Path(metrics_dir), free_port(), ports

@@ -94,6 +94,7 @@ def template_errors(template: PodTemplateOverrides) -> Errors:
         *_mount_errors(template.volume_mounts, volume_names),
         *kube_rules.mount_errors(template.volume_mounts),
         *_resources_errors(template.resources),
+        *_parameter_server_resources_errors(template.parameter_server_resources),
         *kube_rules.toleration_errors(template.tolerations),
     ]
 
@@ -263,6 +264,24 @@ def _mount_errors(mounts: list[dict[str, Any]], volume_names: set[str]) -> Error
                     loc,
                     f"{path!r} is dsgd's: the config at {CONFIG_DIR}, scratch space at "
                     f"{TMP_DIR} and shared memory at {SHM_DIR} are mounted by dsgd",
+                )
+            )
+    return errors
+
+
+def _parameter_server_resources_errors(resources: dict[str, Any] | None) -> Errors:
+    """parameterServerResources: what resources may say, and no GPU (servers are CPU pods)."""
+    errors = [
+        (("parameterServerResources", *loc[1:]), message)
+        for loc, message in _resources_errors(resources)
+    ]
+    for section in ("limits", "requests"):
+        amounts = (resources or {}).get(section)
+        if isinstance(amounts, dict) and GPU_RESOURCE in amounts:
+            errors.append(
+                (
+                    ("parameterServerResources", section, GPU_RESOURCE),
+                    "parameter servers are CPU pods: they hold shards and apply updates",
                 )
             )
     return errors

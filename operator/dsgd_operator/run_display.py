@@ -25,6 +25,7 @@ from dsgd_operator.local_gang import LocalGang, LocalProcess
 from dsgd_operator.local_run import (
     check_local_gpus,
     fixed_metrics_ports,
+    member_label,
     prepare_run_directory,
     run_gang,
 )
@@ -98,7 +99,7 @@ def run_with_display(
     """
     check_local_gpus(job)
     if metrics_port:
-        fixed_metrics_ports(metrics_port, job.spec.topology.nodes)
+        fixed_metrics_ports(metrics_port, job.spec.topology.gang_members)
     prepare_run_directory(job, out_dir)
     console = console or Console(highlight=False)
     topology = job.spec.topology
@@ -116,14 +117,17 @@ def run_with_display(
             style = NODE_STYLES[node_rank % len(NODE_STYLES)]
             # soft_wrap: a long log line stays one line in a file or a pipe.
             view.console.print(
-                Text(f"[node-{node_rank}] ", style=style) + Text(line), soft_wrap=True
+                Text(f"[{member_label(topology.nodes, node_rank)}] ", style=style) + Text(line),
+                soft_wrap=True,
             )
 
     def tick(gang: LocalGang, processes: list[LocalProcess]) -> None:
         nonlocal announced
         if not announced:
             urls = ", ".join(
-                f"node-{p.node_rank}: http://127.0.0.1:{p.metrics_port}/metrics" for p in processes
+                f"{member_label(topology.nodes, p.node_rank)}: "
+                f"http://127.0.0.1:{p.metrics_port}/metrics"
+                for p in processes
             )
             view.console.print(f"Prometheus metrics: {urls}", soft_wrap=True)
             announced = True

@@ -1,7 +1,9 @@
 """The learning-rate schedule of the large-batch recipe (Goyal et al. 2017), per iteration.
 
 1. Linear scaling: the peak lr is `learningRate × globalBatch / baseBatchSize`
-   (`scaling: linear`), or `learningRate` as given (`scaling: none`).
+   (`scaling: linear`), or `learningRate` as given (`scaling: none`). For
+   downpour-sgd the batch of one update is one replica's (each push is applied
+   on its own, Dean et al.): batchSizePerProcess, whatever the world size.
 2. Gradual warm-up: over the first `warmupEpochs` the lr rises linearly, every
    iteration, from `learningRate` to the peak (a large peak lr from step 0 is
    what makes large batches diverge early). Unset: 5 epochs, or half of training
@@ -21,6 +23,7 @@ import bisect
 from dataclasses import dataclass
 
 from dsgd_contract.config import TrainingConfig
+from dsgd_contract.downpour import DOWNPOUR
 from dsgd_contract.training_steps import milestone_step
 
 
@@ -43,7 +46,8 @@ class LearningRateSchedule:
     ) -> LearningRateSchedule:
         """The schedule for `world_size` ranks taking `steps_per_epoch` steps per epoch."""
         opt = config.optimizer
-        global_batch = config.training.batch_size_per_process * world_size
+        replicas_per_update = 1 if config.algorithm.name == DOWNPOUR else world_size
+        global_batch = config.training.batch_size_per_process * replicas_per_update
         scale = global_batch / opt.base_batch_size if opt.scaling == "linear" else 1.0
         return cls(
             base_lr=opt.learning_rate,

@@ -69,6 +69,7 @@ from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
 from dsgd_trainer.optim import build_optimizer
+from dsgd_trainer.parameter_server import rpc_world
 from dsgd_trainer.results import (
     communication,
     describe,
@@ -113,6 +114,7 @@ def main(config: TrainingConfig) -> int:
             return stop.exit_code
         raise
     finally:
+        rpc_world.leave(graceful=False)  # downpour-sgd's, unless train() left it in order
         leave_process_group(abort=not agreed)
 
 
@@ -323,6 +325,8 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
             f"test accuracy {fmt(summary['final_test_accuracy'])}, "
             f"{summary['wall_seconds']:.1f} s; results in {output_dir}"
         )
+    # Downpour: the parameter servers finish when every worker has left their RPC world.
+    rpc_world.leave(graceful=True)
     if metrics_server is not None:
         metrics_server.shutdown()
     return exit_codes.OK

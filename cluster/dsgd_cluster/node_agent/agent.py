@@ -77,7 +77,8 @@ class NodeAgent:
         self.gpus = gpus_per_node
         self.run_pods = run_pods
         self.pods: dict[str, RunningPod] = {}  # by uid
-        self.master_ports: dict[tuple[str, str, str], int] = {}
+        #: Per gang: torchrun's rendezvous port and downpour-sgd's RPC store port.
+        self.master_ports: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.events: queue.Queue[tuple[str, dict]] = queue.Queue()
         self.stopping = threading.Event()
         self._next_ip = 1
@@ -207,9 +208,10 @@ class NodeAgent:
             if code is not None:
                 self._on_exit(pod, code)
 
-    def _master_port(self, pod: dict) -> int:
-        """One port per gang (job and attempt), shared by its pods on every node served."""
-        return self.master_ports.setdefault(_gang_key(pod), _free_port())
+    def _master_ports(self, pod: dict) -> tuple[int, int]:
+        """One pair of ports per gang (job and attempt), shared by its pods on every node
+        served: torchrun's rendezvous and downpour-sgd's RPC store."""
+        return self.master_ports.setdefault(_gang_key(pod), (_free_port(), _free_port()))
 
     def _start(self, pod: RunningPod) -> None:
         if not self.run_pods:
@@ -220,7 +222,7 @@ class NodeAgent:
         try:
             threads = max(1, (os.cpu_count() or 1) // 2)
             launch = prepare(
-                self.ctx, pod.pod, pod.node, pod.ip, self._master_port(pod.pod), threads
+                self.ctx, pod.pod, pod.node, pod.ip, self._master_ports(pod.pod), threads
             )
         except PodSetupError as error:
             pod.next_start = time.monotonic() + 2.0

@@ -17,8 +17,8 @@ becomes `KUBECONFIG` pointing at a kubeconfig for the API server (there is no
 `KUBERNETES_SERVICE_*` are not set. A dsgd trainer pod (one that sets
 `DSGD_CONFIG`) goes through `dsgd_operator.local_run.local_process`, the same
 rewrite as `dsgd run`: its config's checkpoint and output directories map
-through the pod's volumes, its rendezvous is on loopback at a port shared by the
-gang's attempt, and its metrics listen on the pod's own IP.
+through the pod's volumes, its rendezvous (and downpour-sgd's RPC store) is on
+loopback at ports shared by the gang's attempt, its metrics on the pod's own IP.
 
 Ignored: the image (this machine's Python environment is every image), init and
 sidecar containers, resources and limits (reported, not enforced), probes (a
@@ -289,9 +289,9 @@ def map_path(value: str, table: list[tuple[str, Path]]) -> str:
 
 
 def prepare(
-    ctx: AgentContext, pod: dict, node: str, pod_ip: str, master_port: int, threads: int
+    ctx: AgentContext, pod: dict, node: str, pod_ip: str, ports: tuple[int, int], threads: int
 ) -> Launch:
-    """Everything the pod's first container needs, written under the pod's directory."""
+    """What the pod's first container needs, under the pod's directory (`ports`: the gang's)."""
     meta, spec = pod["metadata"], pod["spec"]
     pod_dir = ctx.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
     pod_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +331,7 @@ def prepare(
     }
 
     if CONFIG_ENV in env:
-        launch = _trainer_launch(resolved, env, base, table, pod_dir, pod_ip, master_port, threads)
+        launch = _trainer_launch(resolved, env, base, table, pod_dir, pod_ip, ports, threads)
     else:
         argv = [*container.get("command", []), *container.get("args", [])]
         argv = [map_path(_expand(part, env), table) for part in argv]
@@ -362,7 +362,7 @@ def _trainer_launch(
     table: list[tuple[str, Path]],
     pod_dir: Path,
     pod_ip: str,
-    master_port: int,
+    ports: tuple[int, int],
     threads: int,
 ) -> Launch:
     config_file = Path(env[CONFIG_ENV])
@@ -389,10 +389,11 @@ def _trainer_launch(
         pod,
         config_path=local_config,
         multiproc_dir=pod_dir / "prometheus",
-        master_port=master_port,
+        master_port=ports[0],
         metrics_port=metrics_port,
         threads=threads,
         base_env=base,
+        parameter_server_port=ports[1],
     )
     (pod_dir / "prometheus").mkdir(exist_ok=True)
     return Launch(planned.argv, {**planned.env, METRICS_ADDR_ENV: pod_ip}, pod_dir)

@@ -11,7 +11,8 @@ from dsgd_operator.builders.children import build_children
 from dsgd_operator.builders.config_map import build_config_map, config_json
 from dsgd_operator.builders.disruption_budget import build_pod_disruption_budget
 from dsgd_operator.builders.gpu_pods import GpuPodSettings
-from dsgd_operator.builders.pod import build_pod, build_pods
+from dsgd_operator.builders.parameter_server_pod import build_parameter_server_pod
+from dsgd_operator.builders.pod import build_member_pod, build_pod, build_pods
 from dsgd_operator.builders.pod_group import GANG_SCHEDULERS, build_pod_group
 from dsgd_operator.builders.service import build_service
 
@@ -22,6 +23,8 @@ __all__ = [
     "GpuPodSettings",
     "build_children",
     "build_config_map",
+    "build_member_pod",
+    "build_parameter_server_pod",
     "build_pod",
     "build_pod_disruption_budget",
     "build_pod_group",

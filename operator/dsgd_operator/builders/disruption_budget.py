@@ -1,7 +1,8 @@
 """The job's PodDisruptionBudget: a running gang is not drained one pod at a time.
 
 A gang is all or nothing: evicting one pod restarts every pod from the last
-checkpoint. With minAvailable = nodes, the Eviction API (`kubectl drain`, the
+checkpoint. With minAvailable = every member (nodes, and a downpour-sgd job's
+parameter servers), the Eviction API (`kubectl drain`, the
 cluster autoscaler) refuses, with 429, to evict any pod of a healthy gang;
 pods that are not Ready yet may still be evicted (they hold no progress). An
 administrator who must drain now deletes the PDB; the eviction then counts as
@@ -23,7 +24,7 @@ def build_pod_disruption_budget(job: DistributedSGDJob) -> dict:
         "kind": "PodDisruptionBudget",
         "metadata": object_meta(job, job.name),
         "spec": {
-            "minAvailable": job.spec.topology.nodes,
+            "minAvailable": job.spec.topology.gang_members,
             "selector": {"matchLabels": job_labels(job.name)},
             # Pods that never became Ready may go: they hold no training progress.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from dsgd_contract.pod import master_address, trainer_env
+from dsgd_contract.pod import master_address, parameter_server_address, trainer_env
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders.resources import cpu_threads_per_process
@@ -25,6 +25,9 @@ def container_env(job: DistributedSGDJob, node_rank: int) -> list[dict]:
         node_rank=node_rank,
         master_addr=master_address(job.name),
         job_name=job.name,
+        parameter_server_addr=(
+            parameter_server_address(job.name) if topology.parameter_servers else None
+        ),
     )
     env = [{"name": name, "value": value} for name, value in values.items()]
     user_env = copy.deepcopy(job.spec.template.env)

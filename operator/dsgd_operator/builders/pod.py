@@ -1,4 +1,5 @@
-"""The pods of a job: one per node, running torchrun (the pod contract)."""
+"""The pods of a job: one per node, running torchrun (the pod contract); for downpour-sgd
+the parameter-server pods follow them (builders/parameter_server_pod.py)."""
 
 from __future__ import annotations
 
@@ -44,26 +45,32 @@ def _tolerations(job: DistributedSGDJob) -> list[dict]:
     return tolerations
 
 
-def _port(name: str, number: int) -> dict:
+def port(name: str, number: int) -> dict:
     return {"name": name, "containerPort": number, "protocol": "TCP"}
 
 
-def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) -> dict:
+def member_container(
+    job: DistributedSGDJob,
+    settings: BuildSettings,
+    *,
+    command: list[str],
+    args: list[str],
+    env: list[dict],
+    ports: list[dict],
+    resources: dict | None,
+) -> dict:
+    """The one container of a gang member: the job's image and mounts, the secure defaults."""
     image = job.spec.image or settings.default_image
     container: dict = {
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": image_pull_policy(image, settings.pod_defaults.image_pull_policy),
-        "command": list(COMMAND),
-        "args": list(ARGS),
-        "env": container_env(job, node_rank),
-        # On every node, although only node 0 listens on it: the pods stay alike.
-        "ports": [
-            _port(RENDEZVOUS_PORT_NAME, RENDEZVOUS_PORT),
-            _port(METRICS_PORT_NAME, METRICS_PORT),
-        ],
+        "command": command,
     }
-    resources = container_resources(job, settings)
+    if args:
+        container["args"] = args
+    container["env"] = env
+    container["ports"] = ports
     if resources:
         container["resources"] = resources
     container["volumeMounts"] = container_mounts(job)
@@ -71,37 +78,30 @@ def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) 
     return container
 
 
-def build_pod(
+def member_pod(
     job: DistributedSGDJob,
-    node_rank: int,
-    settings: BuildSettings = DEFAULT_SETTINGS,
-    attempt: int = 0,
+    settings: BuildSettings,
+    *,
+    name: str,
+    labels: dict[str, str],
+    container: dict,
+    tolerations: list[dict],
 ) -> dict:
-    """Pod `<job>-node-<node_rank>` of gang attempt `attempt` (the job's status.restarts).
+    """Gang member `name` (also its hostname under the job's headless Service).
 
-    restartPolicy Never: a failed worker fails the pod, and the operator
+    restartPolicy Never: a failed member fails the pod, and the operator
     recreates the whole gang (torch.distributed cannot take back a lone rank).
     """
-    nodes = job.spec.topology.nodes
-    if not 0 <= node_rank < nodes:
-        raise ValueError(f"node_rank {node_rank} is outside the job's {nodes} nodes")
-    if attempt < 0:
-        raise ValueError(f"attempt {attempt} is negative")
     template = job.spec.template
-    labels = {
-        **template.labels,
-        **gang_pod_labels(job),
-        **pod_labels(job.name, node_rank, attempt),
-    }
     annotations = {**template.annotations, **gang_pod_annotations(job)}
     spec: dict = {
-        "hostname": pod_name(job.name, node_rank),
+        "hostname": name,
         "subdomain": service_name(job.name),
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
-        "containers": [_container(job, node_rank, settings)],
+        "containers": [container],
         "volumes": pod_volumes(job, settings),
     }
     optional = {
@@ -110,24 +110,75 @@ def build_pod(
         "serviceAccountName": template.service_account_name,
         "nodeSelector": dict(template.node_selector),
         "affinity": copy.deepcopy(template.affinity),
-        "tolerations": _tolerations(job),
+        "tolerations": tolerations,
         "imagePullSecrets": copy.deepcopy(template.image_pull_secrets),
     }
     spec.update({key: value for key, value in optional.items() if value})
-    if job.spec.topology.gpu:
-        add_gpu_pod_settings(spec, settings.gpu_pods)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": object_meta(job, pod_name(job.name, node_rank), labels, annotations),
+        "metadata": object_meta(job, name, {**template.labels, **labels}, annotations),
         "spec": spec,
     }
+
+
+def build_pod(
+    job: DistributedSGDJob,
+    node_rank: int,
+    settings: BuildSettings = DEFAULT_SETTINGS,
+    attempt: int = 0,
+) -> dict:
+    """Pod `<job>-node-<node_rank>` of gang attempt `attempt` (the job's status.restarts)."""
+    nodes = job.spec.topology.nodes
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"node_rank {node_rank} is outside the job's {nodes} nodes")
+    if attempt < 0:
+        raise ValueError(f"attempt {attempt} is negative")
+    container = member_container(
+        job,
+        settings,
+        command=list(COMMAND),
+        args=list(ARGS),
+        env=container_env(job, node_rank),
+        # On every node, although only node 0 listens on it: the pods stay alike.
+        ports=[port(RENDEZVOUS_PORT_NAME, RENDEZVOUS_PORT), port(METRICS_PORT_NAME, METRICS_PORT)],
+        resources=container_resources(job, settings),
+    )
+    pod = member_pod(
+        job,
+        settings,
+        name=pod_name(job.name, node_rank),
+        labels={**gang_pod_labels(job), **pod_labels(job.name, node_rank, attempt)},
+        container=container,
+        tolerations=_tolerations(job),
+    )
+    if job.spec.topology.gpu:
+        add_gpu_pod_settings(pod["spec"], settings.gpu_pods)
+    return pod
+
+
+def build_member_pod(
+    job: DistributedSGDJob,
+    member: int,
+    settings: BuildSettings = DEFAULT_SETTINGS,
+    attempt: int = 0,
+) -> dict:
+    """Gang member `member`: node `member`, or parameter server `member − nodes`."""
+    # Imported here: parameter_server_pod builds on this module's helpers.
+    from dsgd_operator.builders.parameter_server_pod import build_parameter_server_pod
+
+    nodes = job.spec.topology.nodes
+    if member < nodes:
+        return build_pod(job, member, settings, attempt)
+    return build_parameter_server_pod(job, member - nodes, settings, attempt)
 
 
 def build_pods(
     job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS, attempt: int = 0
 ) -> list[dict]:
-    """All pods of the gang, node 0 (the rendezvous host) first."""
+    """All pods of the gang by member: node 0 (the rendezvous host) first, then the other
+    nodes, then a downpour-sgd job's parameter servers (members nodes … nodes + S − 1)."""
     return [
-        build_pod(job, node_rank, settings, attempt) for node_rank in range(job.spec.topology.nodes)
+        build_member_pod(job, member, settings, attempt)
+        for member in range(job.spec.topology.gang_members)
     ]

@@ -8,6 +8,7 @@ at the rendezvous. A PodGroup with minMember = nodes makes it all or nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from dsgd_contract.pod import pod_group_name
 
@@ -69,7 +70,8 @@ def gang_pod_annotations(job: DistributedSGDJob) -> dict[str, str]:
 def build_pod_group(
     job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS
 ) -> dict | None:
-    """The PodGroup `<job>` (minMember = nodes), or None without a gang scheduler.
+    """The PodGroup `<job>` (minMember = every member: nodes + parameter servers), or None
+    without a gang scheduler.
 
     minResources is the whole gang's request, so that Volcano enqueues the job
     only when all of it fits.
@@ -78,15 +80,19 @@ def build_pod_group(
     if gang is None:
         return None
     scheduling = job.spec.scheduling
-    spec: dict = {"minMember": job.spec.topology.nodes}
+    topology = job.spec.topology
+    spec: dict = {"minMember": topology.gang_members}
     optional = {"queue": scheduling.queue, "priorityClassName": scheduling.priority_class_name}
     spec.update({key: optional[key] for key in gang.spec_fields if optional[key]})
-    requests = pod_requests(job, settings)
-    if requests:
-        nodes = job.spec.topology.nodes
-        spec["minResources"] = {
-            name: format_quantity(amount * nodes) for name, amount in requests.items()
-        }
+    totals: dict[str, Decimal] = {}
+    for count, requests in (
+        (topology.nodes, pod_requests(job, settings)),
+        (topology.parameter_servers, pod_requests(job, settings, server=True)),
+    ):
+        for name, amount in requests.items():
+            totals[name] = totals.get(name, Decimal(0)) + amount * count
+    if totals:
+        spec["minResources"] = {name: format_quantity(amount) for name, amount in totals.items()}
     return {
         "apiVersion": gang.pod_group_api_version,
         "kind": "PodGroup",

@@ -53,11 +53,37 @@ def container_resources(
     return resources or None
 
 
-def pod_requests(
+def parameter_server_resources(
     job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS
+) -> dict | None:
+    """A parameter server's resources: template.parameterServerResources, and the
+    installation's per-rank defaults (one process) for every resource it does not name.
+    Never a GPU: servers are CPU pods."""
+    resources = copy.deepcopy(job.spec.template.parameter_server_resources or {})
+    named = {
+        name
+        for section in ("requests", "limits")
+        if isinstance(resources.get(section), dict)
+        for name in resources[section]
+    }
+    defaults = settings.pod_defaults
+    for section, amounts in (
+        ("requests", defaults.requests_per_process),
+        ("limits", defaults.limits_per_process),
+    ):
+        for name, amount in amounts.items():
+            if name not in named:
+                resources.setdefault(section, {})[name] = format_quantity(scaled(amount, 1))
+    return resources or None
+
+
+def pod_requests(
+    job: DistributedSGDJob, settings: BuildSettings = DEFAULT_SETTINGS, *, server: bool = False
 ) -> dict[str, Decimal]:
-    """What one pod asks the scheduler for: requests, defaulting to limits as Kubernetes does."""
-    resources = container_resources(job, settings) or {}
+    """What one pod (a parameter server's with `server`) asks the scheduler for: requests,
+    defaulting to limits as Kubernetes does."""
+    build = parameter_server_resources if server else container_resources
+    resources = build(job, settings) or {}
     amounts = {**resources.get("limits", {}), **resources.get("requests", {})}
     return {name: parse_quantity(amount) for name, amount in amounts.items()}
 

@@ -25,10 +25,10 @@ from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.crd import (
     MODELS,
     REPO_ROOT,
-    cel_rule,
     crd_yaml,
     custom_resource_definition,
 )
+from dsgd_operator.crd_rules import cel_rule
 from dsgd_operator.experiments.api import (
     GROUP,
     KIND,

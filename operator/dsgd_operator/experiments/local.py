@@ -27,7 +27,13 @@ from rich.console import Console
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import SGDExperiment
 from dsgd_operator.experiments.grid import Trial, expand_cells, expand_trials, trial_job
-from dsgd_operator.local_run import LocalRunError, check_local_gpus, prepare_run_directory, run_gang
+from dsgd_operator.local_run import (
+    LocalRunError,
+    check_local_gpus,
+    member_label,
+    prepare_run_directory,
+    run_gang,
+)
 from dsgd_operator.manifest import parse_job
 
 
@@ -193,7 +199,8 @@ def _run_in_parallel(
 
             def log(node_rank: int, line: str) -> None:
                 with lock:
-                    file.write(f"[node-{node_rank}] {line}\n")
+                    label = member_label(local.job.spec.topology.nodes, node_rank)
+                    file.write(f"[{label}] {line}\n")
                     file.flush()
 
             try:

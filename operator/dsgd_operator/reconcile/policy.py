@@ -213,7 +213,7 @@ class _Pass:
 
     def active(self) -> None:
         job = self.snap.job
-        nodes = job.spec.topology.nodes
+        nodes = job.spec.topology.gang_members  # the nodes, then any parameter servers
         attempt = self.status.restarts
         policy = job.spec.run_policy
         pods = self.snap.pods
@@ -286,7 +286,7 @@ class _Pass:
     def observe_gang(self, current: dict[int, PodState], nodes: int, attempt: int) -> None:
         job = self.snap.job
         self.pod_events(list(current.values()))
-        failures = gang_failures(job.name, current, nodes, attempt)
+        failures = gang_failures(job, current, attempt)
         if failures:
             self.gang_failed(failures, attempt)
             return

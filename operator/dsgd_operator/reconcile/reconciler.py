@@ -24,7 +24,7 @@ from dsgd_operator import api
 from dsgd_operator.api import DistributedSGDJob, DistributedSGDJobStatus
 from dsgd_operator.builders import (
     build_config_map,
-    build_pod,
+    build_member_pod,
     build_pod_disruption_budget,
     build_pod_group,
     build_service,
@@ -88,7 +88,7 @@ async def create_gang(
                     raise ApiError("POST", obj["apiVersion"], 404, json.dumps(status)) from None
                 raise
         runtime.children_created = True
-    pods = [build_pod(job, rank, ctx.options.build_settings, attempt) for rank in ranks]
+    pods = [build_member_pod(job, rank, ctx.options.build_settings, attempt) for rank in ranks]
     created = await asyncio.gather(*(ctx.kube.create(pod, namespace) for pod in pods))
     runtime.pods_created(pods)
     metrics.PODS_CREATED.inc(sum(created))

@@ -17,10 +17,10 @@ from dsgd_contract.pod import (
     CONTAINER_NAME,
     METRICS_PORT_NAME,
     NODE_RANK_LABEL,
-    pod_name,
+    member_pod_names,
 )
 
-from dsgd_operator.api import Condition, WorkerCounts
+from dsgd_operator.api import Condition, DistributedSGDJob, WorkerCounts
 
 #: metav1.Condition's limit on a message.
 MAX_CONDITION_MESSAGE = 32768
@@ -150,18 +150,20 @@ def observe_pod(pod: dict) -> PodState:
 
 
 def gang_failures(
-    job_name: str, current: dict[int, PodState], nodes: int, attempt: int
+    job: DistributedSGDJob, current: dict[int, PodState], attempt: int
 ) -> list[PodState]:
     """The ranks of gang `attempt` that count as failed, each as a Failed PodState: a pod
     that failed, one that is missing, or one being deleted before it succeeded (a deleted
     pod is a failure unless disrupted: then its reason is the disruption's)."""
     failures: list[PodState] = []
-    for rank in range(nodes):
+    topology = job.spec.topology
+    names = member_pod_names(job.name, topology.nodes, topology.parameter_servers)
+    for rank, name in enumerate(names):
         pod = current.get(rank)
         if pod is None:
             failures.append(
                 PodState(
-                    name=pod_name(job_name, rank),
+                    name=name,
                     rank=rank,
                     attempt=attempt,
                     phase="Failed",

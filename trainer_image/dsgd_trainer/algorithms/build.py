@@ -7,6 +7,7 @@ from torch import nn
 
 from .base import Algorithm
 from .context import DistContext
+from .downpour import DownpourSGD
 from .local_sgd import LocalSGD
 from .mini_batch import MiniBatchSGD
 
@@ -16,6 +17,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "local-sgd": LocalSGD,
     "post-local-sgd": LocalSGD,
     "hierarchical-local-sgd": LocalSGD,
+    DownpourSGD.name: DownpourSGD,
 }
 
 

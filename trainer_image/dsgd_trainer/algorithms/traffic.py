@@ -18,6 +18,9 @@ Wire bytes for K ranks and a payload of P bytes:
   gradients, so 2·(K−1)/K of their sum) plus, before each forward, the
   broadcast of rank 0's buffers.
 
+- parameter servers (downpour-sgd): a push or a fetch moves the shards once
+  (parameter_server below).
+
 K = 1 sends nothing. Values are rounded to whole bytes per collective.
 """
 
@@ -45,3 +48,14 @@ def all_reduce(payload: int, ranks: int) -> Traffic:
 def broadcast(payload: int, ranks: int) -> Traffic:
     """A broadcast of `payload` bytes to `ranks` ranks: this rank's share of (K−1)·payload."""
     return Traffic(payload, round((ranks - 1) * payload / ranks))
+
+
+def parameter_server(payload: int) -> Traffic:
+    """A push of `payload` bytes to the parameter servers, or a fetch of as many from them.
+
+    One copy of the shards crosses the network, whichever way: a push sends
+    them, a fetch has the servers send them back to the worker that asked (the
+    worker counts them: the exchange is its round). Request headers and the
+    version numbers are not counted.
+    """
+    return Traffic(payload, payload)
