@@ -82,6 +82,8 @@ class LocalSGD(Algorithm):
         self._synced = False
         #: The mini-batch phase's DDP wrapper, created lazily (see the module docstring).
         self._ddp: DistributedDataParallel | None = None
+        #: One mini-batch step's traffic: the same every step, computed once.
+        self._ddp_step_traffic = ddp_step_traffic(model, ctx.gang.world_size)
 
     def in_local_phase(self) -> bool:
         return self.schedule.in_local_phase(self._step)
@@ -104,7 +106,7 @@ class LocalSGD(Algorithm):
     def after_optimizer_step(self, step: int) -> None:
         self._step = step + 1
         if not self.schedule.in_local_phase(step):
-            self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
+            self.counters.record(GLOBAL, self._ddp_step_traffic)
             if step + 1 == self.schedule.switch_step:
                 self._switch_to_local()
             return
