@@ -285,10 +285,29 @@ def test_overhead_smoke_measures_every_contender_and_counts_one_epoch(tmp_path: 
     (measurement,) = results["measurements"]
     rows, steps = measurement["rows"], measurement["setup"]["steps_per_epoch"]
     assert rows["pytorch-ddp"]["overhead_median"] == 0.0  # the baseline against itself
-    for key in ("pytorch-ddp-again", "mini-batch", "local-h4", "local-h16", "local-h16-sign"):
+    for key in (
+        "pytorch-ddp-again",
+        "pytorch-periodic-h4",
+        "pytorch-periodic-h16",
+        "mini-batch",
+        "local-h4",
+        "local-h4-overlap",
+        "local-h16",
+        "local-h16-sign",
+    ):
         assert rows[key]["step_ms_median"] > 0
+    # Each of ours against its PyTorch reference, in the same rounds.
+    assert rows["local-h4"]["reference"] == "pytorch-periodic-h4"
+    assert rows["local-h16"]["reference"] == "pytorch-periodic-h16"
+    assert rows["mini-batch"]["reference"] == "pytorch-ddp"
+    assert all(rows[k]["vs_reference_median"] is not None for k in ("local-h4", "mini-batch"))
+    assert set(measurement["checks"]) >= {
+        "mini_batch_at_most_3_percent_over_pytorch",
+        "local_h4_at_most_3_percent_over_pytorch",
+    }
     assert rows["mini-batch"]["sync_rounds_per_epoch"]["global"] == steps
     assert rows["local-h4"]["sync_rounds_per_epoch"]["global"] == steps // 4
+    assert rows["local-h4-overlap"]["sync_rounds_per_epoch"]["global"] == steps // 4
     assert rows["local-h16"]["sync_rounds_per_epoch"]["global"] == steps // 16
     assert rows["local-h16"]["bytes_vs_mini_batch"] == pytest.approx(1 / 16)
     assert measurement["checks"]["local_h16_bytes_are_one_sixteenth"]["met"]
