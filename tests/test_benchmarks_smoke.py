@@ -220,6 +220,21 @@ def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
     assert cost["local_steps_needed_for_1.2"] == pytest.approx(16)
     runs["local-h16"]["final_test_accuracy"] = 0.84  # 1 point below: the goal fails
     assert not tta.check_goal(runs, "50mbit")["met"]
+    # The overlap goals, beside the blocking run of the same H.
+    runs["local-h16-overlap"] = {
+        **runs["local-h16"],
+        "label": "local SGD, H=16, overlapSteps=16",
+        "curve": points([0.6, 0.8, 0.84, 0.846], 2.1),
+        "communication_seconds": 0.2,  # 0.05 s per averaging left exposed
+    }
+    tta.analyze(runs, target=0.8)
+    overlap = tta.check_overlap_goals(runs, "50mbit")["runs"]["local-h16-overlap"]
+    assert overlap["checks"]["ratio_to_lower_bound"]["value"] == pytest.approx(4.2 / 4.0)
+    assert overlap["checks"]["ratio_to_lower_bound"]["met"]  # 1.05 ≤ 1.10
+    assert not overlap["checks"]["final_accuracy_drop_points"]["met"]  # 1 point (set above)
+    assert overlap["blocking_ratio_to_lower_bound"] == pytest.approx(1.2)
+    assert overlap["blocking_steps_per_averaging"] == pytest.approx(0.4 / 0.125)
+    assert overlap["exposed_steps_per_averaging"] == pytest.approx(0.05 / 0.125)
     # Between two evaluations the lower bound is interpolated in samples.
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 150) == 3.0
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 500) is None
@@ -238,7 +253,7 @@ def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_
     link = results["rates"]["1gbit"]["link"]
     assert 0.8 <= link["goodput_ratio_to_rate"] <= 1.2
     runs = results["rates"]["1gbit"]["runs"]
-    assert set(runs) == {"mini-batch", "no-communication"}
+    assert set(runs) == {"mini-batch", "local-h4-overlap", "no-communication"}
     settings = results["settings"]
     for run in runs.values():
         assert [p["epoch"] for p in run["curve"]] == list(range(1, settings["epochs"] + 1))
@@ -248,6 +263,8 @@ def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_
         assert seconds == sorted(seconds) and seconds[0] > 0
     mini, lower = runs["mini-batch"], runs["no-communication"]
     assert mini["sync_rounds"]["global"] == settings["steps"]  # one gradient round per step
+    assert runs["local-h4-overlap"]["sync_rounds"]["global"] == settings["steps"] // 4
+    assert "1gbit" in results["overlap_goals"]
     assert mini["communicated_bytes"] > 0
     assert lower["sync_rounds"]["global"] == 0 and lower["communicated_bytes"] == 0
     report = (tmp_path / "time_to_accuracy-smoke.md").read_text()
