@@ -1,4 +1,4 @@
-"""Per-step overhead of our algorithms against a plain PyTorch DDP loop, side by side in one run.
+"""Per-step overhead of our algorithms against plain PyTorch loops, side by side in one run.
 
     python benchmarks/overhead.py            # quick: cnn, 2 ranks (~1.5 min)
     python benchmarks/overhead.py --full     # full: cnn and mlp, 2 ranks; cnn 2 nodes × 2 (~5 min)
@@ -6,14 +6,19 @@
 
 K ranks (gloo on loopback) each hold one replica per contender, all built from
 the same seed on the same data: a plain DDP loop (`DDP(model)`, forward,
-backward, `optimizer.step()`, `zero_grad()`) and each of our algorithms driven
-through the loop contract (`step_context` / `training_model` /
-`after_optimizer_step`, dsgd_trainer.algorithms). The contenders take turns in
+backward, `optimizer.step()`, `zero_grad()`), plain loops with PyTorch's own
+`PeriodicModelAverager` (local SGD as PyTorch writes it: the same loop on the
+bare model, then `average_parameters` every H steps), and each of our
+algorithms run by the trainer's own step (dsgd_trainer.step.TrainStep: lr,
+algorithm hooks, on-device statistics) plus what train.py does per step around
+it (the clock, the step-duration histogram). The contenders take turns in
 blocks of 16 steps, in a shuffled order every round (the same on all ranks), so
 that a slow moment of the machine hits all of them alike; a block's time is the
 slowest rank's. Overhead = median over rounds of (block time / the plain DDP
-block of the same round) − 1. A second plain DDP replica (the A/A control)
-shows how large differences the noise alone makes.
+block of the same round) − 1; each of ours is also set against its PyTorch
+reference (mini-batch SGD: the DDP loop; local SGD with H: the
+PeriodicModelAverager loop with H). A second plain DDP replica (the A/A
+control) shows how large differences the noise alone makes.
 
 Communication per epoch comes from the algorithms' own counters: every
 contender runs exactly one epoch of steps (rounds × 16), so the counters hold
@@ -25,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -39,45 +43,77 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from dsgd_contract.config import Dataset, TrainingConfig
+from dsgd_contract.pod import MULTIPROC_DIR_ENV
 from dsgd_operator.local_run import free_port
 from dsgd_trainer.algorithms import Algorithm, build_algorithm, make_dist_context
 from dsgd_trainer.data import EpochSampler, TensorDataset, load_data
+from dsgd_trainer.evaluation import RunningStats
+from dsgd_trainer.metrics import TrainerMetrics
 from dsgd_trainer.models import build_model
 from dsgd_trainer.optim import build_optimizer
+from dsgd_trainer.schedule import LearningRateSchedule
+from dsgd_trainer.step import TrainStep
 from dsgd_trainer.stopping import exit_without_teardown
 from job_runner import exit_on_termination
-from machine import machine_line
-from plots import plot_bars
-from report import DEFAULT_OUT, fmt, markdown_table
+from overhead_report import (
+    BASELINE,
+    BLOCK_STEPS,
+    CONTROL,
+    NAME,
+    analyze,
+    percent_change,
+    write_report,
+)
+from prometheus_client import CollectorRegistry
+from report import DEFAULT_OUT, fmt
 from scaled_run import results_header, scale_name, scale_parser, write_results
+from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 from torch.nn.parallel import DistributedDataParallel
 
-NAME = "overhead"
-#: Steps per block: a multiple of every H here, so each block holds whole sync cycles.
-BLOCK_STEPS = 16
-BASELINE = "pytorch-ddp"
-CONTROL = "pytorch-ddp-again"
 
-#: Contender key → (label, algorithm section or None for a plain DDP loop).
-CONTENDERS: dict[str, tuple[str, dict[str, Any] | None]] = {
-    BASELINE: ("plain PyTorch DDP loop", None),
-    CONTROL: ("plain PyTorch DDP loop (A/A control)", None),
-    "mini-batch": ("mini-batch SGD", {"name": "mini-batch-sgd"}),
-    "local-h4": ("local SGD, H=4", {"name": "local-sgd", "localSteps": 4}),
-    "local-h16": ("local SGD, H=16", {"name": "local-sgd", "localSteps": 16}),
-    "post-local-h16": (
-        "post-local SGD, H=16",
-        {"name": "post-local-sgd", "localSteps": 16, "switchEpoch": 1},
+@dataclass(frozen=True)
+class Spec:
+    """A contender: ours (`algorithm`, a spec section) or a plain PyTorch loop (DDP, or
+    PeriodicModelAverager with period `periodic`), and the PyTorch loop it is set against."""
+
+    label: str
+    algorithm: dict[str, Any] | None = None
+    periodic: int | None = None
+    reference: str = BASELINE
+
+
+def periodic_key(h: int) -> str:
+    return f"pytorch-periodic-h{h}"
+
+
+CONTENDERS: dict[str, Spec] = {
+    BASELINE: Spec("plain PyTorch DDP loop"),
+    CONTROL: Spec("plain PyTorch DDP loop (A/A control)"),
+    periodic_key(4): Spec("PyTorch PeriodicModelAverager loop, H=4", periodic=4),
+    periodic_key(16): Spec("PyTorch PeriodicModelAverager loop, H=16", periodic=16),
+    "mini-batch": Spec("mini-batch SGD", {"name": "mini-batch-sgd"}),
+    "local-h4": Spec(
+        "local SGD, H=4", {"name": "local-sgd", "localSteps": 4}, reference=periodic_key(4)
     ),
-    "local-h16-sign": (
-        "local SGD, H=16, sign",
-        {"name": "local-sgd", "localSteps": 16, "compression": "sign"},
+    "local-h4-overlap": Spec(
+        "local SGD, H=4, overlapSteps=4",
+        {"name": "local-sgd", "localSteps": 4, "overlapSteps": 4},
+        reference=periodic_key(4),
     ),
-    "local-h16-ef-sign": (
+    "local-h16": Spec(
+        "local SGD, H=16", {"name": "local-sgd", "localSteps": 16}, reference=periodic_key(16)
+    ),
+    "post-local-h16": Spec(
+        "post-local SGD, H=16", {"name": "post-local-sgd", "localSteps": 16, "switchEpoch": 1}
+    ),
+    "local-h16-sign": Spec(
+        "local SGD, H=16, sign", {"name": "local-sgd", "localSteps": 16, "compression": "sign"}
+    ),
+    "local-h16-ef-sign": Spec(
         "local SGD, H=16, ef-sign",
         {"name": "local-sgd", "localSteps": 16, "compression": "ef-sign"},
     ),
-    "hierarchical": (
+    "hierarchical": Spec(
         "hierarchical local SGD, H=4, H_b=4",
         {"name": "hierarchical-local-sgd", "localSteps": 4, "blockSteps": 4},
     ),
@@ -145,49 +181,78 @@ SCALES: dict[str, tuple[Setup, ...]] = {
 
 
 class Contender:
-    """One replica and the loop that trains it: a plain DDP loop or one of our algorithms."""
+    """One replica and the loop that trains it: a plain PyTorch loop or one of our algorithms."""
 
     def __init__(
         self, key: str, setup: Setup, data: TensorDataset, batches: list[torch.Tensor], ctx: Any
     ) -> None:
         self.key = key
-        self.label, algorithm_section = CONTENDERS[key]
+        spec = CONTENDERS[key]
+        self.label = spec.label
         self.data, self.batches = data, batches
         self.step = 0
         self._counted_before: dict[str, dict[str, int]] = {"rounds": {}, "bytes": {}}
         torch.manual_seed(0)  # identical initial replicas for every contender
-        config = setup.config(algorithm_section or {"name": "mini-batch-sgd"})
+        config = setup.config(spec.algorithm or {"name": "mini-batch-sgd"})
         input_shape = tuple(data.inputs.shape[1:])
         self.model = build_model(setup.model, input_shape, 10)
         self.optimizer = build_optimizer(self.model, config.optimizer)
         self.algorithm: Algorithm | None = None
-        if algorithm_section is None:
-            ddp = DistributedDataParallel(self.model)
-            self._step: Callable[[torch.Tensor, torch.Tensor], None] = self._plain_step(ddp)
-        else:
+        self._run_step: Callable[[torch.Tensor], None]
+        if spec.algorithm is not None:
             # post-local's switch (switchEpoch 1) falls in the middle of the run.
             steps_per_epoch = setup.steps // 2 if key == "post-local-h16" else setup.steps
             self.algorithm = build_algorithm(config, self.model, ctx, steps_per_epoch)
-            self._step = self._algorithm_step
+            self._run_step = self._trainer_step(config, steps_per_epoch, ctx)
+        elif spec.periodic is None:
+            self._run_step = self._plain_step(DistributedDataParallel(self.model), None)
+        else:
+            averager = PeriodicModelAverager(period=spec.periodic, warmup_steps=0)
+            self._run_step = self._plain_step(self.model, averager)
 
-    def _plain_step(self, ddp: DistributedDataParallel) -> Callable[..., None]:
-        def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
-            loss = F.cross_entropy(ddp(inputs), targets)
+    def _plain_step(
+        self, net: torch.nn.Module, averager: PeriodicModelAverager | None
+    ) -> Callable[[torch.Tensor], None]:
+        """The PyTorch loop: DDP, or the bare model averaged by `averager` after each step."""
+
+        def step(indices: torch.Tensor) -> None:
+            loss = F.cross_entropy(net(self.data.inputs[indices]), self.data.targets[indices])
             loss.backward()
             self.optimizer.step()
+            if averager is not None:  # before zero_grad: it averages the parameters with a grad
+                averager.average_parameters(self.model.parameters())
             self.optimizer.zero_grad(set_to_none=True)
 
         return step
 
-    def _algorithm_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        algorithm = self.algorithm
-        assert algorithm is not None
-        with algorithm.step_context(self.step):
-            loss = F.cross_entropy(algorithm.training_model()(inputs), targets)
-            loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        algorithm.after_optimizer_step(self.step)
+    def _trainer_step(
+        self, config: TrainingConfig, steps_per_epoch: int, ctx: Any
+    ) -> Callable[[torch.Tensor], None]:
+        """The trainer's step and what train.py does per step around it (clock, histogram)."""
+        assert self.algorithm is not None
+        device = torch.device("cpu")
+        schedule = LearningRateSchedule.from_config(config, ctx.gang.world_size, steps_per_epoch)
+        train_step = TrainStep(
+            self.algorithm,
+            self.optimizer,
+            schedule,
+            self.data,
+            None,
+            torch.Generator(device).manual_seed(0),
+            RunningStats(device, windows=2),
+            device,
+            False,
+        )
+        metrics = TrainerMetrics(ctx.gang.rank, registry=CollectorRegistry())
+        last = [time.perf_counter()]
+
+        def step(indices: torch.Tensor) -> None:
+            train_step(self.step, indices)
+            now = time.perf_counter()
+            metrics.observe_step(now - last[0])
+            last[0] = now
+
+        return step
 
     def phase(self) -> str:
         """Which part of the run the next block measures (post-local SGD has two)."""
@@ -198,8 +263,7 @@ class Contender:
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
-            indices = self.batches[self.step % len(self.batches)]
-            self._step(self.data.inputs[indices], self.data.targets[indices])
+            self._run_step(self.batches[self.step % len(self.batches)])
             self.step += 1
 
     def forget_counts(self) -> None:
@@ -268,6 +332,8 @@ def worker(rank: int, setup: Setup, port: int, result_path: str) -> None:
             result = {
                 "times": times,
                 "labels": {c.key: c.label for c in contenders},
+                "references": {c.key: CONTENDERS[c.key].reference for c in contenders},
+                "order": list(CONTENDERS),
                 "counters": {c.key: c.counters() for c in contenders},
                 "steps": {c.key: c.step for c in contenders},
             }
@@ -281,9 +347,18 @@ def measure(setup: Setup) -> dict[str, Any]:
     """Run `setup` in world_size spawned processes; the raw block times and counters."""
     with tempfile.TemporaryDirectory(prefix="dsgdbench-overhead-") as directory:
         path = str(Path(directory) / "result.json")
-        ranks = mp.start_processes(
-            worker, args=(setup, free_port(), path), nprocs=setup.world_size, join=False
-        )
+        # As in a trainer pod: the metrics in prometheus-client's multiprocess mode (the ranks
+        # are spawned, so they see this variable and the mode applies from their first import).
+        before = os.environ.get(MULTIPROC_DIR_ENV)
+        os.environ[MULTIPROC_DIR_ENV] = directory
+        try:
+            ranks = mp.start_processes(
+                worker, args=(setup, free_port(), path), nprocs=setup.world_size, join=False
+            )
+        finally:
+            os.environ.pop(MULTIPROC_DIR_ENV)
+            if before is not None:
+                os.environ[MULTIPROC_DIR_ENV] = before
         try:
             while not ranks.join():
                 pass
@@ -295,194 +370,6 @@ def measure(setup: Setup) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
 
 
-def analyze(setup: Setup, raw: dict[str, Any]) -> dict[str, Any]:
-    """Per contender (and post-local phase): per-step time, overhead vs plain DDP, bytes/epoch."""
-    baseline = dict(raw["times"][BASELINE])
-    counters = raw["counters"]
-    mini = counters.get("mini-batch")
-    mini_bytes = sum(mini["bytes"].values()) if mini else None
-    rows = {}
-    order = list(CONTENDERS)
-    for phase in raw["times"]:
-        samples = raw["times"][phase]
-        key, _, part = phase.partition(":")
-        ratios = [seconds / baseline[r] for r, seconds in samples if r in baseline]
-        block = [seconds for _, seconds in samples]
-        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-        # A post-local phase is half an epoch: its counters belong to the whole-epoch line.
-        sent = None if part else counters.get(key)
-        epoch_bytes = sum(sent["bytes"].values()) if sent else None
-        rows[phase] = {
-            "label": raw["labels"][key] + (f" ({part})" if part else ""),
-            "blocks": len(samples),
-            "step_ms_median": 1000 * statistics.median(block) / BLOCK_STEPS,
-            "overhead_median": statistics.median(ratios) - 1,
-            "overhead_quartiles": [q - 1 for q in (quartiles[0], quartiles[2])],
-            "sync_rounds_per_epoch": sent["rounds"] if sent else None,
-            "bytes_per_epoch": epoch_bytes,
-            "bytes_vs_mini_batch": (
-                epoch_bytes / mini_bytes if epoch_bytes is not None and mini_bytes else None
-            ),
-        }
-    post_local = counters.get("post-local-h16")
-    if post_local and mini_bytes:
-        rows["post-local-h16"] = {
-            "label": raw["labels"]["post-local-h16"] + " (whole epoch, switch halfway; counters)",
-            "blocks": 0,
-            "step_ms_median": None,
-            "overhead_median": None,
-            "overhead_quartiles": None,
-            "sync_rounds_per_epoch": post_local["rounds"],
-            "bytes_per_epoch": sum(post_local["bytes"].values()),
-            "bytes_vs_mini_batch": sum(post_local["bytes"].values()) / mini_bytes,
-        }
-    # Table order: the contenders'; post-local's mini-batch phase, local phase, whole epoch.
-    rank = {"mini-batch phase": 0, "local phase": 1}
-    rows = dict(
-        sorted(
-            rows.items(),
-            key=lambda item: (
-                order.index(item[0].partition(":")[0]),
-                rank.get(item[0].partition(":")[2], 2),
-            ),
-        )
-    )
-    checks = {}
-    if "mini-batch" in rows:
-        checks["mini_batch_overhead_at_most_5_percent"] = {
-            "value": rows["mini-batch"]["overhead_median"],
-            "met": rows["mini-batch"]["overhead_median"] <= 0.05,
-        }
-    if "local-h16" in rows and "mini-batch" in rows:
-        checks["local_sgd_overhead_below_mini_batch"] = {
-            "value": rows["local-h16"]["overhead_median"],
-            "met": rows["local-h16"]["overhead_median"] < rows["mini-batch"]["overhead_median"],
-        }
-        ratio = rows["local-h16"]["bytes_vs_mini_batch"]
-        checks["local_h16_bytes_are_one_sixteenth"] = {
-            "value": ratio,
-            "met": ratio is not None and abs(ratio - 1 / 16) < 1e-9,
-        }
-    return {
-        "setup": {**asdict(setup), "steps_per_epoch": setup.steps},
-        "rows": rows,
-        "checks": checks,
-        "raw": raw,
-    }
-
-
-def percent_change(ratio: float | None) -> str | None:
-    return None if ratio is None else f"{100 * ratio:+.1f}%"
-
-
-#: Check key → (what it says, how its value is shown).
-CHECKS: dict[str, tuple[str, Callable[[float], str]]] = {
-    "mini_batch_overhead_at_most_5_percent": (
-        "mini-batch SGD's overhead over plain DDP is at most 5%",
-        lambda value: f"{100 * value:+.1f}%",
-    ),
-    "local_sgd_overhead_below_mini_batch": (
-        "local SGD (H=16) has a lower overhead than mini-batch SGD",
-        lambda value: f"{100 * value:+.1f}%",
-    ),
-    "local_h16_bytes_are_one_sixteenth": (
-        "local SGD (H=16) sends 1/16 of mini-batch SGD's bytes per epoch",
-        lambda value: f"{value:.4f} (1/16 = 0.0625)",
-    ),
-}
-
-
-def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    stem = f"{NAME}-{results['scale']}"
-    lines = [
-        f"# Per-step overhead against a plain PyTorch DDP loop ({results['scale']})",
-        "",
-        f"Machine: {machine_line(results['machine'])}.",
-        "",
-        "Every contender trains its own replica (same seed, same batches) on the same ranks, "
-        f"in blocks of {BLOCK_STEPS} steps taken in turns, shuffled every round. Overhead: "
-        "median over rounds of block time / the plain DDP loop's block time in the same round, "
-        "minus 1 (negative: faster); the interquartile range of that ratio shows the noise, "
-        "as does the A/A control (a second plain DDP loop). Bytes and rounds: one epoch, "
-        "from each algorithm's counters (rank 0).",
-        "",
-    ]
-    written = []
-    for measurement in results["measurements"]:
-        setup = measurement["setup"]
-        rows = measurement["rows"]
-        lines += [
-            f"## `{setup['model']}`, {setup['nodes']} node(s) × {setup['processes_per_node']} "
-            f"processes, batch {setup['batch_size']} per rank, {setup['steps_per_epoch']} steps",
-            "",
-            markdown_table(
-                [
-                    "contender",
-                    "ms per step (median)",
-                    "overhead vs plain DDP",
-                    "interquartile range",
-                    "sync rounds / epoch (global, intra-node)",
-                    "MB / epoch per rank",
-                    "bytes vs mini-batch",
-                ],
-                [
-                    [
-                        row["label"],
-                        fmt(row["step_ms_median"], 2),
-                        percent_change(row["overhead_median"]),
-                        (
-                            f"{percent_change(row['overhead_quartiles'][0])} … "
-                            f"{percent_change(row['overhead_quartiles'][1])}"
-                            if row["overhead_quartiles"]
-                            else None
-                        ),
-                        (
-                            f"{row['sync_rounds_per_epoch']['global']}, "
-                            f"{row['sync_rounds_per_epoch']['intra_node']}"
-                            if row["sync_rounds_per_epoch"]
-                            else None
-                        ),
-                        fmt(row["bytes_per_epoch"] / 1e6, 2)
-                        if row["bytes_per_epoch"] is not None
-                        else None,
-                        fmt(row["bytes_vs_mini_batch"], 4),
-                    ]
-                    for row in rows.values()
-                ],
-            ),
-            "",
-        ]
-        for name, check in measurement["checks"].items():
-            text, render = CHECKS[name]
-            value = "n/a" if check["value"] is None else render(check["value"])
-            line = f"- {text}: {value}: {'met' if check['met'] else 'NOT met'}"
-            control = rows.get(CONTROL)
-            if name.startswith("mini_batch") and control:
-                line += (
-                    f" (for scale: the A/A control, plain DDP against itself, reads "
-                    f"{percent_change(control['overhead_median'])})"
-                )
-            lines.append(line)
-        figure = (
-            out_dir / f"{stem}-{setup['model']}-{setup['nodes']}x{setup['processes_per_node']}.png"
-        )
-        timed = [row for row in rows.values() if row["overhead_median"] is not None]
-        plot_bars(
-            [row["label"] for row in timed],
-            {"overhead vs plain DDP, %": [100 * row["overhead_median"] for row in timed]},
-            figure,
-            f"{setup['model']}, {setup['nodes']}×{setup['processes_per_node']} ranks: "
-            "per-step overhead (median)",
-            "%",
-        )
-        written.append(figure)
-        lines += ["", f"![overhead]({figure.name})", ""]
-    report = out_dir / f"{stem}.md"
-    report.write_text("\n".join(lines).rstrip() + "\n")
-    written.append(report)
-    return written
-
-
 def main(argv: list[str] | None = None) -> int:
     args = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=False).parse_args(argv)
     exit_on_termination()
@@ -490,14 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     results = results_header(NAME, scale, block_steps=BLOCK_STEPS, measurements=[])
     for setup in SCALES[scale]:
         print(f"[{NAME}] {setup.key}: {len(setup.contenders())} contenders × {setup.steps} steps")
-        measurement = analyze(setup, measure(setup))
+        setup_fields = {**asdict(setup), "steps_per_epoch": setup.steps}
+        measurement = analyze(setup_fields, measure(setup))
         results["measurements"].append(measurement)
         for row in measurement["rows"].values():
             if row["step_ms_median"] is None:
                 continue  # a counters-only line
             print(
                 f"[{NAME}]   {row['label']}: {fmt(row['step_ms_median'], 2)} ms/step, "
-                f"overhead {percent_change(row['overhead_median'])}",
+                f"overhead {percent_change(row['overhead_median'])}, "
+                f"vs PyTorch {percent_change(row['vs_reference_median'])}",
                 flush=True,
             )
     write_results(results, args.out, write_report)

@@ -1,4 +1,5 @@
-"""Time to accuracy on bandwidth-limited links: mini-batch vs local, post-local, hierarchical SGD.
+"""Time to accuracy on bandwidth-limited links: mini-batch vs local (blocking and overlapped
+averaging), post-local, hierarchical SGD.
 
     python benchmarks/time_to_accuracy.py            # quick (~5 min on 2 idle cores)
     python benchmarks/time_to_accuracy.py --full     # full (~15 min on 2 cores)
@@ -25,6 +26,13 @@ The goal checked at the slowest rate: local SGD with H=16 reaches the target at
 least 3× sooner than mini-batch SGD, within 1.2× of the lower bound, with a
 final test accuracy at most 0.5 points lower.
 
+Overlapped averaging (algorithm.overlapSteps τ = H, rows beside the blocking
+ones): the goals are local SGD H=16 within 1.10× of the lower bound and H=4
+within 1.30×, final accuracy within 0.5 points of mini-batch SGD's, checked at
+every rate, with one averaging's cost in steps of compute: blocking (c below)
+and what overlap leaves exposed (its time in collectives per averaging). The
+issue asks for the median of 3 runs: run the benchmark three times.
+
 When the two timing goals can hold together: let T be the compute time of a
 run and c the time of one model all-reduce at the slow link over the compute
 time of one step. With equal samples to target, mini-batch SGD takes about
@@ -48,11 +56,19 @@ from typing import Any
 
 from dsgd_contract.config import TrainingConfig
 from job_runner import JobFailed, exit_on_termination, run_job
-from machine import load_average, machine_line
+from machine import load_average
 from netns_cluster import ClusterError, NetnsCluster, measure_throughput, netns_unavailable_reason
-from plots import Series, plot_accuracy, plot_bars
-from report import DEFAULT_OUT, fmt, markdown_table, megabytes, percent
+from report import DEFAULT_OUT, fmt, megabytes, percent
 from scaled_run import results_header, scale_name, scale_parser, write_results
+from time_to_accuracy_analysis import (  # noqa: F401 - seconds_at_samples: tests use it from here
+    LOWER_BOUND,
+    analyze,
+    check_goal,
+    check_overlap_goals,
+    curve,
+    seconds_at_samples,
+)
+from time_to_accuracy_report import write_report
 
 NAME = "time_to_accuracy"
 #: localSteps of the no-communication run: more than any run here has steps (the config's max).
@@ -69,6 +85,14 @@ VARIANTS: dict[str, Variant] = {
     "mini-batch": Variant("mini-batch SGD (DDP)", {"name": "mini-batch-sgd"}),
     "local-h4": Variant("local SGD, H=4", {"name": "local-sgd", "localSteps": 4}),
     "local-h16": Variant("local SGD, H=16", {"name": "local-sgd", "localSteps": 16}),
+    # Overlapped averaging (overlapSteps τ = H: each averaging hides behind the next H steps).
+    "local-h4-overlap": Variant(
+        "local SGD, H=4, overlapSteps=4", {"name": "local-sgd", "localSteps": 4, "overlapSteps": 4}
+    ),
+    "local-h16-overlap": Variant(
+        "local SGD, H=16, overlapSteps=16",
+        {"name": "local-sgd", "localSteps": 16, "overlapSteps": 16},
+    ),
     "post-local-h16": Variant("post-local SGD, H=16", {"name": "post-local-sgd", "localSteps": 16}),
     "hierarchical": Variant(
         "hierarchical local SGD, H=4, H_b=4",
@@ -79,7 +103,6 @@ VARIANTS: dict[str, Variant] = {
         {"name": "local-sgd", "localSteps": NO_COMMUNICATION_STEPS},
     ),
 }
-LOWER_BOUND = "no-communication"
 
 
 @dataclass(frozen=True)
@@ -151,7 +174,7 @@ SCALES = {
         learning_rate=0.05,
         target=0.3,
         rates=("1gbit",),
-        variants=("mini-batch", LOWER_BOUND),
+        variants=("mini-batch", "local-h4-overlap", LOWER_BOUND),
     ),
     "quick": Scale(
         name="quick",
@@ -180,119 +203,10 @@ SCALES = {
         epochs=8,
         learning_rate=0.025,  # the same peak lr as quick (0.1) at the doubled global batch
         target=0.87,
-        rates=("1gbit", "50mbit"),
+        rates=("1gbit", "50mbit", "80mbit"),
         variants=ALL_VARIANTS,
     ),
 }
-
-
-def curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per evaluation: epoch, samples, test accuracy, cumulative training time, bytes, rounds."""
-    points, train_seconds = [], 0.0
-    for record in records:
-        train_seconds += record["epoch_seconds"]
-        points.append(
-            {
-                "epoch": record["epoch"],
-                "samples": record["samples"],
-                "test_accuracy": record["test_accuracy"],
-                "train_seconds": train_seconds,
-                "wall_seconds": record["wall_seconds"],
-                "communicated_bytes": record["communicated_bytes"],
-                "sync_rounds": record["sync_rounds"],
-            }
-        )
-    return points
-
-
-def first_reaching(points: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The first evaluation at or above `target` test accuracy, or None."""
-    return next((point for point in points if point["test_accuracy"] >= target), None)
-
-
-def seconds_at_samples(points: list[dict[str, Any]], samples: int) -> float | None:
-    """Training time of a curve at `samples`, linearly interpolated between evaluations."""
-    previous = {"samples": 0, "train_seconds": 0.0}
-    for point in points:
-        if point["samples"] >= samples:
-            span = point["samples"] - previous["samples"]
-            fraction = (samples - previous["samples"]) / span if span else 1.0
-            return previous["train_seconds"] + fraction * (
-                point["train_seconds"] - previous["train_seconds"]
-            )
-        previous = point
-    return None
-
-
-def analyze(runs: dict[str, dict[str, Any]], target: float) -> None:
-    """Add time to target, × lower bound and speed-up over mini-batch SGD to each run (in place)."""
-    lower = runs.get(LOWER_BOUND)
-    for run in runs.values():
-        reached = first_reaching(run["curve"], target)
-        run["time_to_target"] = reached["train_seconds"] if reached else None
-        run["wall_time_to_target"] = reached["wall_seconds"] if reached else None
-        run["samples_to_target"] = reached["samples"] if reached else None
-        run["lower_bound_seconds"] = None
-        run["ratio_to_lower_bound"] = None
-        if reached and lower is not None and run is not lower:
-            bound = seconds_at_samples(lower["curve"], reached["samples"])
-            run["lower_bound_seconds"] = bound
-            run["ratio_to_lower_bound"] = reached["train_seconds"] / bound if bound else None
-    baseline = runs.get("mini-batch", {}).get("time_to_target")
-    for run in runs.values():
-        mine = run["time_to_target"]
-        run["speedup_vs_mini_batch"] = baseline / mine if baseline and mine else None
-
-
-def check_goal(runs: dict[str, dict[str, Any]], rate: str) -> dict[str, Any] | None:
-    """The issue's goal for local SGD H=16 at `rate` (None when those runs are missing)."""
-    local, mini, lower = runs.get("local-h16"), runs.get("mini-batch"), runs.get(LOWER_BOUND)
-    if local is None or mini is None or lower is None:
-        return None
-    speedup, ratio = local["speedup_vs_mini_batch"], local["ratio_to_lower_bound"]
-    drop = mini["final_test_accuracy"] - local["final_test_accuracy"]
-    checks = {
-        "speedup_vs_mini_batch_at_least_3": {
-            "value": speedup,
-            "met": speedup is not None and speedup >= 3,
-        },
-        "ratio_to_lower_bound_at_most_1.2": {
-            "value": ratio,
-            "met": ratio is not None and ratio <= 1.2,
-        },
-        "final_accuracy_drop_at_most_0.5_points": {"value": 100 * drop, "met": drop <= 0.005},
-    }
-    return {
-        "rate": rate,
-        "checks": checks,
-        "met": all(check["met"] for check in checks.values()),
-        "where_the_time_goes": cost_model(local, lower),
-    }
-
-
-def cost_model(local: dict[str, Any], lower: dict[str, Any]) -> dict[str, float] | None:
-    """Same-run measurements behind the × lower bound figure of local SGD.
-
-    sync_seconds: one global averaging (the H run's communication_seconds / rounds);
-    step_seconds: one step's compute (the lower bound's training time / steps);
-    c = sync / step; the ideal ratio to the lower bound is 1 + c/H, and H ≥ c/0.2
-    would be needed for 1.2×.
-    """
-    rounds = local["sync_rounds"]["global"]
-    steps = lower.get("steps")
-    if not rounds or not steps or not lower["train_seconds"]:
-        return None
-    local_steps = local["algorithm"]["localSteps"]
-    sync = local["communication_seconds"] / rounds
-    step = lower["train_seconds"] / steps
-    c = sync / step
-    return {
-        "sync_seconds": sync,
-        "step_seconds": step,
-        "c": c,
-        "ideal_ratio_to_lower_bound": 1 + c / local_steps,
-        "local_steps_needed_for_1.2": c / 0.2,
-    }
 
 
 def run_rate(
@@ -347,189 +261,6 @@ def run_rate(
     return link, runs
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """The markdown report and figures of `results`; returns the files written."""
-    scale, target = results["scale"], results["settings"]["target"]
-    stem = f"{NAME}-{scale}"
-    written = []
-    lines = [
-        f"# Time to accuracy on bandwidth-limited links ({scale})",
-        "",
-        f"Machine: {machine_line(results['machine'])}.",
-        "",
-        describe_setup(results["settings"]),
-        "",
-    ]
-    for rate, at_rate in results["rates"].items():
-        runs, link = at_rate["runs"], at_rate["link"]
-        goodput = link["measured_goodput_bits_per_second"]
-        lines += [
-            f"## {rate} links (measured TCP goodput "
-            f"{fmt(goodput / 1e6 if goodput else None, 1)} Mbit/s)",
-            "",
-            markdown_table(
-                [
-                    "algorithm",
-                    f"time to {percent(target, 1)} (s)",
-                    "× lower bound",
-                    "speed-up vs mini-batch",
-                    "samples to target",
-                    "final test acc.",
-                    "MB sent per rank",
-                    "sync rounds (global / intra-node)",
-                    "training time (s)",
-                    "in collectives",
-                ],
-                [
-                    [
-                        run["label"],
-                        fmt(run["time_to_target"], 1),
-                        fmt(run["ratio_to_lower_bound"], 2, "×"),
-                        fmt(run["speedup_vs_mini_batch"], 2, "×"),
-                        f"{run['samples_to_target']:,}" if run["samples_to_target"] else None,
-                        percent(run["final_test_accuracy"]),
-                        megabytes(run["communicated_bytes"]),
-                        f"{run['sync_rounds']['global']} / {run['sync_rounds']['intra_node']}",
-                        fmt(run["train_seconds"], 1),
-                        collective_share(run),
-                    ]
-                    for run in runs.values()
-                ],
-            ),
-            "",
-        ]
-        figure = out_dir / f"{stem}-{rate}.png"
-        plot_accuracy(
-            [
-                Series(
-                    run["label"]
-                    + (" (its accuracy: a one-shot average)" if key == LOWER_BOUND else ""),
-                    {axis: [p[axis] for p in run["curve"]] for axis in AXIS_KEYS},
-                    [p["test_accuracy"] for p in run["curve"]],
-                    dashed=key == LOWER_BOUND,
-                )
-                for key, run in runs.items()
-            ],
-            figure,
-            f"{results['settings']['model']} on {results['settings']['dataset']}, "
-            f"K={results['settings']['world_size']}, {rate} links",
-            target=target,
-        )
-        written.append(figure)
-        lines += [f"![accuracy vs time, bytes and samples at {rate}]({figure.name})", ""]
-    bars = out_dir / f"{stem}-time-to-target.png"
-    labels = [
-        run["label"] + (" at mini-batch's samples" if key == LOWER_BOUND else "")
-        for key, run in next(iter(results["rates"].values()))["runs"].items()
-    ]
-    keys = list(next(iter(results["rates"].values()))["runs"])
-    plot_bars(
-        labels,
-        {
-            rate: [bar_seconds(at_rate["runs"], key) for key in keys]
-            for rate, at_rate in results["rates"].items()
-        },
-        bars,
-        f"training time to {percent(target, 1)} test accuracy",
-        "seconds",
-    )
-    written.append(bars)
-    lines += [f"![time to target by rate]({bars.name})", ""]
-    lines += goal_lines(results.get("goal"))
-    report = out_dir / f"{stem}.md"
-    report.write_text("\n".join(lines).rstrip() + "\n")
-    written.append(report)
-    return written
-
-
-AXIS_KEYS = ("train_seconds", "communicated_bytes", "samples")
-
-
-def bar_seconds(runs: dict[str, dict[str, Any]], key: str) -> float | None:
-    """Time to target of run `key`; for the lower bound (which never reaches it), its
-    training time at the samples mini-batch SGD needed."""
-    if key != LOWER_BOUND:
-        return runs[key]["time_to_target"]
-    samples = runs.get("mini-batch", {}).get("samples_to_target")
-    return seconds_at_samples(runs[key]["curve"], samples) if samples else None
-
-
-def collective_share(run: dict[str, Any]) -> str | None:
-    """The share of training time spent inside averaging collectives (same run, so no
-    cross-run noise); None where DDP is involved: its all-reduce overlaps the backward pass,
-    untimed."""
-    if run["algorithm"]["name"] in ("mini-batch-sgd", "post-local-sgd"):
-        return None
-    if not run["sync_rounds"]["global"]:
-        return None
-    return fmt(100 * run["communication_seconds"] / run["train_seconds"], 0, "%")
-
-
-def describe_setup(settings: dict[str, Any]) -> str:
-    return (
-        f"Setup: K = {settings['world_size']} ranks ({settings['nodes']} nodes × "
-        f"{settings['processes_per_node']} processes), `{settings['model']}` on "
-        f"`{settings['dataset']}` ({settings['train_samples']} training / "
-        f"{settings['test_samples']} test samples), batch {settings['batch_size']} per rank, "
-        f"{settings['epochs']} epochs = {settings['steps']} steps = {settings['samples']:,} "
-        f"samples for every algorithm, seed 0, SGD with Nesterov momentum 0.9, lr "
-        f"{settings['peak_learning_rate']:g} (linear scaling), × 0.1 at 50% and 75%. Each node "
-        "runs in its own network namespace; every node's egress is shaped with tbf to the "
-        "rate; the ranks of one node talk over loopback. Training time = sum of the trainer's "
-        "`epoch_seconds` (steps and their communication; per-epoch evaluation and start-up "
-        "excluded). × lower bound = time to target / training time of the no-communication "
-        "run (local SGD with H > all steps: the same compute, collectives skipped) for the "
-        "same number of samples. Bytes and rounds: rank 0's counters. In collectives: the "
-        "trainer's communication_seconds / training time of the same run (time inside the "
-        "averaging collectives, waiting for the slowest rank included; not measurable for "
-        "DDP, which overlaps its all-reduce with the backward pass)."
-    )
-
-
-def goal_lines(goal: dict[str, Any] | None) -> list[str]:
-    if goal is None:
-        return []
-    checks = goal["checks"]
-    speed = checks["speedup_vs_mini_batch_at_least_3"]
-    ratio = checks["ratio_to_lower_bound_at_most_1.2"]
-    drop = checks["final_accuracy_drop_at_most_0.5_points"]
-
-    def verdict(check: dict[str, Any]) -> str:
-        return "met" if check["met"] else "NOT met"
-
-    def shown(value: float | None, suffix: str = "") -> str:
-        return fmt(value, 2, suffix) or "n/a (target not reached)"
-
-    return [
-        f"## Goal at {goal['rate']}: {'met' if goal['met'] else 'NOT met'}",
-        "",
-        f"- local SGD H=16 reaches the target {shown(speed['value'], '×')} sooner than "
-        f"mini-batch SGD (goal ≥ 3×): {verdict(speed)}",
-        f"- … within {shown(ratio['value'], '×')} of the lower bound (goal ≤ 1.2×): "
-        f"{verdict(ratio)}",
-        f"- … with a final test accuracy {shown(drop['value'])} points below mini-batch SGD's "
-        f"(goal ≤ 0.5): {verdict(drop)}",
-        "",
-        *cost_lines(goal.get("where_the_time_goes")),
-    ]
-
-
-def cost_lines(cost: dict[str, float] | None) -> list[str]:
-    if cost is None:
-        return []
-    return [
-        f"Where the time goes (same-run measurements): one global averaging of the model "
-        f"takes {cost['sync_seconds']:.3f} s (local SGD H=16: time in collectives / rounds), "
-        f"one step's compute {1000 * cost['step_seconds']:.0f} ms (lower bound: training "
-        f"time / steps), so c = {cost['c']:.1f} and even without noise local SGD with H=16 "
-        f"would take {cost['ideal_ratio_to_lower_bound']:.2f}× the lower bound; "
-        f"H ≥ {cost['local_steps_needed_for_1.2']:.0f} (or that much more compute per step) "
-        "would be needed for 1.2× with this model and batch. The rest of the gap is the "
-        "run-to-run noise of a shared 2-core machine (compare the two rates' lower bounds).",
-        "",
-    ]
-
-
 def settings_of(scale: Scale) -> dict[str, Any]:
     config = scale.config(VARIANTS["mini-batch"], Path("/unused"))
     world = scale.nodes * scale.processes_per_node
@@ -568,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     slowest = min(rates, key=lambda rate: results["rates"][rate]["link"]["rate_bits_per_second"])
     results["goal"] = check_goal(results["rates"][slowest]["runs"], slowest)
+    results["overlap_goals"] = {
+        rate: check_overlap_goals(at_rate["runs"], rate)
+        for rate, at_rate in results["rates"].items()
+    }
     write_results(results, args.out, write_report)
     if results["goal"] is not None:
         print(f"[{NAME}] goal at {slowest}: {'met' if results['goal']['met'] else 'NOT met'}")

@@ -63,6 +63,17 @@ ACCEPTED: dict[str, dict[str, Any]] = {
             "outerOptimizer": {"learningRate": 0.7, "momentum": 0.9, "nesterov": True},
         }
     },
+    "overlapped local SGD, tau = H": {
+        "algorithm": {"name": "local-sgd", "localSteps": 8, "overlapSteps": 8}
+    },
+    "overlapped hierarchical DiLoCo": {
+        "algorithm": {
+            **HIERARCHICAL,
+            "overlapSteps": 1,
+            "outerOptimizer": {"learningRate": 0.7, "momentum": 0.9, "nesterov": True},
+        },
+        "topology": {"nodes": 2, "processesPerNode": 2},
+    },
     "poly LARS with zero-γ init": {
         "optimizer": {"lars": True, "schedule": "poly", "weightDecayOnBiases": False},
         "training": {"zeroInitResidual": True},
@@ -169,6 +180,18 @@ REFUSED: dict[str, tuple[dict[str, Any], set[str]]] = {
             }
         },
         {"spec.algorithm.outerOptimizer"},
+    ),
+    "overlap on mini-batch SGD": (
+        {"algorithm": {"name": "mini-batch-sgd", "overlapSteps": 1}},
+        {"spec.algorithm.overlapSteps"},
+    ),
+    "overlap longer than localSteps": (
+        {"algorithm": {"name": "post-local-sgd", "localSteps": 2, "overlapSteps": 3}},
+        {"spec.algorithm.overlapSteps"},
+    ),
+    "overlap with sign compression": (
+        {"algorithm": {"name": "local-sgd", "compression": "ef-sign", "overlapSteps": 2}},
+        {"spec.algorithm.overlapSteps"},
     ),
     "outer Nesterov without momentum": (
         {"algorithm": {"name": "local-sgd", "outerOptimizer": {"nesterov": True}}},

@@ -220,6 +220,21 @@ def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
     assert cost["local_steps_needed_for_1.2"] == pytest.approx(16)
     runs["local-h16"]["final_test_accuracy"] = 0.84  # 1 point below: the goal fails
     assert not tta.check_goal(runs, "50mbit")["met"]
+    # The overlap goals, beside the blocking run of the same H.
+    runs["local-h16-overlap"] = {
+        **runs["local-h16"],
+        "label": "local SGD, H=16, overlapSteps=16",
+        "curve": points([0.6, 0.8, 0.84, 0.846], 2.1),
+        "communication_seconds": 0.2,  # 0.05 s per averaging left exposed
+    }
+    tta.analyze(runs, target=0.8)
+    overlap = tta.check_overlap_goals(runs, "50mbit")["runs"]["local-h16-overlap"]
+    assert overlap["checks"]["ratio_to_lower_bound"]["value"] == pytest.approx(4.2 / 4.0)
+    assert overlap["checks"]["ratio_to_lower_bound"]["met"]  # 1.05 ≤ 1.10
+    assert not overlap["checks"]["final_accuracy_drop_points"]["met"]  # 1 point (set above)
+    assert overlap["blocking_ratio_to_lower_bound"] == pytest.approx(1.2)
+    assert overlap["blocking_steps_per_averaging"] == pytest.approx(0.4 / 0.125)
+    assert overlap["exposed_steps_per_averaging"] == pytest.approx(0.05 / 0.125)
     # Between two evaluations the lower bound is interpolated in samples.
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 150) == 3.0
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 500) is None
@@ -238,7 +253,7 @@ def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_
     link = results["rates"]["1gbit"]["link"]
     assert 0.8 <= link["goodput_ratio_to_rate"] <= 1.2
     runs = results["rates"]["1gbit"]["runs"]
-    assert set(runs) == {"mini-batch", "no-communication"}
+    assert set(runs) == {"mini-batch", "local-h4-overlap", "no-communication"}
     settings = results["settings"]
     for run in runs.values():
         assert [p["epoch"] for p in run["curve"]] == list(range(1, settings["epochs"] + 1))
@@ -248,6 +263,8 @@ def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_
         assert seconds == sorted(seconds) and seconds[0] > 0
     mini, lower = runs["mini-batch"], runs["no-communication"]
     assert mini["sync_rounds"]["global"] == settings["steps"]  # one gradient round per step
+    assert runs["local-h4-overlap"]["sync_rounds"]["global"] == settings["steps"] // 4
+    assert "1gbit" in results["overlap_goals"]
     assert mini["communicated_bytes"] > 0
     assert lower["sync_rounds"]["global"] == 0 and lower["communicated_bytes"] == 0
     report = (tmp_path / "time_to_accuracy-smoke.md").read_text()
@@ -285,10 +302,29 @@ def test_overhead_smoke_measures_every_contender_and_counts_one_epoch(tmp_path: 
     (measurement,) = results["measurements"]
     rows, steps = measurement["rows"], measurement["setup"]["steps_per_epoch"]
     assert rows["pytorch-ddp"]["overhead_median"] == 0.0  # the baseline against itself
-    for key in ("pytorch-ddp-again", "mini-batch", "local-h4", "local-h16", "local-h16-sign"):
+    for key in (
+        "pytorch-ddp-again",
+        "pytorch-periodic-h4",
+        "pytorch-periodic-h16",
+        "mini-batch",
+        "local-h4",
+        "local-h4-overlap",
+        "local-h16",
+        "local-h16-sign",
+    ):
         assert rows[key]["step_ms_median"] > 0
+    # Each of ours against its PyTorch reference, in the same rounds.
+    assert rows["local-h4"]["reference"] == "pytorch-periodic-h4"
+    assert rows["local-h16"]["reference"] == "pytorch-periodic-h16"
+    assert rows["mini-batch"]["reference"] == "pytorch-ddp"
+    assert all(rows[k]["vs_reference_median"] is not None for k in ("local-h4", "mini-batch"))
+    assert set(measurement["checks"]) >= {
+        "mini_batch_at_most_3_percent_over_pytorch",
+        "local_h4_at_most_3_percent_over_pytorch",
+    }
     assert rows["mini-batch"]["sync_rounds_per_epoch"]["global"] == steps
     assert rows["local-h4"]["sync_rounds_per_epoch"]["global"] == steps // 4
+    assert rows["local-h4-overlap"]["sync_rounds_per_epoch"]["global"] == steps // 4
     assert rows["local-h16"]["sync_rounds_per_epoch"]["global"] == steps // 16
     assert rows["local-h16"]["bytes_vs_mini_batch"] == pytest.approx(1 / 16)
     assert measurement["checks"]["local_h16_bytes_are_one_sixteenth"]["met"]

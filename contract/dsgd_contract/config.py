@@ -51,6 +51,8 @@ BUILTIN_DATASETS = ("synthetic", "digits", "mnist", "fashion-mnist", "cifar10", 
 #: The algorithms whose global sync may be compressed (sign, ef-sign); the CRD's CEL rule,
 #: this model's cross-field check and the trainer all read it from here.
 COMPRESSIBLE_ALGORITHMS = ("local-sgd", "post-local-sgd")
+#: The algorithms whose global averaging may overlap local steps (algorithm.overlapSteps).
+OVERLAP_ALGORITHMS = ("local-sgd", "post-local-sgd", "hierarchical-local-sgd")
 
 
 def _builtin_or_plugin(what: str, value: str, builtins: tuple[str, ...]) -> str:
@@ -128,6 +130,14 @@ class Algorithm(SpecModel):
         ),
     )
 
+    overlap_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = Field(
+        0,
+        description=(
+            "τ: the global averaging runs behind this many local steps, then x ← mean(snapshot) "
+            "+ (x − snapshot); 0: blocking averaging. At most localSteps; local variants, "
+            "uncompressed."
+        ),
+    )
     outer_optimizer: OuterOptimizer = Field(
         default_factory=OuterOptimizer,
         description=(

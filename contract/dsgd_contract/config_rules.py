@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dsgd_contract.config import (
     COMPRESSIBLE_ALGORITHMS,
+    OVERLAP_ALGORITHMS,
     RESIDUAL_MODELS,
+    Algorithm,
     TrainingConfig,
     resolve_switch_epoch,
 )
@@ -59,6 +61,7 @@ def cross_field_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], st
                 f"variants, not to {algo.name} with compression {algo.compression}",
             )
         )
+    errors += overlap_errors(config.algorithm)
     if algo.switch_epoch is not None and algo.name != "post-local-sgd":
         errors.append((("algorithm", "switchEpoch"), "only post-local-sgd has a switch epoch"))
     if algo.name == "post-local-sgd":
@@ -142,5 +145,43 @@ def _downpour_errors(config: TrainingConfig) -> list[tuple[tuple[str, ...], str]
     if opt.lars:
         errors.append(
             (("optimizer", "lars"), f"{DOWNPOUR}'s replicas take plain SGD steps, not LARS")
+        )
+    return errors
+
+
+def overlap_errors(algo: Algorithm) -> list[tuple[tuple[str, ...], str]]:
+    """algorithm.overlapSteps τ: a local variant's uncompressed global averaging, τ ≤ H.
+
+    τ > H would leave an averaging pending when the next one is due. Sign compression
+    is refused: its sync moves the shared x_sync and the error memory at once, which a
+    delayed average would have to replay (the outer optimizer is supported: its step
+    is taken on the snapshot's average when that arrives).
+    """
+    if algo.overlap_steps == 0:
+        return []
+    where = ("algorithm", "overlapSteps")
+    if algo.name not in OVERLAP_ALGORITHMS:
+        return [
+            (
+                where,
+                f"overlapped averaging applies to {', '.join(OVERLAP_ALGORITHMS)}, not {algo.name}",
+            )
+        ]
+    errors = []
+    if algo.overlap_steps > algo.local_steps:
+        errors.append(
+            (
+                where,
+                f"{algo.overlap_steps} is more than localSteps ({algo.local_steps}): an "
+                "averaging must finish before the next one starts",
+            )
+        )
+    if algo.compression != "none":
+        errors.append(
+            (
+                where,
+                f"overlapped averaging applies to uncompressed syncs, not compression "
+                f"{algo.compression}",
+            )
         )
     return errors

@@ -15,7 +15,7 @@ below the API server's limits.
 
 from __future__ import annotations
 
-from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, RESIDUAL_MODELS
+from dsgd_contract.config import COMPRESSIBLE_ALGORITHMS, OVERLAP_ALGORITHMS, RESIDUAL_MODELS
 from dsgd_contract.downpour import DOWNPOUR
 
 from dsgd_operator.api import MAX_NAME_LENGTH, NAME_PATTERN
@@ -162,6 +162,27 @@ def _immutable(section: str) -> dict:
     )
 
 
+# algorithm.overlapSteps τ (dsgd_contract.config_rules.overlap_errors).
+OVERLAP_RULES = [
+    cel_rule(
+        f"self.overlapSteps == 0 || self.name in {_cel_list(OVERLAP_ALGORITHMS)}",
+        f"spec.algorithm.overlapSteps: overlapped averaging applies to "
+        f"{', '.join(OVERLAP_ALGORITHMS)}",
+        field_path=".overlapSteps",
+    ),
+    cel_rule(
+        "self.overlapSteps <= self.localSteps",
+        "spec.algorithm.overlapSteps: more than localSteps: an averaging must finish before "
+        "the next one starts",
+        field_path=".overlapSteps",
+    ),
+    cel_rule(
+        "self.overlapSteps == 0 || self.compression == 'none'",
+        "spec.algorithm.overlapSteps: overlapped averaging applies to uncompressed syncs",
+        field_path=".overlapSteps",
+    ),
+]
+
 ALGORITHM_RULES = [
     cel_rule(
         f"self.compression == 'none' || self.name in {_cel_list(COMPRESSIBLE_ALGORITHMS)}",
@@ -191,6 +212,7 @@ ALGORITHM_RULES = [
         "spec.algorithm.switchEpoch: only post-local-sgd has a switch epoch",
         field_path=".switchEpoch",
     ),
+    *OVERLAP_RULES,
     _immutable("algorithm"),
 ]
 

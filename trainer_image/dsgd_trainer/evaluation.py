@@ -21,31 +21,48 @@ from dsgd_trainer.gang import GangPosition
 EVAL_BATCH_SIZE = 1024
 
 
-class RunningStats:
-    """Σ loss·n and Σ correct on the device (no step waits for the GPU), n on the host."""
+#: The windows of the trainer's RunningStats: since the last metrics update, since the last
+#: evaluation.
+METRICS_WINDOW, EVALUATION_WINDOW = 0, 1
 
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(2, dtype=torch.float64, device=device)
-        self.count = 0
-        self.since = time.perf_counter()
+
+class RunningStats:
+    """Σ loss·n and Σ correct of the training batches in `windows` windows at once.
+
+    The sums live on the device as one (windows × 2) float64 tensor, so one step
+    adds its pair to every window with one broadcast addition (no host sync, one
+    accumulation whatever the number of windows); the sample counts are host
+    integers. A window restarts on its own (`restart`), and each window's sum is
+    exactly what a fresh accumulator over its steps would hold.
+    """
+
+    def __init__(self, device: torch.device, windows: int = 1) -> None:
+        self.sums = torch.zeros(windows, 2, dtype=torch.float64, device=device)
+        self._count = 0  # samples since construction
+        self._count_at_start = [0] * windows
+        self.started = [time.perf_counter()] * windows
 
     def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """One training batch: its mean `loss`, the `outputs` (logits) and `targets`."""
+        n = len(targets)
         correct = (outputs.argmax(dim=1) == targets).sum()
-        self.sums += torch.stack([loss.double() * len(targets), correct.double()])
-        self.count += len(targets)
+        self.sums.add_(torch.stack((loss.detach() * n, correct)))
+        self._count += n
 
-    def totals(self) -> torch.Tensor:
-        """[Σ loss·n, Σ correct, n] as one float64 tensor (for an all-reduce)."""
-        return torch.cat([self.sums, self.sums.new_tensor([self.count])])
+    def totals(self, window: int = 0) -> torch.Tensor:
+        """[Σ loss·n, Σ correct, n] of `window` as one float64 tensor (for an all-reduce)."""
+        count = self._count - self._count_at_start[window]
+        return torch.cat([self.sums[window], self.sums.new_tensor([count])])
 
+    def since(self, window: int = 0) -> float:
+        """When `window` (re)started, on time.perf_counter's clock."""
+        return self.started[window]
 
-class EvaluationWindow:
-    """The training since the last evaluation: its statistics and its training seconds
-    (evaluation and start-up excluded, so time-to-accuracy counts training only)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.stats = RunningStats(device)
-        self.train_seconds = 0.0
+    def restart(self, window: int = 0) -> None:
+        """Empty `window` (the others keep counting)."""
+        self.sums[window].zero_()
+        self._count_at_start[window] = self._count
+        self.started[window] = time.perf_counter()
 
 
 @torch.no_grad()

@@ -9,8 +9,9 @@ SIGKILL after the grace period. So a rank never stops alone on a request:
 
 - each rank adds a ballot (1 if it was asked to stop, else 0) to all-reduces
   the run makes anyway: the epoch-end statistics, the global model averaging
-  of the local SGD variants (dense), and DDP's first gradient bucket of every
-  mini-batch step (a communication hook). No extra collective, 4 bytes more;
+  of the local SGD variants (dense; overlapped, counted when it is waited
+  for, at the same step on every rank), and DDP's first gradient bucket of
+  every mini-batch step (a communication hook). No extra collective, 4 bytes more;
 - the sum is the same on every rank, so every rank decides the same at the
   same round, and leaves the loop at the same step boundary, no collective
   left half-joined.

@@ -8,7 +8,9 @@ Read top to bottom, `train()` is the whole run:
 3. data on the device, the process group, metrics, optimizer, lr schedule, algorithm;
 4. resume from the latest checkpoint if there is one;
 5. epochs × steps of `algorithm.step_context / forward / backward / optimizer.step /
-   algorithm.after_optimizer_step`, lr set from the schedule before each step;
+   algorithm.after_optimizer_step`, lr set from the schedule before each step
+   (dsgd_trainer.step.TrainStep: nothing else per step but one on-device
+   accumulation of the statistics, and the step's time in the metrics);
 6. every `training.evalEvery` steps (default: at each epoch's end) and at the end:
    one all-reduce of the training statistics since the last evaluation (which is
    also the divergence check), evaluation of the model the algorithm holds, a log
@@ -39,7 +41,6 @@ from functools import partial
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.training_steps import eval_interval_steps
@@ -56,15 +57,13 @@ from dsgd_trainer.checkpoint import Learner, RunState, snapshot
 from dsgd_trainer.data import DataLoadError, EpochSampler, load_data
 from dsgd_trainer.distributed import (
     DeviceError,
-    autocast,
     bf16_autocast,
     check_topology,
     init_process_group,
     leave_process_group,
     select_device,
-    step_sync_debug,
 )
-from dsgd_trainer.evaluation import EvaluationWindow, RunningStats, evaluate
+from dsgd_trainer.evaluation import EVALUATION_WINDOW, METRICS_WINDOW, RunningStats, evaluate
 from dsgd_trainer.gang import GangPosition
 from dsgd_trainer.metrics import PUBLISH_INTERVAL, RankProgress, start_metrics
 from dsgd_trainer.models import ModelError, build_model
@@ -80,6 +79,7 @@ from dsgd_trainer.results import (
 )
 from dsgd_trainer.resume import resume
 from dsgd_trainer.schedule import LearningRateSchedule
+from dsgd_trainer.step import TrainStep
 from dsgd_trainer.stop_vote import StopVote
 from dsgd_trainer.stopping import StopRequest, TrainerExit, stop_when_parent_dies
 from dsgd_trainer.storage import disk_full_exit, is_disk_full, write_together
@@ -187,27 +187,39 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     wall_before = run.wall_seconds
     # Show up on the metrics page at once (with a resumed run's totals), not after a while.
     metrics.publish(
-        progress(run, algorithm, schedule(run.step), RunningStats(device), steps_per_epoch)
+        progress(run, algorithm, schedule(run.step), RunningStats(device), 0, steps_per_epoch)
     )
     if run.record is not None:
         metrics.publish_evaluation(run.record["test_loss"], run.record["test_accuracy"])
 
     eval_interval = eval_interval_steps(config.training, steps_per_epoch)
-    window = RunningStats(device)  # since the last metrics update
-    since_eval = EvaluationWindow(device)  # since the last evaluation
+    # Windows: since the last metrics update, since the last evaluation.
+    stats = RunningStats(device, windows=2)
+    eval_train_seconds = 0.0  # training time since the last evaluation
+    train_step = TrainStep(
+        algorithm,
+        optimizer,
+        schedule,
+        data.train,
+        data.augment,
+        learner.augment_generator,
+        stats,
+        device,
+        use_bf16,
+    )
 
     def evaluation_point(lr: float) -> None:
         """All-reduce the training statistics since the last evaluation (also the divergence
         check: a NaN/inf on any rank makes the global sum non-finite on all of them),
         evaluate the model the algorithm holds, record, publish, log."""
-        nonlocal since_eval
+        nonlocal eval_train_seconds
         # The consensus distance and the stop ballots (dsgd_trainer.stop_vote) ride along:
         # [Σ loss·n, Σ correct, n, Σ distance, ranks with a distance, Σ stop ballots].
         distance = algorithm.consensus_distance
         measured = torch.zeros(2, dtype=torch.float64, device=device)
         if distance is not None:
             measured[0], measured[1] = distance, 1.0
-        totals = torch.cat([since_eval.stats.totals(), measured, vote.ballot(torch.float64)])
+        totals = torch.cat([stats.totals(EVALUATION_WINDOW), measured, vote.ballot(torch.float64)])
         dist.all_reduce(totals)
         loss_sum, correct_sum, count, distance_sum, distance_ranks, ballots = totals.tolist()
         vote.count_read(ballots)
@@ -238,15 +250,16 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
             "test_accuracy": test_accuracy,
             # Mean over ranks of ‖x_k − x̄‖/‖x̄‖ at the last global averaging (None: none yet).
             "consensus_distance": distance_sum / distance_ranks if distance_ranks else None,
-            "samples_per_second": count / since_eval.train_seconds,
+            "samples_per_second": count / eval_train_seconds,
             # Training time since the previous record (one epoch at the default cadence).
-            "epoch_seconds": since_eval.train_seconds,
+            "epoch_seconds": eval_train_seconds,
             "train_seconds": run.train_seconds,
             "eval_seconds": time.perf_counter() - eval_start,
             **communication(algorithm),
             "wall_seconds": wall_before + time.perf_counter() - started,
         }
-        metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
+        metrics.publish(progress(run, algorithm, lr, stats, METRICS_WINDOW, steps_per_epoch))
+        stats.restart(METRICS_WINDOW)
         metrics.publish_evaluation(test_loss, test_accuracy)
         # Rank 0 writes; all learn together whether it could (a full outputDir stops the gang).
         write_together(
@@ -256,7 +269,8 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         )
         if gang.rank == 0:
             log(epoch_line(run.record, epochs))
-        since_eval = EvaluationWindow(device)
+        stats.restart(EVALUATION_WINDOW)
+        eval_train_seconds = 0.0
 
     for epoch in range(run.epoch, epochs):
         model.train()
@@ -264,39 +278,22 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         for indices in sampler.batches_on(epoch, device):
             if vote.agreed:
                 raise stopped_together(vote, gang, run.step)
-            lr = schedule(run.step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with step_sync_debug(device):  # DSGD_CUDA_SYNC_DEBUG: no host sync in here
-                inputs, targets = data.train.inputs[indices], data.train.targets[indices]
-                if data.augment is not None:
-                    inputs = data.augment(inputs, learner.augment_generator)
-
-                with algorithm.step_context(run.step):
-                    with autocast(device, use_bf16):
-                        outputs = algorithm.training_model()(inputs)
-                    loss = F.cross_entropy(outputs.float(), targets)
-                    loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                algorithm.after_optimizer_step(run.step)
-                run.step += 1
-
-                with torch.no_grad():
-                    since_eval.stats.add(loss, outputs, targets)
-                    window.add(loss, outputs, targets)
-            run.samples += len(targets) * gang.world_size
+            batch = train_step(run.step, indices)  # DSGD_CUDA_SYNC_DEBUG: no host sync in here
+            run.step += 1
+            run.samples += batch * gang.world_size
             now = time.perf_counter()
             # Without a device sync this is launch-to-launch time: right on average, noisy per step.
             metrics.observe_step(now - last_step_end)
             run.train_seconds += now - last_step_end
-            since_eval.train_seconds += now - last_step_end
+            eval_train_seconds += now - last_step_end
             last_step_end = now
-            if now - window.since >= PUBLISH_INTERVAL:
-                metrics.publish(progress(run, algorithm, lr, window, steps_per_epoch))
-                window = RunningStats(device)
+            if now - stats.since(METRICS_WINDOW) >= PUBLISH_INTERVAL:
+                metrics.publish(
+                    progress(run, algorithm, train_step.lr, stats, METRICS_WINDOW, steps_per_epoch)
+                )
+                stats.restart(METRICS_WINDOW)
             if run.step % eval_interval == 0 or run.step == epochs * steps_per_epoch:
-                evaluation_point(lr)
+                evaluation_point(train_step.lr)
                 last_step_end = time.perf_counter()  # evaluation is not training time
         if run.step % eval_interval and run.step != epochs * steps_per_epoch:
             # No evaluation at this epoch end: the ranks still agree on a stop request here,
@@ -350,11 +347,17 @@ def seed_everything(seed: int) -> None:
 
 
 def progress(
-    run: RunState, algorithm: Algorithm, lr: float, window: RunningStats, steps_per_epoch: int
+    run: RunState,
+    algorithm: Algorithm,
+    lr: float,
+    stats: RunningStats,
+    window: int,
+    steps_per_epoch: int,
 ) -> RankProgress:
-    """This rank's progress for the metrics; `window` holds the batches since the last update."""
-    loss_sum, correct_sum, count = window.totals().tolist()  # the one host sync per update
-    seconds = time.perf_counter() - window.since
+    """This rank's progress for the metrics; `stats`' `window` holds the batches since the
+    last update."""
+    loss_sum, correct_sum, count = stats.totals(window).tolist()  # the one host sync per update
+    seconds = time.perf_counter() - stats.since(window)
     counters = algorithm.counters
     return RankProgress(
         epoch=run.step / steps_per_epoch,

@@ -49,7 +49,7 @@ def payload_bytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+def by_dtype(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
     # Insertion order is the model's order, identical on every rank, so every
     # rank issues the same collectives in the same order.
     groups: dict[torch.dtype, list[torch.Tensor]] = {}
@@ -73,7 +73,7 @@ def average_(
     are not counted.
     """
     size = dist.get_world_size(group)
-    for index, same_dtype in enumerate(_by_dtype(tensors)):
+    for index, same_dtype in enumerate(by_dtype(tensors)):
         parts = [t.detach() for t in same_dtype]
         ballot = vote is not None and index == 0
         if ballot:
@@ -95,7 +95,7 @@ def broadcast_(
     tensors: Sequence[torch.Tensor], src: int = 0, group: dist.ProcessGroup | None = None
 ) -> Traffic:
     """Overwrite each tensor with global rank `src`'s value, in place; returns the traffic."""
-    for same_dtype in _by_dtype(tensors):
+    for same_dtype in by_dtype(tensors):
         flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
         dist.broadcast(flat, src=src, group=group)
         for tensor, value in zip(

@@ -5,8 +5,11 @@ schedule (sync_schedule.py: when to average, at which scope, and post-local's
 mini-batch phase); how a model is averaged is a synchroniser (model_sync.py:
 dense all-reduce, or sign / EF-sign compressed deltas for the global scope;
 intra-node averaging is always dense), followed at the global scope by the
-outer optimizer's step when one is configured (outer.py). This module runs
-them together behind the Algorithm interface.
+outer optimizer's step when one is configured (outer.py). With
+algorithm.overlapSteps τ ≥ 1 the global averaging is overlapped instead
+(overlap.py): started after the due step, applied τ steps later with the local
+progress kept; intra-node averaging stays blocking. This module runs them
+together behind the Algorithm interface.
 
 Local phase: every rank takes optimizer steps on its own batches without
 communicating (momentum buffers stay local) and averages parameters and
@@ -52,6 +55,7 @@ from .context import DistContext
 from .mini_batch import ddp_step_traffic, rank0_buffers_, wrap_in_ddp
 from .model_sync import DenseSync, ModelSync, SignSync
 from .outer import OuterOptimizedSync, OuterSGD
+from .overlap import OverlappedAveraging
 from .sync_schedule import SyncSchedule, make_sync_schedule
 
 
@@ -64,16 +68,22 @@ class LocalSGD(Algorithm):
         super().__init__(model, config, ctx, steps_per_epoch)
         self.name = config.algorithm.name
         self.schedule: SyncSchedule = make_sync_schedule(config, ctx, steps_per_epoch)
+        #: τ ≥ 1: the global averaging, overlapped (overlap.py); None: blocking.
+        self.overlap = make_overlapped_sync(config.algorithm, ctx.stop_vote)
         self.synchronisers: dict[str, ModelSync] = {
-            GLOBAL: make_global_sync(config.algorithm, ctx.stop_vote),
+            GLOBAL: self.overlap or make_global_sync(config.algorithm, ctx.stop_vote),
             INTRA_NODE: DenseSync(group=ctx.intra_node_group),
         }
+        #: The last step of training: an overlapped averaging still pending then is applied.
+        self._last_step = config.training.epochs * steps_per_epoch - 1
         #: The step being run, or the next one after after_optimizer_step.
         self._step = 0
         #: Whether all ranks now hold identical parameters and floating buffers.
         self._synced = False
         #: The mini-batch phase's DDP wrapper, created lazily (see the module docstring).
         self._ddp: DistributedDataParallel | None = None
+        #: One mini-batch step's traffic: the same every step, computed once.
+        self._ddp_step_traffic = ddp_step_traffic(model, ctx.gang.world_size)
 
     def in_local_phase(self) -> bool:
         return self.schedule.in_local_phase(self._step)
@@ -96,11 +106,14 @@ class LocalSGD(Algorithm):
     def after_optimizer_step(self, step: int) -> None:
         self._step = step + 1
         if not self.schedule.in_local_phase(step):
-            self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
+            self.counters.record(GLOBAL, self._ddp_step_traffic)
             if step + 1 == self.schedule.switch_step:
                 self._switch_to_local()
             return
         scope = self.schedule.averaging_after(step)
+        if self.overlap is not None:
+            self._overlapped_step(step, scope)
+            return
         if scope is None:
             self._synced = False
             return
@@ -111,10 +124,33 @@ class LocalSGD(Algorithm):
         if scope == GLOBAL:
             self.consensus_distance = self.synchronisers[GLOBAL].consensus_distance
 
+    def _overlapped_step(self, step: int, scope: str | None) -> None:
+        """τ ≥ 1: apply the averaging due after `step`, then start (global) or run
+        (intra-node) the one the schedule names; the last step applies what is pending."""
+        overlap = self.overlap
+        assert overlap is not None
+        self._synced = False  # the ranks' local progress since the snapshot differs
+        if overlap.pending_due is None and scope is None:
+            return  # the common step: no clock, no counters
+        sent = None
+        with self.counters.timed(self.ctx.device):
+            applied = overlap.finish_due(self.model, step)
+            if scope == GLOBAL:
+                sent = overlap.start(self.model, due=step + overlap.steps)
+            elif scope is not None:
+                sent = self.synchronisers[scope].synchronize(self.model)
+            if step >= self._last_step:
+                applied = overlap.finish_due(self.model, step, last=True) or applied
+        if scope is not None and sent is not None:
+            self.counters.record(scope, sent)
+        if applied:
+            self.consensus_distance = overlap.consensus_distance
+
     def synchronize_for_evaluation(self) -> nn.Module:
         """Local phase: the model itself right after a global sync, else a copy holding
         what the global sync would produce now (model_sync.ModelSync.consensus_now:
-        the plain average; with compression, the compressed consensus).
+        the plain average; with compression, the compressed consensus; overlapped, the
+        average of the models with the pending averaging applied, overlap.py).
         Mini-batch phase: the model, with rank 0's buffers, as mini-batch SGD.
         """
         if self.in_local_phase():
@@ -169,3 +205,20 @@ def make_global_sync(algorithm: AlgorithmConfig, vote: StopVote | None = None) -
     if algorithm.compression in ("sign", "ef-sign"):
         return SignSync(error_feedback=algorithm.compression == "ef-sign", vote=vote)
     raise ValueError(f"unknown algorithm.compression {algorithm.compression!r}")
+
+
+def make_overlapped_sync(
+    algorithm: AlgorithmConfig, vote: StopVote | None = None
+) -> OverlappedAveraging | None:
+    """The overlapped global averaging for overlapSteps τ ≥ 1 (with the outer optimizer's
+    step unless that is plain averaging); None for τ = 0 (blocking)."""
+    if algorithm.overlap_steps == 0:
+        return None
+    if algorithm.compression != "none":  # the config refuses it (config_rules.overlap_errors)
+        raise ValueError("overlapped averaging applies to uncompressed syncs")
+    outer = (
+        None
+        if algorithm.outer_optimizer.is_plain_averaging
+        else OuterSGD(algorithm.outer_optimizer)
+    )
+    return OverlappedAveraging(algorithm.overlap_steps, outer, vote)

@@ -97,6 +97,8 @@ class MiniBatchSGD(Algorithm):
     ) -> None:
         super().__init__(model, config, ctx, steps_per_epoch)
         self._ddp = wrap_in_ddp(model, ctx)
+        # The same every step (the shapes never change): computed once, not walked per step.
+        self._step_traffic = ddp_step_traffic(model, ctx.gang.world_size)
 
     def training_model(self) -> nn.Module:
         return self._ddp
@@ -105,7 +107,7 @@ class MiniBatchSGD(Algorithm):
         return nullcontext()
 
     def after_optimizer_step(self, step: int) -> None:
-        self.counters.record(GLOBAL, ddp_step_traffic(self.model, self.ctx.gang.world_size))
+        self.counters.record(GLOBAL, self._step_traffic)
 
     def synchronize_for_evaluation(self) -> nn.Module:
         """The model itself: parameters are identical on all ranks; buffers become rank 0's.
