@@ -319,7 +319,9 @@ def test_service_monitor_selects_the_operator_service() -> None:
 
 
 def test_pod_monitor_selects_trainer_pods_and_their_metrics_port() -> None:
+    from dsgd_contract import metrics
     from dsgd_operator.builders import BuildSettings, build_pods
+    from dsgd_operator.experiments.grid import Cell, Trial
     from dsgd_operator.manifest import load_jobs
 
     monitor = _only("PodMonitor", ALL_OPTIONS)
@@ -333,6 +335,8 @@ def test_pod_monitor_selects_trainer_pods_and_their_metrics_port() -> None:
     (expression,) = monitor["spec"]["selector"]["matchExpressions"]
 
     (job,) = load_jobs(REPO / "examples" / "fashion-mnist-local-sgd.yaml")
+    # A trial of an SGDExperiment: the labels its experiment gives the job reach the pods.
+    job.metadata.labels.update(Trial(Cell(1, {}), 2, job.spec).labels("study"))
     for pod in build_pods(job, BuildSettings()):
         labels = pod["metadata"]["labels"]
         assert expression == {"key": "dsgd.io/job-name", "operator": "Exists"}
@@ -351,6 +355,10 @@ def test_pod_monitor_selects_trainer_pods_and_their_metrics_port() -> None:
                     assert source in sanitized
     targets = {r["targetLabel"] for r in endpoint["relabelings"]}
     assert {"dsgd_job", "node_rank", "attempt", "node"} <= targets
+    trial_series_labels = {
+        metrics.EXPERIMENT_SERIES_LABEL, metrics.CELL_SERIES_LABEL, metrics.SEED_SERIES_LABEL
+    }  # fmt: skip
+    assert trial_series_labels <= targets
 
 
 def test_prometheus_rule_carries_the_values() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from dsgd_contract.experiment import TRIAL_LABELS
 from dsgd_contract.pod import (
     ARGS,
     COMMAND,
@@ -42,6 +43,11 @@ def _tolerations(job: DistributedSGDJob) -> list[dict]:
     if job.spec.topology.gpu and all(t.get("key") != GPU_RESOURCE for t in tolerations):
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations
+
+
+def trial_labels(job: DistributedSGDJob) -> dict[str, str]:
+    """The job's experiment, cell and seed labels (set on a trial by its SGDExperiment)."""
+    return {key: job.metadata.labels[key] for key in TRIAL_LABELS if key in job.metadata.labels}
 
 
 def _port(name: str, number: int) -> dict:
@@ -90,6 +96,8 @@ def build_pod(
     template = job.spec.template
     labels = {
         **template.labels,
+        # A trial's pods carry its experiment labels: its metrics are told apart by trial.
+        **trial_labels(job),
         **gang_pod_labels(job),
         **pod_labels(job.name, node_rank, attempt),
     }
