@@ -80,9 +80,10 @@ cluster-down:
 	$(IN_VENV) $(PY) -m dsgd_cluster down --dir .cluster
 
 # Go builds once per machine (the cache is keyed by cluster/go.mod, go.sum and the
-# script); afterwards this costs a hash.
+# script); afterwards this costs a hash. The Prometheus Operator's CRDs likewise.
 cluster-binaries:
 	@bash cluster/build.sh >/dev/null
+	@bash cluster/prometheus_operator_crds.sh >/dev/null
 
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .

@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
-from typing import Any
-
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml

@@ -31,8 +31,7 @@ POD_LABEL = "pod"
 #: drop (per-rank series may be dropped for all but rank 0, which lives on node 0 only).
 UP = "up"
 GPU_LEGEND = (
-    f"{{{{{m.NAMESPACE_LABEL}}}}}/{{{{{m.JOB_LABEL}}}}} {{{{{POD_LABEL}}}}} "
-    f"GPU {{{{{GPU_LABEL}}}}}"
+    f"{{{{{m.NAMESPACE_LABEL}}}}}/{{{{{m.JOB_LABEL}}}}} {{{{{POD_LABEL}}}}} GPU {{{{{GPU_LABEL}}}}}"
 )
 
 

@@ -130,8 +130,8 @@ def _with_look(panel: _Panel, look: Look) -> _Panel:
 
 
 def datasource_variable() -> dashboard_builders.DatasourceVariable:
-    return dashboard_builders.DatasourceVariable("datasource").label("Data source").type(
-        "prometheus"
+    return (
+        dashboard_builders.DatasourceVariable("datasource").label("Data source").type("prometheus")
     )
 
 
@@ -152,8 +152,10 @@ def query_variable(name: str, label: str, query: str) -> dashboard_builders.Quer
 
 
 def label_values(metric: str, selector: str, label: str) -> str:
-    return f"label_values({metric}{{{selector}}}, {label})" if selector else (
-        f"label_values({metric}, {label})"
+    return (
+        f"label_values({metric}{{{selector}}}, {label})"
+        if selector
+        else (f"label_values({metric}, {label})")
     )
 
 

@@ -244,11 +244,9 @@ def _communication(board: Board) -> None:
             "all-reduce: 2(K-1)/K of the payload), and the size of the tensors they "
             "contributed, per second, by scope.",
             [
-                Target(f"sum by ({by_scope}) ({_rate(m.COMMUNICATED_BYTES)})",
-                       f"{scope_legend} sent"),
-                Target(f"sum by ({by_scope}) ({_rate(m.PAYLOAD_BYTES)})",
-                       f"{scope_legend} payload"),
-            ],  # fmt: skip
+                Target(f"sum by ({by_scope}) ({_rate(name)})", f"{scope_legend} {what}")
+                for name, what in ((m.COMMUNICATED_BYTES, "sent"), (m.PAYLOAD_BYTES, "payload"))
+            ],
             Look(unit="Bps"),
         ),
         12,
