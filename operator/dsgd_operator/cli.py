@@ -202,8 +202,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = jobs[0]
     out_dir = Path(args.out) if args.out else Path("runs") / job.name
-    # A SIGTERM (from a process manager, CI, `timeout`) stops the gang like Ctrl-C.
+    # A SIGTERM (from a process manager, CI, `timeout`) stops the gang like Ctrl-C. SIGINT
+    # is set too, as torchrun does: a shell starts background commands with SIGINT
+    # ignored, and Python keeps an inherited SIG_IGN, so `kill -INT` would do nothing.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_with_display(job, out_dir, metrics_port=args.metrics_port, quiet=args.quiet)
     except LocalRunError as error:

@@ -40,6 +40,7 @@ from dsgd_contract.pod import (
     NODE_RANK_LABEL,
 )
 
+from dsgd_operator import process_tree
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders import DEFAULT_SETTINGS, build_pods
 from dsgd_operator.local_gpus import (
@@ -246,12 +247,27 @@ class LocalGang:
         return all(popen.poll() is not None for popen in self._popen.values())
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM every process group still alive, then SIGKILL after `grace` seconds."""
+        """SIGTERM every process group still alive, then SIGKILL after `grace` seconds.
+
+        torchrun's workers run in sessions of their own (see `process_tree`): the
+        processes below ours are taken down in the same way, so that none outlives
+        the stop.
+        """
+        # Only processes not reaped yet: a reaped one's pid may already be another's.
+        running = [popen.pid for popen in self._popen.values() if popen.poll() is None]
+        below = process_tree.descendants(*running)
         self._signal_all(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while not self.finished and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            not self.finished or any(process_tree.alive(p) for p in below)
+        ):
             time.sleep(0.05)
         self._signal_all(signal.SIGKILL)
+        process_tree.kill(below)
+        # SIGKILL is delivered at once but a process takes a moment to die; it cannot refuse.
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(process_tree.alive(p) for p in below):
+            time.sleep(0.05)
         for popen in self._popen.values():
             popen.wait()
         for pump in self._pumps:
