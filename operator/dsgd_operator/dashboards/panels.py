@@ -152,11 +152,9 @@ def query_variable(name: str, label: str, query: str) -> dashboard_builders.Quer
 
 
 def label_values(metric: str, selector: str, label: str) -> str:
-    return (
-        f"label_values({metric}{{{selector}}}, {label})"
-        if selector
-        else (f"label_values({metric}, {label})")
-    )
+    """Grafana's variable query: the values of `label` on `metric{selector}`."""
+    series = f"{metric}{{{selector}}}" if selector else metric
+    return f"label_values({series}, {label})"
 
 
 @dataclass
@@ -167,10 +165,11 @@ class Board:
     title: str
     description: str
     variables: list[Builder[model.VariableModel]]
-    _panels: list[model.Panel | model.RowPanel] = field(default_factory=list)
-    _x: int = 0
-    _y: int = 0
-    _line_height: int = 0
+    _panels: list[model.Panel | model.RowPanel] = field(default_factory=list, init=False)
+    #: Where the next panel goes, and the height of the tallest panel on its line.
+    _x: int = field(default=0, init=False)
+    _y: int = field(default=0, init=False)
+    _line_height: int = field(default=0, init=False)
 
     def row(self, title: str) -> Board:
         self._new_line()
