@@ -22,6 +22,12 @@ command -v go >/dev/null || {
   echo "$here/prometheus_operator_crds.sh: the Go toolchain is needed to generate the Prometheus Operator's CRDs" >&2
   exit 1
 }
+# One generation per cache entry at a time: a second caller (another test session) waits,
+# then finds the entry complete, instead of rewriting files the first one is reading.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
+if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
 echo "generating the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs into $out" >&2
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
