@@ -21,7 +21,7 @@ DEMO ?= examples/fashion-mnist-local-sgd.yaml
 # Inside the venv: deleting .venv forgets the install; a new pin (pyproject.toml) redoes it.
 STAMP := $(VENV)/.dsgd-installed
 
-.PHONY: install system-deps demo test test-fast lint format crds images bench clean \
+.PHONY: install system-deps demo test test-fast lint format crds dashboards images bench clean \
 	cluster cluster-down cluster-binaries
 
 install: $(STAMP)
@@ -66,6 +66,10 @@ crds: $(STAMP)
 	$(PY) -m dsgd_operator.crd --output helm/dsgd/crds/distributedsgdjobs.dsgd.io.yaml
 	$(PY) -m dsgd_operator.experiments.crd
 
+# The chart's Grafana dashboards, built with grafana-foundation-sdk (a test runs --check).
+dashboards: $(STAMP)
+	$(PY) -m dsgd_operator.dashboards
+
 # A real local control plane (etcd, kube-apiserver, controller manager, scheduler, node
 # agent) built from cluster/go.mod; admin kubeconfig at .cluster/kubeconfig. The first
 # build takes a while (Go), then it is cached per machine under ~/.cache/dsgd/cluster.
@@ -76,9 +80,10 @@ cluster-down:
 	$(IN_VENV) $(PY) -m dsgd_cluster down --dir .cluster
 
 # Go builds once per machine (the cache is keyed by cluster/go.mod, go.sum and the
-# script); afterwards this costs a hash.
+# script); afterwards this costs a hash. The Prometheus Operator's CRDs likewise.
 cluster-binaries:
 	@bash cluster/build.sh >/dev/null
+	@bash cluster/prometheus_operator_crds.sh >/dev/null
 
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .

@@ -88,6 +88,32 @@ def crd_installed(kubectl: Kubectl) -> None:
     )  # fmt: skip
 
 
+#: Generates (once per machine) the Prometheus Operator's CRDs at its pinned release.
+PROMETHEUS_OPERATOR_CRDS_SCRIPT = REPO / "cluster" / "prometheus_operator_crds.sh"
+#: The kinds the chart renders (monitoring.coreos.com/v1).
+MONITORING_CRDS = ("podmonitors", "servicemonitors", "prometheusrules")
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds_installed(kubectl: Kubectl) -> None:
+    """The Prometheus Operator's own CRDs for the chart's monitors, applied and Established."""
+    built = subprocess.run(
+        ["bash", str(PROMETHEUS_OPERATOR_CRDS_SCRIPT)], capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr
+    directory = Path(built.stdout.strip().splitlines()[-1])
+    files = [str(directory / f"monitoring.coreos.com_{plural}.yaml") for plural in MONITORING_CRDS]
+    applied = [arg for path in files for arg in ("-f", path)]
+    kubectl("apply", "--server-side", "--force-conflicts", *applied)
+    wait_until(
+        lambda: kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", *applied,
+            check=False, timeout=90,
+        ).returncode == 0,
+        90, "the Prometheus Operator CRDs Established",
+    )  # fmt: skip
+
+
 def create_namespace(api: client.ApiClient, prefix: str = "t") -> str:
     """A fresh namespace that enforces the restricted Pod Security Standard.
 

@@ -43,7 +43,7 @@ def panel_queries(board: dict[str, Any]) -> list[Query]:
 def variable_queries(board: dict[str, Any]) -> list[Query]:
     """The `label_values(...)` queries of the dashboard's query variables."""
     return [
-        Query(f"{board['uid']} / ${variable['name']}", variable["definition"])
+        Query(f"{board['uid']} / ${variable['name']}", variable["query"])
         for variable in board["templating"]["list"]
         if variable["type"] == "query"
     ]
@@ -67,7 +67,8 @@ def all_dashboard_queries() -> list[Query]:
 
 #: What Grafana puts for its built-in interval variables, given a short test range.
 BUILTIN_VARIABLES = {"__rate_interval": "20s", "__interval": "5s", "__range": "5m"}
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+#: `$1` (a regex group in label_replace's replacement) is no variable; Grafana leaves it too.
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(?!\d+\b)(\w+)|\[\[(\w+)\]\]")
 
 
 def to_promql(expr: str, variables: dict[str, str]) -> str:

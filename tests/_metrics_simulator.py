@@ -7,7 +7,8 @@
   one gang restart and one job failure per second, so that the operator panels
   have data and the restart/failure alerts have something to fire on;
 - on Q, a trainer rank (dsgd_trainer.metrics.TrainerMetrics) whose loss is NaN
-  and whose step counter stopped: what the NaN and stall alerts must catch.
+  and whose step counter stopped: what the NaN and stall alerts must catch;
+- on each of --dcgm-ports, a dcgm-exporter of one GPU node of DCGM_NODES.
 
 A separate process, so that the operator's process-wide registry of the test
 session is never touched. Runs until killed.
@@ -16,14 +17,48 @@ session is never touched. Runs until killed.
 from __future__ import annotations
 
 import argparse
+import http.server
 import math
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from tests._dcgm import Gpu, exposition
+
 #: The (namespace, name) of the job whose restarts and failure the simulated operator reports;
 #: it is Running as far as the operator knows, and no trainer target serves it.
 OPERATOR_JOB = ("team-a", "resnet-sweep")
+
+
+#: Two GPU nodes' dcgm-exporters. Node a: two GPUs of the healthy run's pod, one of a pod
+#: that is no trainer, one idle. Node b: one GPU of the diverged job's pod.
+DCGM_NODES = (
+    (
+        Gpu(0, "gpu-node-a", "dsgd-test", "scrape-test-node-0", "trainer"),
+        Gpu(1, "gpu-node-a", "dsgd-test", "scrape-test-node-0", "trainer"),
+        Gpu(2, "gpu-node-a", "dsgd-test", "notebook-0", "jupyter"),
+        Gpu(3, "gpu-node-a"),
+    ),
+    (Gpu(0, "gpu-node-b", "dsgd-test", "diverged-node-0", "trainer"),),
+)
+
+
+def serve_dcgm_exporter(port: int, gpus: tuple[Gpu, ...]) -> None:
+    body = exposition(list(gpus)).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 def serve_operator(port: int) -> None:
@@ -58,9 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--operator-port", type=int, required=True)
     parser.add_argument("--sick-trainer-port", type=int, required=True)
+    parser.add_argument("--dcgm-ports", required=True, help="one port per DCGM_NODES entry")
     args = parser.parse_args()
     serve_operator(args.operator_port)
     serve_sick_trainer(args.sick_trainer_port)
+    for port, gpus in zip(args.dcgm_ports.split(","), DCGM_NODES, strict=True):
+        serve_dcgm_exporter(int(port), gpus)
     print("serving", flush=True)
     second = 0
     while True:

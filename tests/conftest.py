@@ -28,12 +28,13 @@ def repo_root() -> Path:
 
 
 # The real-control-plane tier's fixtures (cluster, kubectl, kube_api, crd_installed,
-# namespace): see tests/_cluster.py.
+# monitoring_crds_installed, namespace): see tests/_cluster.py.
 from tests._cluster import (  # noqa: E402,F401
     cluster,
     crd_installed,
     kube_api,
     kubectl,
+    monitoring_crds_installed,
     namespace,
 )
 from tests._helm_release import helm, release  # noqa: E402,F401

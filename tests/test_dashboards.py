@@ -1,13 +1,21 @@
 """Grafana dashboards and alerts use only metrics the code exports, and are well formed.
 
-The PromQL of every panel, template variable and alert is tokenized and its
-metric names compared with the live prometheus-client registries of the
-trainer and the operator. (Prometheus itself parses and runs them in
-test_prometheus_scrape.py.)
+The dashboards are built by dsgd_operator.dashboards (grafana-foundation-sdk); the
+committed JSON must be what it builds. The PromQL of every panel, template variable
+and alert is tokenized and its metric names compared with the live prometheus-client
+registries of the trainer and the operator (and, for the GPU panels, with
+dcgm-exporter's default counters). Prometheus itself parses and runs them in
+test_prometheus_scrape.py.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +30,9 @@ from tests._dashboards import (
     to_promql,
     variable_queries,
 )
+from tests._dcgm import DEFAULT_COUNTERS
 from tests._exported_metrics import operator_metric_names, trainer_metric_names
-from tests._helm_chart import ALL_MONITORS, dashboards, prometheus_rule_groups
+from tests._helm_chart import ALL_MONITORS, DASHBOARDS, REPO, dashboards, prometheus_rule_groups
 from tests._prometheus import promtool
 from tests._promql import PromQLSyntaxError, label_values_query, metric_names, selectors
 
@@ -77,7 +86,7 @@ def test_every_dashboard_and_alert_metric_is_exported_by_the_code(exported: set[
         for board in BOARDS.values()
         for query in (*panel_queries(board), *variable_queries(board))
     ] + alert_queries(ALL_MONITORS)
-    known = exported | PROMETHEUS_SERIES
+    known = exported | PROMETHEUS_SERIES | DEFAULT_COUNTERS
     unknown = {
         query.origin: sorted(_names(query) - known) for query in queries if _names(query) - known
     }
@@ -113,13 +122,32 @@ def test_dashboards_show_every_metric_of_their_component() -> None:
     assert worth_a_panel(operator_metric_names()) - shown("operator") == set()
 
 
-def test_training_panels_filter_by_namespace_job_and_rank() -> None:
+def test_training_panels_filter_by_cluster_namespace_experiment_job_and_rank() -> None:
+    """Trainer series by every variable; GPU series by cluster, joined to the trainer pods'
+    `up` (no rank: a pod's GPUs serve all its ranks), which brings namespace, experiment
+    and job. The job is the DistributedSGDJob (dsgd_job), never Prometheus' `job`."""
     board = BOARDS["training"]
+    pods = {"cluster": "$cluster", "namespace": "$namespace",
+            "dsgd_experiment": "$experiment", "dsgd_job": "$dsgd_job"}  # fmt: skip
+    gpu_panels = 0
     for query in panel_queries(board):
-        for selector in selectors(query.expr):
-            assert selector.matchers.get("namespace") == ("=~", "$namespace"), query.origin
-            assert selector.matchers.get("dsgd_job") == ("=~", "$job"), query.origin
-            assert selector.matchers.get("rank") == ("=~", "$rank"), query.origin
+        found = selectors(query.expr)
+        for selector in found:
+            wanted = {"cluster": "$cluster"}
+            if selector.name and selector.name.startswith("dsgd_"):
+                wanted = {**pods, "rank": "$rank"}
+            elif selector.name == "up":
+                wanted = pods
+            else:
+                assert selector.name in DEFAULT_COUNTERS, query.origin
+            got = {label: value for label, (op, value) in selector.matchers.items() if op == "=~"}
+            assert got == wanted, query.origin
+            assert "job" not in selector.matchers, query.origin
+        if any(selector.name in DEFAULT_COUNTERS for selector in found):
+            gpu_panels += 1
+            assert [s.name for s in found if s.name not in DEFAULT_COUNTERS] == ["up"]
+            assert "on (cluster, namespace, pod) group_left (dsgd_job)" in query.expr
+    assert gpu_panels >= 4
 
 
 def test_operator_panels_filter_by_namespace_and_job() -> None:
@@ -128,24 +156,34 @@ def test_operator_panels_filter_by_namespace_and_job() -> None:
     for query in panel_queries(BOARDS["operator"]):
         for selector in selectors(query.expr):
             namespace = "$job_namespace" if selector.name in PER_JOB_SERIES else "$namespace"
-            assert selector.matchers.get("namespace") == ("=~", namespace), query.origin
-            assert selector.matchers.get("job") == ("=~", "$job"), query.origin
+            assert selector.matchers == {
+                "cluster": ("=~", "$cluster"),
+                "namespace": ("=~", namespace),
+                "job": ("=~", "$job"),
+            }, query.origin
 
 
 @pytest.mark.parametrize("uid", sorted(BOARDS))
 def test_dashboard_variables_datasource_and_layout(uid: str) -> None:
     board: dict[str, Any] = BOARDS[uid]
     variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert {"datasource", "namespace", "job"} <= set(variables)
+    job = "dsgd_job" if uid == "training" else "job"
+    assert {"datasource", "cluster", "namespace", job} <= set(variables)
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("namespace", "job"):
-        assert variables[name]["multi"] and variables[name]["includeAll"]
-        assert variables[name]["allValue"] == ".*"
+    for name, variable in variables.items():
+        if name == "datasource":
+            continue
+        assert variable["multi"] and variable["includeAll"], name
+        # "All" also matches a series without the label: one cluster without a `cluster`
+        # label, jobs of no experiment. Every trainer series has a dsgd_job.
+        assert variable["allValue"] == (".+" if name == "dsgd_job" else ".*"), name
+    assert variables["cluster"]["query"].endswith(", cluster)")
     # Every query expands with the variables the dashboard defines (no dangling $names).
     defined = {name: ".*" for name in variables}
     for query in (*panel_queries(board), *variable_queries(board)):
-        assert "$" not in to_promql(query.expr, defined), query.origin
+        # ($1 in label_replace is the regex group, no variable.)
+        assert not re.search(r"\$(?!1\b)", to_promql(query.expr, defined)), query.origin
 
     assert board["uid"] == f"dsgd-{uid}" and board["title"].startswith("dsgd / ")
     ids = [panel["id"] for panel in board["panels"]]
@@ -186,3 +224,36 @@ def test_promtool_check_rules_is_clean(tmp_path: Path) -> None:
         )
     )
     assert promtool("check", "rules", str(broken)).returncode != 0
+
+
+def test_committed_dashboards_are_what_the_sdk_builds(tmp_path: Path) -> None:
+    """`python -m dsgd_operator.dashboards --check` passes on the chart, and names a file
+    edited by hand, a missing one and a stray one."""
+
+    def check(directory: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dsgd_operator.dashboards", "--check",
+             f"--output-dir={directory}"],
+            capture_output=True, text=True, timeout=120, env=os.environ, cwd=REPO,
+        )  # fmt: skip
+
+    committed = check(DASHBOARDS)
+    assert committed.returncode == 0, committed.stderr
+    copy = tmp_path / "dashboards"
+    shutil.copytree(DASHBOARDS, copy)
+    edited = json.loads((copy / "training.json").read_text())
+    edited["panels"][1]["title"] = "Epoch (edited by hand)"
+    (copy / "training.json").write_text(json.dumps(edited, indent=2))
+    (copy / "operator.json").unlink()
+    (copy / "stray.json").write_text("{}")
+    drifted = check(copy)
+    assert drifted.returncode == 1
+    assert f"{copy / 'training.json'}: stale" in drifted.stderr
+    assert f"{copy / 'operator.json'}: missing" in drifted.stderr
+    assert f"{copy / 'stray.json'}: not built" in drifted.stderr
+    written = subprocess.run(
+        [sys.executable, "-m", "dsgd_operator.dashboards", f"--output-dir={copy}"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    assert (copy / "training.json").read_text() == (DASHBOARDS / "training.json").read_text()

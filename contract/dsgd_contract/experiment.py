@@ -22,6 +22,9 @@ EXPERIMENT_LABEL = f"{GROUP}/experiment"
 #: The grid cell: "c<i>", i in the order of the cross product (first axis slowest).
 CELL_LABEL = f"{GROUP}/cell"
 SEED_LABEL = f"{GROUP}/seed"
+#: The labels the operator copies from a trial's job onto its pods, so that the trainer's
+#: metrics can be told apart by trial (the chart's PodMonitor turns them into series labels).
+TRIAL_LABELS = (EXPERIMENT_LABEL, CELL_LABEL, SEED_LABEL)
 
 # -- grid limits -----------------------------------------------------------------------------
 

@@ -75,6 +75,15 @@ SERVER_FETCHES = "dsgd_parameter_server_fetches_total"
 #: Every metric name a parameter server exports, as Prometheus shows it.
 PARAMETER_SERVER_METRICS = (STALENESS, SERVER_UPDATES, SERVER_FETCHES)
 
+# --- labels the chart's PodMonitor adds to every trainer series ---------------------------
+
+#: A trial's experiment, grid cell and seed, from the pod labels of dsgd_contract.experiment
+#: (the operator copies them from the trial's job onto its pods). Named like `dsgd_job`:
+#: Prometheus label names cannot hold the pod labels' `dsgd.io/` prefix.
+EXPERIMENT_SERIES_LABEL = "dsgd_experiment"
+CELL_SERIES_LABEL = "dsgd_cell"
+SEED_SERIES_LABEL = "dsgd_seed"
+
 # --- the operator's series ---------------------------------------------------------------
 
 #: Per-job operator series are labelled with the job's namespace and name, the same label

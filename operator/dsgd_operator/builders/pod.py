@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from dsgd_contract.experiment import TRIAL_LABELS
 from dsgd_contract.pod import (
     ARGS,
     COMMAND,
@@ -43,6 +44,11 @@ def _tolerations(job: DistributedSGDJob) -> list[dict]:
     if job.spec.topology.gpu and all(t.get("key") != GPU_RESOURCE for t in tolerations):
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations
+
+
+def trial_labels(job: DistributedSGDJob) -> dict[str, str]:
+    """The job's experiment, cell and seed labels (set on a trial by its SGDExperiment)."""
+    return {key: job.metadata.labels[key] for key in TRIAL_LABELS if key in job.metadata.labels}
 
 
 def port(name: str, number: int) -> dict:
@@ -117,7 +123,10 @@ def member_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": object_meta(job, name, {**template.labels, **labels}, annotations),
+        # A trial's pods carry its experiment labels: its metrics are told apart by trial.
+        "metadata": object_meta(
+            job, name, {**template.labels, **trial_labels(job), **labels}, annotations
+        ),
         "spec": spec,
     }
 
