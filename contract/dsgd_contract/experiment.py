@@ -22,6 +22,8 @@ EXPERIMENT_LABEL = f"{GROUP}/experiment"
 #: The grid cell: "c<i>", i in the order of the cross product (first axis slowest).
 CELL_LABEL = f"{GROUP}/cell"
 SEED_LABEL = f"{GROUP}/seed"
+#: A trial's labels, copied from the child job onto its pods (metrics are selected by them).
+TRIAL_LABELS = (EXPERIMENT_LABEL, CELL_LABEL, SEED_LABEL)
 
 # -- grid limits -----------------------------------------------------------------------------
 

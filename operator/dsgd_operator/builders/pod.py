@@ -12,6 +12,7 @@ from dsgd_contract.pod import (
     METRICS_PORT_NAME,
     RENDEZVOUS_PORT,
     RENDEZVOUS_PORT_NAME,
+    TERMINATION_MESSAGE_PATH,
     pod_labels,
     pod_name,
     service_name,
@@ -21,7 +22,7 @@ from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.env import container_env
 from dsgd_operator.builders.gpu_pods import add_gpu_pod_settings
-from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.metadata import inherited_labels, object_meta
 from dsgd_operator.builders.pod_defaults import image_pull_policy
 from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
@@ -67,6 +68,10 @@ def _container(job: DistributedSGDJob, node_rank: int, settings: BuildSettings) 
     if resources:
         container["resources"] = resources
     container["volumeMounts"] = container_mounts(job)
+    # Rank 0 writes the run's results there (RESULTS_MESSAGE_ENV); the operator reads them
+    # from the finished pod's status. Stated, not left to the defaults: the env names it.
+    container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "File"
     container["securityContext"] = container_security_context()
     return container
 
@@ -90,6 +95,7 @@ def build_pod(
     template = job.spec.template
     labels = {
         **template.labels,
+        **inherited_labels(job),
         **gang_pod_labels(job),
         **pod_labels(job.name, node_rank, attempt),
     }

@@ -9,23 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsgd_operator.experiments.api import SGDExperiment
-from dsgd_operator.experiments.grid import expand_trials, trial_job
-from dsgd_operator.manifest import ManifestError, parse_job
-from dsgd_operator.template_policy import TemplatePolicy, policy_problems
-
-
-def trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
-    """The policy's refusals of the experiments' trial jobs, each problem once."""
-    problems: dict[str, None] = {}
-    for experiment in experiments:
-        for trial in expand_trials(experiment.spec):
-            job = parse_job(trial_job(experiment, trial))
-            for problem in policy_problems(job, policy):
-                # The trial's spec.x is the experiment's spec.template.x.
-                where = "spec.template." + problem.removeprefix("spec.")
-                problems[f"experiment {experiment.name}: {where}"] = None
-    return list(problems)
+from dsgd_operator.manifest import ManifestError
 
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
