@@ -41,10 +41,15 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dsgd_operator.cli import EXIT_INVALID
     from dsgd_operator.experiments.aggregate import ReportError
+    from dsgd_operator.experiments.cluster_report import cluster_report, is_resource
     from dsgd_operator.experiments.report import write_report
 
+    out = Path(args.out) if args.out else None
     try:
-        written = write_report(Path(args.dir), Path(args.out) if args.out else None)
+        if is_resource(args.dir):
+            written = cluster_report(args.dir, args.namespace, out)
+        else:
+            written = write_report(Path(args.dir), out)
     except ReportError as error:
         print(f"dsgd report: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -74,6 +79,15 @@ def add_experiment_commands(sub: Any) -> None:
     report = sub.add_parser(
         "report", help="an experiment directory's tables and figures (report.md, report.html)"
     )
-    report.add_argument("dir", metavar="DIR", help="the --out of `dsgd experiment run`")
-    report.add_argument("--out", help="where the report goes (default: DIR)")
+    report.add_argument(
+        "dir",
+        metavar="DIR | sgdexperiment/NAME",
+        help="the --out of `dsgd experiment run`, or an experiment on the current kube context",
+    )
+    report.add_argument(
+        "--out", help="where the report goes (default: DIR; runs/NAME for an experiment)"
+    )
+    report.add_argument(
+        "-n", "--namespace", help="the experiment's namespace (default: the context's)"
+    )
     report.set_defaults(func=cmd_report)

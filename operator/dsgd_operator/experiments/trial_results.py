@@ -61,7 +61,13 @@ def finished_trial(
             "communicated_bytes": results.communicated_bytes,
             "samples": results.samples,
             "sync_rounds": dict(results.sync_rounds),
-            "at_target": AtTarget.model_validate(reached) if reached else None,
+            "at_target": AtTarget(
+                wall_seconds=reached["wall_seconds"],
+                samples=reached["samples"],
+                communicated_bytes=reached["communicated_bytes"],
+            )
+            if reached
+            else None,
         }
     )
 
