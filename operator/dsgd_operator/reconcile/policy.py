@@ -293,8 +293,7 @@ class _Pass:
             return
         pods = list(current.values())
         if all(p.phase == "Succeeded" for p in pods):
-            # Rank 0 (on node 0, present: none is missing) left its results in its message.
-            self.status.results = decode_results(current[0].termination_message)
+            self.status.results = decode_results(current[0].termination_message)  # rank 0's
             self.end(SUCCEEDED, "AllPodsSucceeded", f"all {nodes} pods completed")
             return
         if all(p.phase in ("Running", "Succeeded") for p in pods):
