@@ -28,7 +28,13 @@ key=$( (cat "$here/go.mod" "$here/go.sum" "$here/etcd/main.go"; echo "$HELM_VERS
 out="${DSGD_CLUSTER_CACHE:-$HOME/.cache/dsgd/cluster}/$k8s_version-$key"
 if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
 
+# One build per cache entry at a time: a second caller (another clone's `make test`, a
+# test session) waits for the first and then finds the entry complete, instead of
+# running the same multi-core Go build beside it.
 mkdir -p "$out"
+exec 9>"$out.lock"
+flock 9
+if [ -f "$out/.complete" ]; then echo "$out"; exit 0; fi
 start=$(date +%s)
 echo "building the control plane ($k8s_version, helm $HELM_VERSION) into $out; the first build takes a while" >&2
 # Clients read the version (helm's kubeVersion check, kubectl's skew warning), so stamp it
