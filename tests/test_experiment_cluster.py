@@ -203,14 +203,14 @@ def test_experiment_runs_two_trials_at_a_time_to_results_and_goes_with_its_trial
         for key in ("finalTestAccuracy", "wallSeconds", "communicatedBytes", "samples"):
             values = np.array([r[key] for r in mine], dtype=float)
             figure = by_cell[cell_id][key]
-            assert figure["n"] == 2
+            assert figure["seeds"] == 2, (cell_id, key, by_cell[cell_id])
             assert figure["mean"] == pytest.approx(values.mean())
             assert figure["std"] == pytest.approx(values.std(ddof=1), abs=1e-9)
         curves = [r["curve"] for r in mine]
         reached = [
             p for c in curves if (p := next((x for x in c if x["testAccuracy"] >= 0.5), None))
         ]
-        assert by_cell[cell_id]["timeToTarget"]["n"] == len(reached)
+        assert by_cell[cell_id]["timeToTarget"]["seeds"] == len(reached)
         if reached:
             assert by_cell[cell_id]["timeToTarget"]["mean"] == pytest.approx(
                 np.mean([p["wallSeconds"] for p in reached])

@@ -83,7 +83,7 @@ def test_cells_aggregate_succeeded_seeds_as_numpy_does() -> None:
     for cell in cells:
         ok = [t for t in trials if t.cell.id == cell.cell and t.name("lin") != failed]
         accuracy = np.array([runs[t.name("lin")].final_test_accuracy for t in ok])
-        assert cell.final_test_accuracy.n == len(ok)
+        assert cell.final_test_accuracy.seeds == len(ok)
         assert cell.final_test_accuracy.mean == pytest.approx(accuracy.mean())
         assert cell.final_test_accuracy.std == pytest.approx(accuracy.std(ddof=1))
         rounds = np.array([runs[t.name("lin")].sync_rounds["global"] for t in ok])
@@ -92,7 +92,7 @@ def test_cells_aggregate_succeeded_seeds_as_numpy_does() -> None:
             next(p for p in runs[t.name("lin")].curve if p.test_accuracy >= TARGET) for t in ok
         ]
         seconds = np.array([p.wall_seconds for p in reached])
-        assert cell.time_to_target.n == len(reached)
+        assert cell.time_to_target.seeds == len(reached)
         assert cell.time_to_target.mean == pytest.approx(seconds.mean())
         assert cell.bytes_to_target.mean == pytest.approx(
             np.mean([p.communicated_bytes for p in reached])

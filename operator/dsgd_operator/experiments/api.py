@@ -155,12 +155,12 @@ class TrialCounts(ExperimentModel):
 
 
 class Figure(ExperimentModel):
-    """One figure over a cell's seeds: mean, sample standard deviation (n − 1; absent for
-    n < 2) and n."""
+    """One figure over a cell's seeds: mean, sample standard deviation (n − 1), n."""
 
-    mean: float | None = None
-    std: float | None = None
-    n: int = 0
+    mean: float | None = Field(None, description="Mean over the seeds.")
+    std: float | None = Field(None, description="Sample standard deviation; absent for one seed.")
+    # Not `n`: kubectl reads the CRD with YAML 1.1, where a plain `n` key is false.
+    seeds: int = Field(0, description="n: how many seeds the figure is over.")
 
 
 class AtTarget(ExperimentModel):

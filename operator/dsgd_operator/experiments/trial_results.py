@@ -74,7 +74,7 @@ def finished_trial(
 
 def _figure(values: list[float]) -> Figure:
     stat = Stat.of(values)
-    return Figure(mean=stat.mean, std=stat.std, n=stat.n)
+    return Figure(mean=stat.mean, std=stat.std, seeds=stat.n)
 
 
 def cell_results(experiment: SGDExperiment, finished: list[FinishedTrial]) -> list[CellResults]:
