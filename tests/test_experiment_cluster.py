@@ -261,8 +261,10 @@ def test_an_invalid_trial_refuses_the_experiment_with_a_condition_and_an_event(
     condition = wait_until(invalid, 60, "condition Invalid")
     assert condition["status"] == "True" and condition["reason"] == "InvalidSpec"
     # The trial (cell and axis values) and the field.
-    assert "cell c1 (topology.nodes=0)" in condition["message"], condition
-    assert "topology.nodes" in condition["message"].split("):", 1)[1], condition
+    assert condition["message"] == (
+        "spec.axes: cell c1 (topology.nodes=0), seed(s) 0, 1: "
+        "topology.nodes: Input should be greater than or equal to 1"
+    ), condition
     events = wait_until(
         lambda: [e for e in experiments.events("bad") if e.reason == "InvalidSpec"], 30, "an Event"
     )
