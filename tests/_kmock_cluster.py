@@ -26,6 +26,7 @@ import kubernetes.config.kube_config
 import pytest
 import yaml
 from dsgd_operator import api
+from dsgd_operator.experiments import api as experiments
 
 from tests._job_reads import JOBS, PODS, JobReads
 from tests._operator_in_process import FAST_OPTIONS, Operator, job_spec  # noqa: F401
@@ -49,6 +50,13 @@ RESOURCES: dict[str, dict] = {
         "singular": api.SINGULAR,
         "namespaced": True,
         "shortnames": set(api.SHORT_NAMES),
+        "subresources": {"status"},
+    },
+    f"{api.GROUP}/{api.VERSION}/{experiments.PLURAL}": {
+        "kind": experiments.KIND,
+        "singular": experiments.SINGULAR,
+        "namespaced": True,
+        "shortnames": set(experiments.SHORT_NAMES),
         "subresources": {"status"},
     },
     "scheduling.volcano.sh/v1beta1/podgroups": {"kind": "PodGroup", "namespaced": True},

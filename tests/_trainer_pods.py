@@ -184,6 +184,7 @@ def start_pod(
             config_path=str(config_path),
             metrics_port=metrics_port,
             multiproc_dir=str(multiproc_dir),
+            results_message_path=str(workdir / f"{name}-termination-log"),
         ),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",

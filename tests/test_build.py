@@ -34,6 +34,7 @@ CONTRACT_ENV_NAMES = [
     "DSGD_METRICS_PORT",
     "DSGD_JOB_NAME",
     "PROMETHEUS_MULTIPROC_DIR",
+    "DSGD_RESULTS_MESSAGE_PATH",
     "PYTHONUNBUFFERED",
 ]
 
@@ -198,6 +199,7 @@ def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
         ("DSGD_METRICS_PORT", "9400"),
         ("DSGD_JOB_NAME", "gpu-job"),
         ("PROMETHEUS_MULTIPROC_DIR", "/tmp/dsgd-metrics"),
+        ("DSGD_RESULTS_MESSAGE_PATH", "/dev/termination-log"),
         ("PYTHONUNBUFFERED", "1"),
         ("NCCL_DEBUG", "WARN"),  # the installation's NCCL default (BuildSettings.gpu_pods)
     ]
@@ -210,6 +212,22 @@ def test_gpu_pod_follows_the_pod_contract(node_rank: int) -> None:
     assert volumes_of(pod)["dsgd-config"]["configMap"] == {"name": "gpu-job-config"}
     config_mount = next(m for m in trainer["volumeMounts"] if m["mountPath"] == "/etc/dsgd")
     assert config_mount["readOnly"] is True
+    # Rank 0's results message goes where Kubernetes reads the termination message.
+    assert trainer["terminationMessagePath"] == "/dev/termination-log"
+    assert trainer["terminationMessagePolicy"] == "File"
+
+
+def test_a_trials_labels_reach_its_pods_and_no_other_job_label_does() -> None:
+    """Trainer series are selected by experiment, cell and seed (PodMonitor podTargetLabels
+    copy pod labels): the child job's trial labels are on its pods."""
+    trial = {"dsgd.io/experiment": "lin", "dsgd.io/cell": "c3", "dsgd.io/seed": "1"}
+    job = parse_job(
+        manifest("lin-c3-s1", {"labels": {**trial, "team": "vision"}}, topology={"nodes": 2})
+    )
+    for pod in build_pods(job):
+        labels = pod["metadata"]["labels"]
+        assert trial.items() <= labels.items()
+        assert "team" not in labels  # job labels are the job's; pod labels come from template
 
 
 def test_build_pods_makes_one_pod_per_node_in_rank_order() -> None:

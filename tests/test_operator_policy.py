@@ -368,3 +368,40 @@ def test_the_first_pod_to_die_is_named_as_the_cause():
     restarting = condition(step(running_status(), pods).status, "Restarting")
     assert restarting.reason == "Signal9"
     assert restarting.message.startswith("j-node-1 exited with code 137")
+
+
+def test_a_succeeded_gang_stores_node_zeros_results_message_in_the_status():
+    from dsgd_contract.run_results import encode_results
+
+    summary = {"final_test_accuracy": 0.91, "samples": 640, "sync_rounds": {"global": 4}}
+    records = [
+        {"epoch": 1, "samples": 320, "wall_seconds": 1.5, "train_loss": 0.7,
+         "test_accuracy": 0.8, "communicated_bytes": 100},
+        {"epoch": 2, "samples": 640, "wall_seconds": 3.0, "train_loss": 0.4,
+         "test_accuracy": 0.91, "communicated_bytes": 200},
+    ]  # fmt: skip
+    message = encode_results(summary, records)
+    done = [pod(0, "Succeeded", termination_message=message), pod(1, "Succeeded")]
+    status = step(running_status(), done).status
+    assert status.phase == "Succeeded"
+    wire = status.to_wire()["results"]
+    assert wire["finalTestAccuracy"] == 0.91 and wire["samples"] == 640
+    assert wire["syncRounds"] == {"global": 4} and wire["evaluations"] == 2
+    assert [p["testAccuracy"] for p in wire["curve"]] == [0.8, 0.91]
+    # A message that is not ours (a crash text) leaves no results; the job still succeeds.
+    garbled = [pod(0, "Succeeded", termination_message="Segmentation fault"), pod(1, "Succeeded")]
+    status = step(running_status(), garbled).status
+    assert status.phase == "Succeeded" and status.results is None
+
+
+def test_observe_pod_reads_the_trainers_termination_message():
+    body = {
+        "metadata": {"name": "j-node-0", "labels": {"dsgd.io/node-rank": "0"}},
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"exitCode": 0, "message": "{}"}}}
+            ],
+        },
+    }
+    assert observe_pod(body).termination_message == "{}"

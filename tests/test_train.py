@@ -390,3 +390,25 @@ def test_a_sigterm_reaching_one_rank_stops_every_rank_at_the_same_step(
     assert steps[0] >= STEPS_PER_EPOCH  # after the first checkpoint, so mid-run
     assert latest_epoch(tmp_path) >= 1
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_rank_zero_leaves_its_results_as_the_termination_message(reference: Path) -> None:
+    """What the operator reads from the finished pod (dsgd_contract.run_results) equals
+    summary.json and metrics.jsonl, within the message's 6 significant digits."""
+    from dsgd_contract.run_results import MAX_MESSAGE_BYTES, decode_results
+
+    message = (reference / "pod-termination-log").read_bytes()
+    assert 0 < len(message) <= MAX_MESSAGE_BYTES
+    results = decode_results(message.decode())
+    assert results is not None
+    summary = json.loads((reference / "out" / "summary.json").read_text())
+    for key, value in results.summary().items():
+        expected = summary[key]
+        assert value == (
+            pytest.approx(expected, rel=1e-5) if isinstance(value, float) else expected
+        )
+    history = records(reference)
+    assert results.evaluations == len(history) == len(results.curve)
+    for point, record in zip(results.curve, history, strict=True):
+        for key, value in point.model_dump().items():
+            assert value == pytest.approx(record[key], rel=1e-5), key

@@ -15,6 +15,8 @@ PS_PORT (DSGD_PS_ADDR, DSGD_PS_PORT).
 
 from __future__ import annotations
 
+from dsgd_contract import run_results
+
 #: The API group: the CRD's and the prefix of every label and annotation dsgd sets.
 GROUP = "dsgd.io"
 
@@ -155,6 +157,10 @@ COLLECTIVE_TIMEOUT_ENV = "DSGD_COLLECTIVE_TIMEOUT_SECONDS"
 #: ("warn" or "error"): every host synchronisation inside a step is reported
 #: (benchmarks/gpu_check.sh sets it; unset in pods).
 CUDA_SYNC_DEBUG_ENV = "DSGD_CUDA_SYNC_DEBUG"
+#: Where rank 0 writes the run's results message (dsgd_contract.run_results): the trainer
+#: container's terminationMessagePath, so that Kubernetes puts it on the pod's status.
+RESULTS_MESSAGE_ENV = run_results.RESULTS_MESSAGE_ENV
+TERMINATION_MESSAGE_PATH = run_results.TERMINATION_MESSAGE_PATH
 #: prometheus-client's multiprocess directory, shared by the ranks of a pod.
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -175,6 +181,7 @@ def trainer_env(
     config_path: str = CONFIG_PATH,
     metrics_port: int = METRICS_PORT,
     multiproc_dir: str = METRICS_DIR,
+    results_message_path: str = TERMINATION_MESSAGE_PATH,
     parameter_server_addr: str | None = None,
 ) -> dict[str, str]:
     """The trainer container's own environment, in the pod contract's order.
@@ -198,6 +205,7 @@ def trainer_env(
         METRICS_PORT_ENV: str(metrics_port),
         JOB_NAME_ENV: job_name,
         MULTIPROC_DIR_ENV: multiproc_dir,
+        RESULTS_MESSAGE_ENV: results_message_path,
         **servers,
         "PYTHONUNBUFFERED": "1",
     }

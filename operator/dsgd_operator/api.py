@@ -25,6 +25,7 @@ from dsgd_contract.config import (
 from dsgd_contract.config_rules import cross_field_errors
 from dsgd_contract.job_status import CONDITION_TYPES, Phase
 from dsgd_contract.pod import GROUP, POD_NAME_INFIX
+from dsgd_contract.run_results import RunResults
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -341,6 +342,13 @@ class DistributedSGDJobStatus(BaseModel):
     )
     applied_spec: AppliedSpec | None = Field(
         None, description="The immutable sections the running gang was built from."
+    )
+    results: RunResults | None = Field(
+        None,
+        description=(
+            "Set when the job Succeeded: summary.json's figures and the test-accuracy curve, "
+            "from rank 0's termination message (at most 4096 bytes: the curve evenly decimated)."
+        ),
     )
 
     def condition(self, kind: str) -> Condition | None:

@@ -19,9 +19,14 @@ import yaml
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import SGDExperiment
-from dsgd_operator.experiments.commands import add_experiment_commands, trial_policy_problems
+from dsgd_operator.experiments.commands import add_experiment_commands
 from dsgd_operator.experiments.grid import describe_grid, expand_trials, trial_job
-from dsgd_operator.experiments.manifest import is_experiment, load_manifests, parse_manifests
+from dsgd_operator.experiments.manifest import (
+    is_experiment,
+    load_manifests,
+    parse_manifests,
+    trial_policy_problems,
+)
 from dsgd_operator.manifest import ManifestError, read_manifest_documents
 from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 

@@ -5,6 +5,9 @@
   checkpoint, so the file never holds an epoch twice.
 - `summary.json`: written once at the end (atomically): the fields of the pod
   contract and a few more (see `summarize`).
+- on a cluster, the same results in compact form as the container's termination
+  message (`write_results_message`, format in `dsgd_contract.run_results`), from
+  which the operator fills the job's `status.results`.
 
 Also the loop's words about a run: its start line (`describe`), one line per
 epoch (`epoch_line`), and the directories it writes to (`prepare_directories`).
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from dsgd_contract import exit_codes
 from dsgd_contract.config import TrainingConfig
 from dsgd_contract.experiment import METRICS_FILE, SUMMARY_FILE
+from dsgd_contract.run_results import RESULTS_MESSAGE_ENV, encode_results
 
 from dsgd_trainer.stopping import TrainerExit
 from dsgd_trainer.storage import atomic_write
@@ -82,6 +86,25 @@ def read_records(output_dir: Path) -> list[dict[str, Any]]:
 def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(output_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def write_results_message(output_dir: Path, summary: dict[str, Any]) -> str | None:
+    """Write the run's results message where RESULTS_MESSAGE_ENV says (the container's
+    terminationMessagePath); None when written or not asked for, else why not.
+
+    Not fatal when it fails: summary.json and metrics.jsonl are the results; the
+    message only spares the operator reading them from a volume.
+    """
+    path = os.environ.get(RESULTS_MESSAGE_ENV)
+    if not path:
+        return None
+    try:
+        message = encode_results(summary, read_records(output_dir))
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(message)
+    except (OSError, ValueError) as error:
+        return f"{RESULTS_MESSAGE_ENV} {path}: results message not written: {error}"
+    return None
 
 
 def write_atomically(path: Path, text: str) -> None:

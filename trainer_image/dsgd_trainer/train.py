@@ -317,6 +317,9 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
     if gang.rank == 0:
         summary = results.summarize(config, gang, run, algorithm)
         results.write_summary(output_dir, summary)
+        problem = results.write_results_message(output_dir, summary)
+        if problem:
+            log(f"warning: {problem}")
         log(
             f"done: {summary['epochs']} epochs, {summary['steps']} steps, "
             f"test accuracy {fmt(summary['final_test_accuracy'])}, "

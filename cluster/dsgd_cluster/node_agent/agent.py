@@ -29,7 +29,7 @@ from kubernetes import client, watch
 
 from dsgd_cluster.node_agent import nodes
 from dsgd_cluster.node_agent.container import AgentContext, PodSetupError, prepare
-from dsgd_cluster.node_agent.pod_status import RunningPod, status_body
+from dsgd_cluster.node_agent.pod_status import RunningPod, status_body, termination_message
 
 log = logging.getLogger("dsgd.node_agent")
 HEARTBEAT_SECONDS = 10.0
@@ -228,6 +228,7 @@ class NodeAgent:
             pod.next_start = time.monotonic() + 2.0
             self._report_waiting(pod, error.reason, str(error))
             return
+        pod.termination_log = launch.termination_log
         pod.log_path.parent.mkdir(parents=True, exist_ok=True)
         with pod.log_path.open("ab") as out:
             pod.process = subprocess.Popen(
@@ -255,6 +256,9 @@ class NodeAgent:
         }
         if code < 0:
             pod.last_exit["signal"] = -code
+        message = termination_message(pod, exit_code)
+        if message:
+            pod.last_exit["message"] = message
         pod.process = None
         return exit_code
 

@@ -7,11 +7,15 @@ this machine's PATH), `env` (`value`; `valueFrom` with `fieldRef`, `configMapKey
 `emptyDir`, `persistentVolumeClaim` bound to a `hostPath`/`local` PersistentVolume,
 `hostPath`, `projected` service-account tokens, `downwardAPI` is not), the
 service account's token (as a kubeconfig, see below), `restartPolicy`, deletion
-with its grace period.
+with its grace period, `terminationMessagePath` and `terminationMessagePolicy`
+(`File`, `FallbackToLogsOnError`): the message file is a fresh local file per
+start, read back when the process exits into the container's
+`state.terminated.message`, at most 4096 bytes as the kubelet keeps.
 
 Rewritten: a volume mounted at `/p` is a local directory `D`; every env value and
 argument that names a path under `/p` is rewritten to the same path under `D`
-(a container would see the volume at `/p`). The pod's service-account token
+(a container would see the volume at `/p`); the same for the termination
+message path, a file mounted into a container by its runtime. The pod's service-account token
 becomes `KUBECONFIG` pointing at a kubeconfig for the API server (there is no
 `/var/run/secrets/…` on this machine, and no in-cluster Service routing), and
 `KUBERNETES_SERVICE_*` are not set. A dsgd trainer pod (one that sets
@@ -39,7 +43,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsgd_contract.pod import CONFIG_ENV, METRICS_ADDR_ENV, METRICS_PORT_ENV
+from dsgd_contract.pod import (
+    CONFIG_ENV,
+    METRICS_ADDR_ENV,
+    METRICS_PORT_ENV,
+    RESULTS_MESSAGE_ENV,
+    TERMINATION_MESSAGE_PATH,
+)
 from dsgd_operator.local_run import local_process
 from kubernetes import client
 
@@ -65,6 +75,8 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     cwd: Path
+    #: The local file standing for the container's terminationMessagePath.
+    termination_log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +313,13 @@ def prepare(
     service_account = functools.cache(lambda: _service_account_files(ctx, pod))
     volumes = _volume_dirs(ctx, pod, pod_dir, service_account)
     table = _mount_table(container, volumes)
+    # A fresh, empty message file per start, as a runtime mounts one into each container.
+    termination_log = pod_dir / "termination-log"
+    termination_log.write_bytes(b"")
+    table.append(
+        (container.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH, termination_log)
+    )
+    table.sort(key=lambda entry: len(entry[0]), reverse=True)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     base.pop("KUBECONFIG", None)
@@ -337,7 +356,7 @@ def prepare(
         argv = [map_path(_expand(part, env), table) for part in argv]
         launch = Launch(_executable(argv), {**base, **env}, pod_dir)
     cwd = Path(map_path(container["workingDir"], table)) if container.get("workingDir") else pod_dir
-    return Launch(launch.argv, launch.env, cwd if cwd.is_dir() else pod_dir)
+    return Launch(launch.argv, launch.env, cwd if cwd.is_dir() else pod_dir, termination_log)
 
 
 def _executable(argv: list[str]) -> list[str]:
@@ -394,6 +413,8 @@ def _trainer_launch(
         threads=threads,
         base_env=base,
         parameter_server_port=ports[1],
+        # Already rewritten to the pod's message file above, when the pod sets it.
+        results_message_path=env.get(RESULTS_MESSAGE_ENV),
     )
     (pod_dir / "prometheus").mkdir(exist_ok=True)
     return Launch(planned.argv, {**planned.env, METRICS_ADDR_ENV: pod_ip}, pod_dir)

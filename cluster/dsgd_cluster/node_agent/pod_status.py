@@ -21,6 +21,7 @@ class RunningPod:
     restart_policy: str
     container: str
     log_path: Path
+    termination_log: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: str = ""
     restarts: int = 0
@@ -29,6 +30,28 @@ class RunningPod:
     deleting: bool = False
     last_exit: dict | None = None
     pod: dict = field(default_factory=dict)
+
+
+#: What a kubelet keeps of a termination message, and of the log tail it falls back to.
+MAX_MESSAGE_BYTES = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+
+
+def termination_message(pod: RunningPod, exit_code: int) -> str:
+    """The container's termination message as a kubelet reads it on exit: the message
+    file (its first 4096 bytes); with `FallbackToLogsOnError`, an empty file and a
+    failed container, the log's last 80 lines (at most 2048 bytes)."""
+    message = b""
+    if pod.termination_log is not None and pod.termination_log.is_file():
+        with pod.termination_log.open("rb") as file:
+            message = file.read(MAX_MESSAGE_BYTES)
+    container = pod.pod["spec"]["containers"][0]
+    policy = container.get("terminationMessagePolicy") or "File"
+    if not message and exit_code and policy == "FallbackToLogsOnError" and pod.log_path.is_file():
+        tail = pod.log_path.read_bytes().splitlines(keepends=True)[-FALLBACK_LOG_LINES:]
+        message = b"".join(tail)[-FALLBACK_LOG_BYTES:]
+    return message.decode("utf-8", errors="replace")
 
 
 def status_body(pod: RunningPod, phase: str, state: dict, now: str) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-from dsgd_contract.experiment import TRIAL_LABELS
 from dsgd_contract.pod import (
     ARGS,
     COMMAND,
@@ -14,6 +13,7 @@ from dsgd_contract.pod import (
     METRICS_PORT_NAME,
     RENDEZVOUS_PORT,
     RENDEZVOUS_PORT_NAME,
+    TERMINATION_MESSAGE_PATH,
     pod_labels,
     pod_name,
     service_name,
@@ -23,7 +23,7 @@ from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.builders.build_settings import DEFAULT_SETTINGS, BuildSettings
 from dsgd_operator.builders.env import container_env
 from dsgd_operator.builders.gpu_pods import add_gpu_pod_settings
-from dsgd_operator.builders.metadata import object_meta
+from dsgd_operator.builders.metadata import inherited_labels, object_meta
 from dsgd_operator.builders.pod_defaults import image_pull_policy
 from dsgd_operator.builders.pod_group import (
     gang_pod_annotations,
@@ -44,11 +44,6 @@ def _tolerations(job: DistributedSGDJob) -> list[dict]:
     if job.spec.topology.gpu and all(t.get("key") != GPU_RESOURCE for t in tolerations):
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations
-
-
-def trial_labels(job: DistributedSGDJob) -> dict[str, str]:
-    """The job's experiment, cell and seed labels (set on a trial by its SGDExperiment)."""
-    return {key: job.metadata.labels[key] for key in TRIAL_LABELS if key in job.metadata.labels}
 
 
 def port(name: str, number: int) -> dict:
@@ -80,6 +75,10 @@ def member_container(
     if resources:
         container["resources"] = resources
     container["volumeMounts"] = container_mounts(job)
+    # Rank 0 writes the run's results there (RESULTS_MESSAGE_ENV); the operator reads them
+    # from the finished pod's status. Stated, not left to the defaults: the env names it.
+    container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "File"
     container["securityContext"] = container_security_context()
     return container
 
@@ -125,7 +124,7 @@ def member_pod(
         "kind": "Pod",
         # A trial's pods carry its experiment labels: its metrics are told apart by trial.
         "metadata": object_meta(
-            job, name, {**template.labels, **trial_labels(job), **labels}, annotations
+            job, name, {**template.labels, **inherited_labels(job), **labels}, annotations
         ),
         "spec": spec,
     }

@@ -154,6 +154,69 @@ class TrialCounts(ExperimentModel):
     failed: int = 0
 
 
+class Figure(ExperimentModel):
+    """One figure over a cell's seeds: mean, sample standard deviation (n − 1), n."""
+
+    mean: float | None = Field(None, description="Mean over the seeds.")
+    std: float | None = Field(None, description="Sample standard deviation; absent for one seed.")
+    # Not `n`: kubectl reads the CRD with YAML 1.1, where a plain `n` key is false.
+    seeds: int = Field(0, description="n: how many seeds the figure is over.")
+
+
+class AtTarget(ExperimentModel):
+    """Where a trial's curve first reached spec.targetAccuracy (at its kept evaluations)."""
+
+    wall_seconds: float
+    samples: int
+    communicated_bytes: int
+
+
+class FinishedTrial(ExperimentModel):
+    """A trial that ended, as the experiment keeps it: its child job may be deleted later
+    (the template's ttlSecondsAfterFinished) without its figures leaving the results."""
+
+    name: str
+    cell: str
+    seed: int
+    phase: Literal["Succeeded", "Failed"]
+    final_test_accuracy: float | None = None
+    wall_seconds: float | None = None
+    communicated_bytes: int | None = None
+    samples: int | None = None
+    sync_rounds: dict[str, int] = Field(default_factory=dict)
+    at_target: AtTarget | None = Field(
+        None, description="The first evaluation at spec.targetAccuracy; absent: not reached."
+    )
+
+
+class CellResults(ExperimentModel):
+    """One grid cell's results, aggregated over its succeeded seeds."""
+
+    cell: str = Field(description="The cell's id, c<i> (the trials' label dsgd.io/cell).")
+    description: str = Field(description="Its axis values, as text.")
+    values: dict[str, Any] = Field(description="Its axis values, by axis name.")
+    succeeded: int = 0
+    failed: int = 0
+    final_test_accuracy: Figure = Field(default_factory=Figure)
+    wall_seconds: Figure = Field(default_factory=Figure)
+    communicated_bytes: Figure = Field(
+        default_factory=Figure, description="Bytes rank 0 sent (per rank), all scopes."
+    )
+    samples: Figure = Field(default_factory=Figure)
+    global_sync_rounds: Figure = Field(default_factory=Figure)
+    time_to_target: Figure | None = Field(
+        None, description="Wall seconds to spec.targetAccuracy, over the seeds reaching it (n)."
+    )
+    samples_to_target: Figure | None = None
+    bytes_to_target: Figure | None = None
+
+
+class BestCell(ExperimentModel):
+    cell: str
+    description: str
+    test_accuracy: float = Field(description="Its mean final test accuracy.")
+
+
 class SGDExperimentStatus(ExperimentModel):
     """The observed state: phase, trial counts and per-cell aggregated results."""
 
@@ -162,13 +225,25 @@ class SGDExperimentStatus(ExperimentModel):
     phase: ExperimentPhase | None = None
     conditions: list[Condition] = Field(default_factory=list)
     trials: TrialCounts = Field(default_factory=TrialCounts)
-    results: list[K8sObject] = Field(
+    finished_trials: list[FinishedTrial] = Field(
+        default_factory=list, description="Every trial that ended, with its figures."
+    )
+    results: list[CellResults] = Field(
         default_factory=list,
         description="Per grid cell: its axis values and metrics aggregated over the seeds.",
     )
-    best: K8sObject | None = Field(
+    best: BestCell | None = Field(
         None, description="The cell with the highest mean final test accuracy so far."
     )
+    observed_generation: int | None = None
+
+    def is_true(self, kind: str) -> bool:
+        """Whether condition `kind` is set and True."""
+        return any(c.type == kind and c.status == "True" for c in self.conditions)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase JSON the operator writes (unset fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class SGDExperiment(BaseModel):

@@ -8,23 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dsgd_operator.experiments.api import SGDExperiment
-from dsgd_operator.experiments.grid import expand_trials, trial_job
-from dsgd_operator.manifest import ManifestError, parse_job
-from dsgd_operator.template_policy import TemplatePolicy, policy_problems
-
-
-def trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
-    """The policy's refusals of the experiments' trial jobs, each problem once."""
-    problems: dict[str, None] = {}
-    for experiment in experiments:
-        for trial in expand_trials(experiment.spec):
-            job = parse_job(trial_job(experiment, trial))
-            for problem in policy_problems(job, policy):
-                # The trial's spec.x is the experiment's spec.template.x.
-                where = "spec.template." + problem.removeprefix("spec.")
-                problems[f"experiment {experiment.name}: {where}"] = None
-    return list(problems)
+from dsgd_operator.manifest import ManifestError
 
 
 def cmd_experiment_run(args: argparse.Namespace) -> int:
@@ -57,10 +41,15 @@ def cmd_experiment_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dsgd_operator.cli import EXIT_INVALID
     from dsgd_operator.experiments.aggregate import ReportError
+    from dsgd_operator.experiments.cluster_report import cluster_report, is_resource
     from dsgd_operator.experiments.report import write_report
 
+    out = Path(args.out) if args.out else None
     try:
-        written = write_report(Path(args.dir), Path(args.out) if args.out else None)
+        if is_resource(args.dir):
+            written = cluster_report(args.dir, args.namespace, out)
+        else:
+            written = write_report(Path(args.dir), out)
     except ReportError as error:
         print(f"dsgd report: {error}", file=sys.stderr)
         return EXIT_INVALID
@@ -90,6 +79,15 @@ def add_experiment_commands(sub: Any) -> None:
     report = sub.add_parser(
         "report", help="an experiment directory's tables and figures (report.md, report.html)"
     )
-    report.add_argument("dir", metavar="DIR", help="the --out of `dsgd experiment run`")
-    report.add_argument("--out", help="where the report goes (default: DIR)")
+    report.add_argument(
+        "dir",
+        metavar="DIR | sgdexperiment/NAME",
+        help="the --out of `dsgd experiment run`, or an experiment on the current kube context",
+    )
+    report.add_argument(
+        "--out", help="where the report goes (default: DIR; runs/NAME for an experiment)"
+    )
+    report.add_argument(
+        "-n", "--namespace", help="the experiment's namespace (default: the context's)"
+    )
     report.set_defaults(func=cmd_report)

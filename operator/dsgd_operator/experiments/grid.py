@@ -271,13 +271,22 @@ def check_grid(spec: SGDExperimentSpec) -> None:
 
 
 def trial_job(experiment: SGDExperiment, trial: Trial) -> dict[str, Any]:
-    """The DistributedSGDJob manifest of a trial, labelled with experiment, cell and seed."""
+    """The DistributedSGDJob manifest of a trial, labelled with experiment, cell and seed,
+    and owned by the experiment (when it has a uid: one read from the API server)."""
+    from dsgd_operator.builders.metadata import controller_references
+    from dsgd_operator.experiments.api import KIND
+
     metadata: dict[str, Any] = {
         "name": trial.name(experiment.name),
         "labels": trial.labels(experiment.name),
     }
     if experiment.metadata.namespace:
         metadata["namespace"] = experiment.metadata.namespace
+    owners = controller_references(
+        experiment.api_version, KIND, experiment.name, experiment.metadata.uid
+    )
+    if owners:
+        metadata["ownerReferences"] = owners
     return {
         "apiVersion": "dsgd.io/v1alpha1",
         "kind": "DistributedSGDJob",

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.experiments.api import KIND, SGDExperiment
+from dsgd_operator.experiments.grid import expand_trials, trial_job
 from dsgd_operator.manifest import (
     ManifestError,
     as_the_server_reads,
@@ -17,6 +18,7 @@ from dsgd_operator.manifest import (
     parse_job,
     read_manifest_documents,
 )
+from dsgd_operator.template_policy import TemplatePolicy, policy_problems
 
 
 def parse_experiment(document: Any, source: str = "<manifest>") -> SGDExperiment:
@@ -83,3 +85,16 @@ def parse_manifests(
     if problems:
         raise ManifestError(source, tuple(problems))
     return jobs, experiments
+
+
+def trial_policy_problems(experiments: list[SGDExperiment], policy: TemplatePolicy) -> list[str]:
+    """The policy's refusals of the experiments' trial jobs, each problem once."""
+    problems: dict[str, None] = {}
+    for experiment in experiments:
+        for trial in expand_trials(experiment.spec):
+            job = parse_job(trial_job(experiment, trial))
+            for problem in policy_problems(job, policy):
+                # The trial's spec.x is the experiment's spec.template.x.
+                where = "spec.template." + problem.removeprefix("spec.")
+                problems[f"experiment {experiment.name}: {where}"] = None
+    return list(problems)

@@ -173,8 +173,13 @@ def write_report(directory: Path, out_dir: Path | None = None) -> list[Path]:
 
     Returns the files written. Raises ReportError when `directory` holds no experiment.
     """
-    out_dir = out_dir or directory
     index, cells = load_cells(directory)
+    return render_report(index, cells, out_dir or directory)
+
+
+def render_report(index: dict, cells: list[CellResult], out_dir: Path) -> list[Path]:
+    """Write the report of `cells` (the experiment's `index`: name, trials, targetAccuracy)
+    into `out_dir`, from a local directory or a cluster (`trial_results.report_cells`)."""
     target = index.get("targetAccuracy")
     unfinished = [name for cell in cells for name in cell.unfinished]
     intro = [

@@ -10,6 +10,7 @@ watch lists them first), which is how a restarted operator picks up where it
 left off (never duplicating pods: they have fixed names and the loop reads what
 exists first). The job carries no finalizer: its children are deleted by the
 garbage collector through their owner references, operator running or not.
+SGDExperiments' handlers are in `experiment_handlers` (registered on import).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import kopf
 from dsgd_contract.pod import JOB_NAME_LABEL
 
 from dsgd_operator import api
-from dsgd_operator.reconcile import metrics
+from dsgd_operator.reconcile import (
+    experiment_handlers,  # noqa: F401  (registers them)
+    metrics,
+)
 from dsgd_operator.reconcile.in_memory import MEMO_KEY, JobRegistry, JobRuntime, OperatorContext
 from dsgd_operator.reconcile.kopf_main import configure_kopf
 from dsgd_operator.reconcile.kube import KubeApi, load_configuration
@@ -67,6 +71,7 @@ async def stop(memo: Any, **_: Any) -> None:
     ctx = memo.get(MEMO_KEY)
     if ctx is not None:
         await ctx.jobs.stop_all()
+        await ctx.experiments.stop_all()
         await ctx.close()
 
 

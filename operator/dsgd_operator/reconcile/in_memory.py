@@ -2,7 +2,8 @@
 
 Nothing here is the source of truth: after a restart everything is rebuilt
 from the API (status, pods). It only saves requests and orders work: one
-reconcile loop per job, woken by the job's pod events.
+reconcile loop per job, woken by the job's pod events, and one per
+SGDExperiment, woken by its trial jobs' events.
 """
 
 from __future__ import annotations
@@ -11,34 +12,71 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import aiohttp
 
 from dsgd_operator.api import DistributedSGDJobStatus
+from dsgd_operator.experiments.api import SGDExperimentStatus
 from dsgd_operator.reconcile.kube import KubeApi
 from dsgd_operator.reconcile.options import OperatorOptions
 
 
 @dataclass
-class JobRuntime:
-    """One job's in-memory state, owned by its reconcile loop."""
+class LoopRuntime:
+    """What a reconcile loop of one object keeps: the object as last watched, its
+    loop, and the wake-ups that start its passes."""
 
     namespace: str
     name: str
     poked: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The object as last seen by the watch, its metadata.generation, and its loop.
+    body: dict = field(default_factory=dict)
+    generation: int | None = None
+    task: asyncio.Task | None = None
+    #: Keys of once-only events already posted.
+    posted: set[str] = field(default_factory=set)
+
+    def poke(self) -> None:
+        """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
+        self.poked.set()
+
+    async def wait(self, timeout: float, debounce: float, stopped: Awaitable | None = None) -> None:
+        """Sleep until poked, `stopped` fires or `timeout` passes; then let a burst settle."""
+        waiters = [asyncio.ensure_future(self.poked.wait())]
+        if stopped is not None:
+            waiters.append(asyncio.ensure_future(_wait_for(stopped)))
+        try:
+            await asyncio.wait(
+                waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if debounce:
+            await asyncio.sleep(debounce)
+        self.poked.clear()
+
+
+@dataclass
+class ExperimentRuntime(LoopRuntime):
+    """One SGDExperiment's in-memory state, owned by its reconcile loop."""
+
+    #: The status as this operator last wrote it (newer than the watched body).
+    status: SGDExperimentStatus | None = None
+
+
+@dataclass
+class JobRuntime(LoopRuntime):
+    """One job's in-memory state, owned by its reconcile loop."""
+
     #: The status as this operator last wrote it: newer than the watched body
     #: until our own patch comes back through the watch.
     status: DistributedSGDJobStatus | None = None
-    #: Keys of once-only events already posted (abnormal pods).
-    posted: set[str] = field(default_factory=set)
     #: Service, ConfigMap and PodGroup exist (created or found by this process).
     children_created: bool = False
     last_scrape: float = float("-inf")  # time.monotonic() of the last progress scrape
     phase: str | None = None
-    #: The job as last seen by the watch, its metadata.generation, and its loop.
-    body: dict = field(default_factory=dict)
-    generation: int | None = None
-    task: asyncio.Task | None = None
     #: Pod name → its last body seen with condition DisruptionTarget (from the watch):
     #: an evicted pod may be gone before a pass lists it, and must still count as a
     #: disruption, not as a pod deleted for no reason.
@@ -67,26 +105,6 @@ class JobRuntime:
             for pod in pods:
                 self.pods.setdefault(pod["metadata"]["name"], pod)
 
-    def poke(self) -> None:
-        """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
-        self.poked.set()
-
-    async def wait(self, timeout: float, debounce: float, stopped: Awaitable | None = None) -> None:
-        """Sleep until poked, `stopped` fires or `timeout` passes; then let a burst settle."""
-        waiters = [asyncio.ensure_future(self.poked.wait())]
-        if stopped is not None:
-            waiters.append(asyncio.ensure_future(_wait_for(stopped)))
-        try:
-            await asyncio.wait(
-                waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        if debounce:
-            await asyncio.sleep(debounce)
-        self.poked.clear()
-
     def scrape_due(self, interval: float) -> bool:
         return time.monotonic() - self.last_scrape >= interval
 
@@ -95,16 +113,20 @@ async def _wait_for(awaitable: Awaitable) -> None:
     await awaitable
 
 
-class JobRegistry:
-    """The runtimes of the jobs this operator currently handles."""
+R = TypeVar("R", bound=LoopRuntime)
 
-    def __init__(self) -> None:
-        self._jobs: dict[tuple[str, str], JobRuntime] = {}
 
-    def get(self, namespace: str, name: str) -> JobRuntime:
+class Registry(Generic[R]):
+    """The runtimes of the objects of one kind this operator currently handles."""
+
+    def __init__(self, runtime: type[R]) -> None:
+        self._runtime = runtime
+        self._jobs: dict[tuple[str, str], R] = {}
+
+    def get(self, namespace: str, name: str) -> R:
         key = (namespace, name)
         if key not in self._jobs:
-            self._jobs[key] = JobRuntime(namespace, name)
+            self._jobs[key] = self._runtime(namespace, name)
         return self._jobs[key]
 
     def poke(self, namespace: str, name: str) -> bool:
@@ -113,7 +135,7 @@ class JobRegistry:
             runtime.poke()
         return runtime is not None
 
-    def find(self, namespace: str, name: str) -> JobRuntime | None:
+    def find(self, namespace: str, name: str) -> R | None:
         return self._jobs.get((namespace, name))
 
     def forget(self, namespace: str, name: str) -> None:
@@ -129,11 +151,18 @@ class JobRegistry:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def phases(self) -> list[str | None]:
-        return [runtime.phase for runtime in self._jobs.values()]
-
     def __len__(self) -> int:
         return len(self._jobs)
+
+
+class JobRegistry(Registry[JobRuntime]):
+    """The runtimes of the jobs this operator currently handles."""
+
+    def __init__(self) -> None:
+        super().__init__(JobRuntime)
+
+    def phases(self) -> list[str | None]:
+        return [runtime.phase for runtime in self._jobs.values()]
 
 
 @dataclass
@@ -145,6 +174,9 @@ class OperatorContext:
     jobs: JobRegistry
     http: aiohttp.ClientSession
     metrics_server: object | None = None
+    experiments: Registry[ExperimentRuntime] = field(
+        default_factory=lambda: Registry(ExperimentRuntime)
+    )
 
     async def close(self) -> None:
         await self.http.close()

@@ -105,25 +105,35 @@ class KubeApi:
         status, _ = await self._request("DELETE", path, body=body, tolerate=(404,))
         return status != 404
 
-    async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
-        """The pods of `namespace` carrying all `labels` (filtered here too, to be sure)."""
+    async def list_objects(
+        self, api_version: str, plural: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict]:
+        """The objects of `namespace` carrying all `labels` (filtered here too, to be sure)."""
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         _, data = await self._request(
-            "GET", resource_path("v1", "pods", namespace), query=[("labelSelector", selector)]
+            "GET",
+            resource_path(api_version, plural, namespace),
+            query=[("labelSelector", selector)],
         )
         items = json.loads(data).get("items") or []
         return [
-            pod
-            for pod in items
+            item
+            for item in items
             if all(
-                ((pod.get("metadata") or {}).get("labels") or {}).get(k) == v
+                ((item.get("metadata") or {}).get("labels") or {}).get(k) == v
                 for k, v in labels.items()
             )
         ]
 
-    async def patch_job_status(self, namespace: str, name: str, status: dict) -> bool:
-        """Merge-patch the job's status subresource; False if the job is gone (404)."""
-        path = resource_path(api.API_VERSION, api.PLURAL, namespace, name, "status")
+    async def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict]:
+        """The pods of `namespace` carrying all `labels`."""
+        return await self.list_objects("v1", "pods", namespace, labels)
+
+    async def patch_status(
+        self, api_version: str, plural: str, namespace: str, name: str, status: dict
+    ) -> bool:
+        """Merge-patch an object's status subresource; False if the object is gone (404)."""
+        path = resource_path(api_version, plural, namespace, name, "status")
         code, _ = await self._request(
             "PATCH",
             path,
@@ -132,3 +142,7 @@ class KubeApi:
             content_type="application/merge-patch+json",
         )
         return code != 404
+
+    async def patch_job_status(self, namespace: str, name: str, status: dict) -> bool:
+        """Merge-patch the job's status subresource; False if the job is gone (404)."""
+        return await self.patch_status(api.API_VERSION, api.PLURAL, namespace, name, status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from dsgd_operator import api
+from dsgd_operator.experiments.api import PLURAL as EXPERIMENT_PLURAL
 
 
 class Permission(NamedTuple):
@@ -25,10 +26,15 @@ _WATCH = ("list", "watch")
 
 #: Namespaced resources, in every namespace the operator serves.
 JOB_PERMISSIONS: list[Permission] = [
-    # Our jobs: watched, deleted after their TTL; patched only to drop the finalizer that
-    # operators before 0.2 put on them (kopf does that by itself).
-    Permission(api.GROUP, api.PLURAL, (*_WATCH, "patch", "delete")),
+    # Our jobs: watched, created as an experiment's trials, deleted after their TTL;
+    # patched only to drop the finalizer that operators before 0.2 put on them (kopf does
+    # that by itself).
+    Permission(api.GROUP, api.PLURAL, (*_WATCH, "create", "patch", "delete")),
     Permission(api.GROUP, f"{api.PLURAL}/status", ("patch",)),
+    # Experiments: watched; their status written. Their trials go with them through
+    # ownerReferences (the garbage collector), so they are never deleted by us.
+    Permission(api.GROUP, EXPERIMENT_PLURAL, _WATCH),
+    Permission(api.GROUP, f"{EXPERIMENT_PLURAL}/status", ("patch",)),
     # What a job becomes. Only pods are deleted by the operator (gang restarts,
     # cleanPodPolicy, suspend); everything goes with the job through ownerReferences
     # (the garbage collector).

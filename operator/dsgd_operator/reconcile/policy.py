@@ -41,6 +41,7 @@ from dsgd_contract.job_status import (
     TERMINAL_PHASES,
     Phase,
 )
+from dsgd_contract.run_results import decode_results
 
 from dsgd_operator.reconcile.applied_spec import applied_spec
 from dsgd_operator.reconcile.options import OperatorOptions
@@ -292,6 +293,7 @@ class _Pass:
             return
         pods = list(current.values())
         if all(p.phase == "Succeeded" for p in pods):
+            self.status.results = decode_results(current[0].termination_message)  # rank 0's
             self.end(SUCCEEDED, "AllPodsSucceeded", f"all {nodes} pods completed")
             return
         if all(p.phase in ("Running", "Succeeded") for p in pods):

@@ -57,6 +57,9 @@ class PodState:
     #: The pod carries condition DisruptionTarget=True (evicted, preempted, drained): its
     #: end is a disruption, not a failure of the job (as for a Kubernetes Job).
     disrupted: bool = False
+    #: The trainer container's termination message (rank 0 of a succeeded run writes its
+    #: results there: dsgd_contract.run_results).
+    termination_message: str | None = None
 
     @property
     def failure_reason(self) -> str:
@@ -146,6 +149,7 @@ def observe_pod(pod: dict) -> PodState:
         metrics_port=_metrics_port(pod.get("spec") or {}),
         finished_at=parse_time(terminated.get("finishedAt")) if terminated else None,
         disrupted=disruption is not None,
+        termination_message=(state.get("terminated") or {}).get("message"),
     )
 
 
