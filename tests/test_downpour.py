@@ -28,6 +28,7 @@ from dsgd_contract.pod import CONFIG_ENV, METRICS_PORT_ENV, PS_ADDR_ENV, PS_INDE
 from dsgd_operator.local_run import free_port
 from dsgd_trainer.parameter_server.shard import Shard
 from dsgd_trainer.parameter_server.sharding import shard_bounds
+from dsgd_trainer.parameter_server.update_rules import make_update_rule
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from torch import nn
@@ -256,6 +257,12 @@ def test_server_adagrad_equals_torch_adagrad_across_shards_and_a_restore(
             assert [shard.restore(30) for shard in shards] == [30, 30, 30]
     served = torch.cat([shard.fetch()[0] for shard in shards])
     assert torch.equal(served, whole.detach())
+
+
+def test_adagrad_epsilon_defaults_to_torchs(tmp_path: Path) -> None:
+    rule = make_update_rule(downpour_config(tmp_path).algorithm, 4)
+    assert rule.epsilon == torch.optim.Adagrad([torch.zeros(1)]).defaults["eps"] == 1e-10
+    assert torch.equal(rule.accumulator, torch.zeros(4))
 
 
 def test_shards_are_contiguous_and_size_balanced() -> None:

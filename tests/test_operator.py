@@ -30,7 +30,7 @@ def phase_is(cluster, job: str, phase: str):
 
 async def test_invalid_spec_gets_a_condition_an_event_and_nothing_else(cluster, operator):
     spec = job_spec()
-    spec["algorithm"]["name"] = "downpour-sgd"
+    spec["algorithm"]["name"] = "elastic-averaging-sgd"  # not an algorithm dsgd has
     await cluster.create_job("wrong", spec)
     invalid = await wait_for(lambda: cluster.condition("wrong", "Invalid"), what="Invalid")
     assert invalid["status"] == "True" and invalid["reason"] == "InvalidSpec"

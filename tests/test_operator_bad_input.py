@@ -32,7 +32,7 @@ HOSTILE = {
     "huge": (spec_with(topology__nodes=100_000), "spec.topology.nodes"),
     "negative-backoff": (spec_with(runPolicy__backoffLimit=-1), "spec.runPolicy.backoffLimit"),
     "negative-lr": (spec_with(optimizer__learningRate=-0.1), "spec.optimizer.learningRate"),
-    "unknown-algorithm": (spec_with(algorithm__name="downpour-sgd"), "spec.algorithm.name"),
+    "unknown-algorithm": (spec_with(algorithm__name="easgd"), "spec.algorithm.name"),
     "privileged": (
         spec_with(template__securityContext={"privileged": True}),
         "spec.template.securityContext: unknown field",

@@ -17,6 +17,8 @@ DOWNPOUR = "downpour-sgd"
 ServerOptimizerName = Literal["adagrad", "sgd"]
 #: The most parameter-server pods a job may ask for (shards of one model).
 MAX_PARAMETER_SERVERS = 64
+#: Adagrad's ε when adagrad.epsilon is unset: torch.optim.Adagrad's default.
+DEFAULT_ADAGRAD_EPSILON = 1e-10
 
 
 class Adagrad(SpecModel):
@@ -27,9 +29,20 @@ class Adagrad(SpecModel):
     learning rate of the pushing worker's schedule.
     """
 
-    epsilon: Annotated[float, Field(gt=0, le=1)] = Field(
-        1e-10, description="Added to √G_i, so that a coordinate with G_i = 0 gets a finite step."
+    # Unset rather than 1e-10 in the schema's default: Helm writes 1e-10 back as `1e-10`,
+    # which YAML 1.1 readers (PyYAML) take for a string.
+    epsilon: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None,
+        description=(
+            "Added to √G_i, so that a coordinate with G_i = 0 gets a finite step. Default: "
+            f"{DEFAULT_ADAGRAD_EPSILON:g} (torch.optim.Adagrad's)."
+        ),
     )
     initial_accumulator: Annotated[float, Field(ge=0, le=1_000_000)] = Field(
         0.0, description="G_i before the first gradient (torch.optim.Adagrad's default: 0)."
     )
+
+    @property
+    def resolved_epsilon(self) -> float:
+        """epsilon as set, else DEFAULT_ADAGRAD_EPSILON."""
+        return DEFAULT_ADAGRAD_EPSILON if self.epsilon is None else self.epsilon

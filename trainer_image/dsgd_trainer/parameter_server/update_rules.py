@@ -76,4 +76,5 @@ def make_update_rule(algorithm: AlgorithmConfig, numel: int) -> UpdateRule:
     """The rule `algorithm.serverOptimizer` names, for a shard of `numel` numbers."""
     if algorithm.server_optimizer == "sgd":
         return SGDRule()
-    return AdagradRule(numel, algorithm.adagrad.epsilon, algorithm.adagrad.initial_accumulator)
+    adagrad = algorithm.adagrad
+    return AdagradRule(numel, adagrad.resolved_epsilon, adagrad.initial_accumulator)
