@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from dsgd_cluster.control_plane import COMPONENTS, down, status, up
 from dsgd_cluster.node_agent.agent import NodeAgent
 from dsgd_cluster.node_agent.pod_status import RunningPod
 from dsgd_contract.pod import ATTEMPT_LABEL, JOB_NAME_LABEL
+from dsgd_operator import process_tree
 from kubernetes import client
 
 from tests._polling import wait_until
@@ -164,6 +167,42 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not any(status(tmp_path / "c").values())
+
+
+def test_a_killed_callers_cluster_leaves_no_process(tmp_path) -> None:
+    """A test session killed outright (SIGKILL: no fixture teardown) takes its tied
+    cluster with it, every component; nothing is left to hold ports or memory."""
+    root = tmp_path / "c"
+    caller = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, sys, time\n"
+            "from dsgd_cluster.control_plane import up\n"
+            "up(pathlib.Path(sys.argv[1]), nodes=1, tie_to_caller=True)\n"
+            "print('up', flush=True)\n"
+            "time.sleep(600)\n",
+            str(root),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pids: dict[str, int | None] = {}
+    try:
+        assert caller.stdout is not None and caller.stdout.readline() == "up\n"
+        pids = status(root)
+        assert all(pids.values()), pids
+    finally:
+        caller.kill()
+        caller.wait()
+    try:
+        wait_until(
+            lambda: not any(process_tree.running(pid) for pid in pids.values() if pid),
+            30,
+            "every component of the killed caller's cluster gone",
+        )
+    finally:
+        down(root)
 
 
 def test_a_gangs_master_port_is_kept_while_its_pods_live_and_freed_after(tmp_path) -> None:

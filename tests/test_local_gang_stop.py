@@ -37,15 +37,6 @@ AGENT = textwrap.dedent(
 )
 
 
-def _live(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        state = stat.read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_stop_kills_workers_in_their_own_sessions(tmp_path: Path) -> None:
     pid_file = tmp_path / "worker.pid"
     env = {**os.environ, MULTIPROC_DIR_ENV: str(tmp_path / "metrics")}
@@ -62,7 +53,7 @@ def test_stop_kills_workers_in_their_own_sessions(tmp_path: Path) -> None:
         assert os.getsid(worker_pid) == worker_pid  # its own session: killpg misses it
     finally:
         gang.stop(grace=1.0)
-    survived = worker_pid is not None and _live(worker_pid)
+    survived = worker_pid is not None and process_tree.running(worker_pid)
     if survived:  # leave nothing behind, even when failing
         os.kill(worker_pid, 9)
     assert not survived, "the worker outlived the stop"

@@ -146,7 +146,7 @@ def up(
     A cluster whose every component still runs is kept as it is: `nodes`,
     `gpus_per_node` and `audit_policy` apply when it is (re)started (`down` first).
 
-    `tie_to_caller`: every component gets SIGTERM when the calling process dies,
+    `tie_to_caller`: every component gets SIGKILL when the calling process dies,
     even by SIGKILL (a test session that is killed leaves nothing behind).
     `audit_policy`: an audit.k8s.io Policy file; the API server then writes its
     audit events as JSON lines to `ClusterInfo.audit_log` (the oracle for what a

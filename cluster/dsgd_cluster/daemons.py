@@ -55,7 +55,10 @@ def start_daemon(
 ) -> subprocess.Popen[bytes]:
     """Start `argv` detached, logging to `logs/<name>.log`, and record its pid.
 
-    `tie_to_caller`: the daemon gets SIGTERM when this process dies (PR_SET_PDEATHSIG).
+    `tie_to_caller`: the daemon gets SIGKILL when this process dies (PR_SET_PDEATHSIG).
+    Not SIGTERM: a tied cluster is a test session's, its state throw-away, and an API
+    server whose etcd went at the same moment was seen to hang in its graceful shutdown
+    for minutes after a killed session.
     """
     (root / "logs").mkdir(parents=True, exist_ok=True)
     _pid_file(root, name).parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ def start_daemon(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=parent_death_signal() if tie_to_caller else None,
+            preexec_fn=parent_death_signal(signal.SIGKILL) if tie_to_caller else None,
         )
     _pid_file(root, name).write_text(f"{process.pid}\n{argv[0]}\n")
     return process

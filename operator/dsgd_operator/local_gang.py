@@ -178,8 +178,10 @@ def interrupt_on_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook that makes a child get SIGTERM when `dsgd run` dies, even by SIGKILL.
+def parent_death_signal(
+    sig: signal.Signals = signal.SIGTERM,
+) -> Callable[[], None] | None:
+    """A pre-exec hook that makes a child get `sig` when `dsgd run` dies, even by SIGKILL.
 
     Each pod runs in its own session (so that Ctrl-C reaches us first), which
     also means nothing else would stop it if we vanished. prctl is looked up
@@ -191,5 +193,5 @@ def parent_death_signal() -> Callable[[], None] | None:
     import ctypes
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-    return lambda: prctl(pr_set_pdeathsig, sigterm)
+    pr_set_pdeathsig, number = 1, int(sig)
+    return lambda: prctl(pr_set_pdeathsig, number)

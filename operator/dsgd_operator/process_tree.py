@@ -63,6 +63,13 @@ def descendants(*roots: int) -> set[ProcessId]:
     return found
 
 
+def running(pid: int) -> bool:
+    """True while a process `pid` exists and is not a zombie (dead, waiting to be reaped:
+    where PID 1 reaps nothing, as in some containers, a dead orphan stays one)."""
+    stat = _stat(pid)
+    return stat is not None and stat[2] != "Z"
+
+
 def alive(process: ProcessId) -> bool:
     """True while `process` runs (a zombie, waiting to be reaped, does not run)."""
     stat = _stat(process.pid)
