@@ -53,6 +53,23 @@ def verdicts(api: client.ApiClient, manifest: dict[str, Any]) -> tuple[Any, Any]
     return ours, theirs
 
 
+def has_whole_float(value: Any) -> bool:
+    """Whether `value` holds a whole number written as a float (2.0) anywhere."""
+    if isinstance(value, dict):
+        return any(has_whole_float(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_whole_float(item) for item in value)
+    return isinstance(value, float) and value.is_integer()
+
+
+#: The one way the server refuses what the models accept, a Kubernetes behaviour: a whole
+#: number sent as a float (1.0, as this Python client sends it) in an integer field that a
+#: CEL rule reads is stored as a float, and CEL then fails the rule ("invalid data,
+#: expected int, got float64"). The models read it as the integer, as the server's schema
+#: validation does; kubectl and YAML manifests send 1 and never meet it.
+SERVER_ONLY_WHOLE_FLOAT = "only the server refuses"
+
+
 def disagreement(ours: Any, theirs: Any) -> str | None:
     """What is wrong, or None when both agree (or disagree only on a PYDANTIC_ONLY rule)."""
     if isinstance(ours, set) and isinstance(theirs, set):
@@ -82,6 +99,7 @@ def test_models_and_api_server_agree_on_generated_mutants(
         f"{t if isinstance(t, set) else 'accepted'}; spec {m['spec']}"
         for m, (o, t) in zip(generated, results, strict=True)
         if (problem := disagreement(o, t))
+        and not (problem.startswith(SERVER_ONLY_WHOLE_FLOAT) and has_whole_float(m["spec"]))
     ]
     explained = sum(isinstance(o, set) and not isinstance(t, set) for o, t in results) - sum(
         p.count("only pydantic refuses") for p in problems

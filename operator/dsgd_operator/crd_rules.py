@@ -171,7 +171,8 @@ OVERLAP_RULES = [
         field_path=".overlapSteps",
     ),
     cel_rule(
-        "self.overlapSteps <= self.localSteps",
+        # Short-circuited: localSteps is read only when τ is set (see Algorithm.overlap_steps).
+        "self.overlapSteps == 0 || self.overlapSteps <= self.localSteps",
         "spec.algorithm.overlapSteps: more than localSteps: an averaging must finish before "
         "the next one starts",
         field_path=".overlapSteps",

@@ -73,7 +73,9 @@ def as_the_server_reads(value: Any, schema: dict[str, Any]) -> Any:
     (list items, free-form objects) stay, to be refused or kept as the server does.
 
     A whole number written as a float (`2.0`) in an integer field is that
-    integer: the server accepts and stores it so (`2.5` stays, and is refused).
+    integer: the server's schema validation accepts it (`2.5` stays, and is
+    refused). (A CEL rule that reads the field still sees a float and fails:
+    tests/test_crd_agreement.py, SERVER_ONLY_WHOLE_FLOAT.)
     """
     if isinstance(value, dict):
         properties = schema.get("properties")
