@@ -204,7 +204,9 @@ OVERLAP_RULES = [
         field_path=".overlapSteps",
     ),
     cel_rule(
-        "self.overlapSteps <= self.localSteps",
+        # Reads localSteps only when overlapSteps is set: a CEL rule refuses an integer field
+        # written as 1.0 (the server hands it over as a float), pydantic does not.
+        "self.overlapSteps == 0 || self.overlapSteps <= self.localSteps",
         "spec.algorithm.overlapSteps: more than localSteps: an averaging must finish before "
         "the next one starts",
         field_path=".overlapSteps",
