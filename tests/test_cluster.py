@@ -105,6 +105,29 @@ def test_pod_runs_as_a_process_and_reports_its_exit_code(kube_api, namespace) ->
     assert read.status.pod_ip.startswith("127.")
 
 
+def test_termination_message_path_reaches_the_pods_status(kube_api, namespace) -> None:
+    """As a kubelet: the file at terminationMessagePath becomes state.terminated.message
+    (its first 4096 bytes); with FallbackToLogsOnError an empty file and a failure give
+    the log's tail instead."""
+    core = client.CoreV1Api(kube_api)
+    write = "import os; open(os.environ['MESSAGE'], 'w').write('done: ' + 'x' * 5000)"
+    pod = _pod("says-done", ["python", "-c", write])
+    container = pod["spec"]["containers"][0]
+    container["terminationMessagePath"] = "/var/run/result"
+    container["env"] = [{"name": "MESSAGE", "value": "/var/run/result"}]
+    core.create_namespaced_pod(namespace, pod)
+    fail = "print('first line'); print('the error'); raise SystemExit(3)"
+    fallback = _pod("falls-back", ["python", "-c", fail])
+    fallback["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    core.create_namespaced_pod(namespace, fallback)
+    wait_until(lambda: _phase(core, "says-done", namespace) == "Succeeded", 60, "Succeeded")
+    done = core.read_namespaced_pod("says-done", namespace).status.container_statuses[0]
+    assert done.state.terminated.message == ("done: " + "x" * 5000)[:4096]
+    wait_until(lambda: _phase(core, "falls-back", namespace) == "Failed", 60, "Failed")
+    failed = core.read_namespaced_pod("falls-back", namespace).status.container_statuses[0]
+    assert failed.state.terminated.message == "first line\nthe error\n"
+
+
 def test_service_account_token_authenticates_as_the_pod(cluster, kube_api, namespace) -> None:
     """The pod's kubeconfig carries a token minted for its ServiceAccount: RBAC applies."""
     core = client.CoreV1Api(kube_api)

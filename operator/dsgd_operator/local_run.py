@@ -9,9 +9,7 @@ for what only makes sense on a cluster:
   (also downpour-sgd's RPC store on parameter server 0);
 - the config file is a local copy whose checkpoint and output directories lie
   in the run's output directory;
-- each pod gets its own Prometheus multiprocess directory and metrics port;
-- no results message (the pod's termination message) unless the caller names a
-  file for it (the node agent does): `dsgd run`'s results are its output directory.
+- each pod gets its own Prometheus multiprocess directory and metrics port.
 
 The processes run together as a dsgd_operator.local_gang.LocalGang: one failed
 pod stops the whole gang (as the operator does), and the run exits with that
@@ -85,7 +83,6 @@ def local_process(
     cuda_visible_devices: str | None = None,
     base_env: dict[str, str] | None = None,
     parameter_server_port: int | None = None,
-    results_message_path: str | None = None,
 ) -> LocalProcess:
     """One pod (a builder's dict, or one read back from an API server) as a local process.
 
@@ -97,8 +94,7 @@ def local_process(
     pods, whose env names one: LocalRunError-free ValueError when it is missing).
     `threads` applies unless `base_env` sets OMP_NUM_THREADS; `cuda_visible_devices`
     (this node's slice of the machine's GPUs, dsgd_operator.local_gpus) replaces
-    an inherited CUDA_VISIBLE_DEVICES. `results_message_path` is the local file that
-    stands for the container's terminationMessagePath (None: no results message).
+    an inherited CUDA_VISIBLE_DEVICES.
     """
     base = dict(os.environ if base_env is None else base_env)
     container = pod["spec"]["containers"][0]
@@ -128,10 +124,6 @@ def local_process(
         env.update({PS_ADDR_ENV: "127.0.0.1", PS_PORT_ENV: str(parameter_server_port)})
     if cuda_visible_devices is not None:
         env[VISIBLE_DEVICES_ENV] = cuda_visible_devices
-    if results_message_path is None:
-        env.pop(RESULTS_MESSAGE_ENV, None)
-    else:
-        env[RESULTS_MESSAGE_ENV] = results_message_path
     node_rank = int(pod["metadata"]["labels"][NODE_RANK_LABEL])
     return LocalProcess(node_rank, argv, env, metrics_port)
 
@@ -186,6 +178,7 @@ def plan_local_processes(
                 parameter_server_port=parameter_server_port,
             )
         )
+        processes[-1].env.pop(RESULTS_MESSAGE_ENV, None)  # results: the run's directory
     return processes
 
 

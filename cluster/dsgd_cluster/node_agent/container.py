@@ -15,14 +15,14 @@ start, read back when the process exits into the container's
 Rewritten: a volume mounted at `/p` is a local directory `D`; every env value and
 argument that names a path under `/p` is rewritten to the same path under `D`
 (a container would see the volume at `/p`); the same for the termination
-message path, a file mounted into a container by its runtime. The pod's service-account token
+message path, a file a runtime mounts into the container. The pod's service-account token
 becomes `KUBECONFIG` pointing at a kubeconfig for the API server (there is no
 `/var/run/secrets/…` on this machine, and no in-cluster Service routing), and
 `KUBERNETES_SERVICE_*` are not set. A dsgd trainer pod (one that sets
 `DSGD_CONFIG`) goes through `dsgd_operator.local_run.local_process`, the same
-rewrite as `dsgd run`: its config's checkpoint and output directories map
-through the pod's volumes, its rendezvous (and downpour-sgd's RPC store) is on
-loopback at ports shared by the gang's attempt, its metrics on the pod's own IP.
+rewrite as `dsgd run` (`trainer_pod.py`): its config's checkpoint and output directories map
+through the pod's volumes, its rendezvous (and downpour-sgd's RPC store) is on loopback
+at ports shared by the gang's attempt, and its metrics listen on the pod's own IP.
 
 Ignored: the image (this machine's Python environment is every image), init and
 sidecar containers, resources and limits (reported, not enforced), probes (a
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import os
 import shutil
 import sys
@@ -43,14 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsgd_contract.pod import (
-    CONFIG_ENV,
-    METRICS_ADDR_ENV,
-    METRICS_PORT_ENV,
-    RESULTS_MESSAGE_ENV,
-    TERMINATION_MESSAGE_PATH,
-)
-from dsgd_operator.local_run import local_process
+from dsgd_contract.pod import CONFIG_ENV, TERMINATION_MESSAGE_PATH
 from kubernetes import client
 
 from dsgd_cluster.kubeconfig import write_kubeconfig
@@ -350,7 +342,9 @@ def prepare(
     }
 
     if CONFIG_ENV in env:
-        launch = _trainer_launch(resolved, env, base, table, pod_dir, pod_ip, ports, threads)
+        from dsgd_cluster.node_agent.trainer_pod import trainer_launch  # it imports this module
+
+        launch = trainer_launch(resolved, env, base, table, pod_dir, pod_ip, ports, threads)
     else:
         argv = [*container.get("command", []), *container.get("args", [])]
         argv = [map_path(_expand(part, env), table) for part in argv]
@@ -372,49 +366,3 @@ def _executable(argv: list[str]) -> list[str]:
     if found is None:
         raise PodSetupError("CreateContainerError", f'executable "{argv[0]}" not found', False)
     return [found, *argv[1:]]
-
-
-def _trainer_launch(
-    pod: dict,
-    env: dict[str, str],
-    base: dict[str, str],
-    table: list[tuple[str, Path]],
-    pod_dir: Path,
-    pod_ip: str,
-    ports: tuple[int, int],
-    threads: int,
-) -> Launch:
-    config_file = Path(env[CONFIG_ENV])
-    if not config_file.is_file():
-        raise PodSetupError(
-            "CreateContainerConfigError", f"DSGD_CONFIG {config_file} is not mounted", False
-        )
-    config = json.loads(config_file.read_text())
-    training = config["training"]
-    # The trainer's own directories live in the container's filesystem unless a
-    # volume is mounted there (the builder mounts emptyDirs, users mount PVCs).
-    for key in ("checkpointDir", "outputDir"):
-        if training.get(key):
-            local = map_path(training[key], table)
-            training[key] = (
-                local
-                if local != training[key]
-                else str(pod_dir / "rootfs" / training[key].lstrip("/"))
-            )
-    local_config = pod_dir / "config.json"
-    local_config.write_text(json.dumps(config))
-    metrics_port = int(env.get(METRICS_PORT_ENV, "0"))
-    planned = local_process(
-        pod,
-        config_path=local_config,
-        multiproc_dir=pod_dir / "prometheus",
-        master_port=ports[0],
-        metrics_port=metrics_port,
-        threads=threads,
-        base_env=base,
-        parameter_server_port=ports[1],
-        # Already rewritten to the pod's message file above, when the pod sets it.
-        results_message_path=env.get(RESULTS_MESSAGE_ENV),
-    )
-    (pod_dir / "prometheus").mkdir(exist_ok=True)
-    return Launch(planned.argv, {**planned.env, METRICS_ADDR_ENV: pod_ip}, pod_dir)

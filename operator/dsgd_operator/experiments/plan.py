@@ -3,9 +3,9 @@
 Input: the experiment and what its children (DistributedSGDJobs labelled
 `dsgd.io/experiment=<name>`) report: name → phase (None while a new child has no
 status yet). Output: the trials to create, in grid order, and the status counts
-and phase. The kopf glue that lists children, creates them (owned by the
-experiment, `grid.trial_job`) and patches the status is not built yet (issue 10,
-operator side); `dsgd experiment run` follows the same rules locally.
+and phase. The operator's pass (`reconcile/experiment_reconciler.py`) lists the
+children, creates them (owned by the experiment, `grid.trial_job`) and writes
+the status; `dsgd experiment run` follows the same rules locally.
 
 Rules, as Katib's and Kubernetes Job's: at most `parallelism` children are not
 finished at any time; more than `maxFailedTrials` failed children fail the
