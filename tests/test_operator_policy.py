@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dsgd_operator import api
-from dsgd_operator.api import Condition, DistributedSGDJobStatus
 from dsgd_operator.api_requests import PLURALS
+from dsgd_operator.api_status import Condition, DistributedSGDJobStatus
 from dsgd_operator.manifest import parse_job
 from dsgd_operator.reconcile import REQUIRED_PERMISSIONS, OperatorOptions
 from dsgd_operator.reconcile.applied_spec import effective_job

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from dsgd_contract.job_status import Phase
 from dsgd_operator import api
-from dsgd_operator.api import DistributedSGDJobStatus
+from dsgd_operator.api_status import Condition, DistributedSGDJobStatus
 from dsgd_operator.crd import openapi_schema
 from dsgd_operator.manifest import ManifestError, parse_job
 from dsgd_operator.reconcile import OperatorOptions
@@ -94,7 +94,7 @@ def random_status(r: random.Random) -> DistributedSGDJobStatus:
     for kind in ("Created", "Running", "Restarting", "PendingTooLong", "Succeeded", "Failed"):
         if r.random() < 0.4:
             status.conditions.append(
-                api.Condition(
+                Condition(
                     type=kind,
                     status=r.choice(["True", "False"]),
                     reason="Probe",

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from dsgd_operator import plain_progress, run_display
-from dsgd_operator.api import Progress
+from dsgd_operator.api_status import Progress
 from dsgd_operator.local_gang import GangResult, LocalProcess
 from dsgd_operator.manifest import load_jobs
 from dsgd_operator.plain_progress import PLAIN_PROGRESS_INTERVAL_SECONDS

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.text import Text
 
-from dsgd_operator.api import Progress
+from dsgd_operator.api_status import Progress
 
 #: Seconds between two plain progress lines: often enough to see a run move in a
 #: log, rarely enough that the nodes' own log lines are not buried (the display

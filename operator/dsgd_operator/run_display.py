@@ -20,7 +20,8 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 from rich.text import Text
 
-from dsgd_operator.api import DistributedSGDJob, Progress
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_status import Progress
 from dsgd_operator.local_gang import LocalGang, LocalProcess
 from dsgd_operator.local_run import (
     check_local_gpus,

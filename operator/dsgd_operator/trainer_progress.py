@@ -16,7 +16,7 @@ from dsgd_contract import metrics as names
 from dsgd_contract.metrics import GLOBAL, RANK_LABEL, SCOPE_LABEL
 from prometheus_client.parser import text_string_to_metric_families
 
-from dsgd_operator.api import Progress
+from dsgd_operator.api_status import Progress
 
 #: The rank whose view is reported: after every global sync all ranks agree,
 #: and rank 0 is the one that writes metrics.jsonl and summary.json too.

@@ -24,11 +24,11 @@ from pydantic.alias_generators import to_camel
 from dsgd_operator.api import (
     MAX_NAME_LENGTH,
     VERSION,
-    Condition,
     DistributedSGDJobSpec,
     K8sObject,
     ObjectMeta,
 )
+from dsgd_operator.api_status import Condition
 
 KIND = "SGDExperiment"
 PLURAL = "sgdexperiments"

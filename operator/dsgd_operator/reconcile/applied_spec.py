@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dsgd_contract.job_status import TERMINAL_PHASES
 
-from dsgd_operator.api import AppliedSpec, DistributedSGDJob, DistributedSGDJobStatus
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_status import AppliedSpec, DistributedSGDJobStatus
 
 #: Sections that shape the gang; changing them would need new pods.
 IMMUTABLE_SECTIONS = ("topology", "algorithm", "optimizer", "training")

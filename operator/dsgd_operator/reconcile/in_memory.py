@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import aiohttp
 
-from dsgd_operator.api import DistributedSGDJobStatus
+from dsgd_operator.api_status import DistributedSGDJobStatus
 from dsgd_operator.experiments.api import SGDExperimentStatus
 from dsgd_operator.reconcile.kube import KubeApi
 from dsgd_operator.reconcile.options import OperatorOptions

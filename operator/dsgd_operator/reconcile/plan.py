@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dsgd_operator.api import DistributedSGDJob, DistributedSGDJobStatus
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_status import DistributedSGDJobStatus
 from dsgd_operator.reconcile.status import PodState
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp
 from dsgd_contract.pod import METRICS_PORT
 
-from dsgd_operator.api import Progress
+from dsgd_operator.api_status import Progress
 from dsgd_operator.reconcile.plan import Event
 from dsgd_operator.reconcile.status import PodState
 from dsgd_operator.trainer_progress import parse_progress

@@ -21,7 +21,8 @@ from dsgd_contract.job_status import RECONCILE_ERROR
 from dsgd_contract.pod import job_labels
 
 from dsgd_operator import api
-from dsgd_operator.api import DistributedSGDJob, DistributedSGDJobStatus
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_status import DistributedSGDJobStatus, Progress
 from dsgd_operator.builders import (
     build_config_map,
     build_member_pod,
@@ -126,7 +127,7 @@ async def refresh_progress(
     runtime.last_scrape = time.monotonic()
     progress = await scrape(ctx.http, url)
     if progress is not None:
-        result.status.progress = (result.status.progress or api.Progress()).updated_with(progress)
+        result.status.progress = (result.status.progress or Progress()).updated_with(progress)
         fallback = checkpoint_fallback_event(progress, attempt)
         if fallback is not None:
             result.events.append(fallback)

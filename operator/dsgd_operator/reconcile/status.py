@@ -20,7 +20,8 @@ from dsgd_contract.pod import (
     member_pod_names,
 )
 
-from dsgd_operator.api import Condition, DistributedSGDJob, WorkerCounts
+from dsgd_operator.api import DistributedSGDJob
+from dsgd_operator.api_status import Condition, WorkerCounts
 
 #: metav1.Condition's limit on a message.
 MAX_CONDITION_MESSAGE = 32768
