@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dsgd_contract.downpour import DOWNPOUR, Adagrad, ServerOptimizerName
+from dsgd_contract.outer_optimizer import OuterOptimizer
 from dsgd_contract.spec_model import SpecModel, raise_cross_field_errors
 from dsgd_contract.topology import MAX_NODES, Topology
 
@@ -63,35 +64,6 @@ def _builtin_or_plugin(what: str, value: str, builtins: tuple[str, ...]) -> str:
             "or a package.module:function plug-in"
         )
     return value
-
-
-class OuterOptimizer(SpecModel):
-    """SGD with momentum on the averaged pseudo-gradient at each global sync (SlowMo, DiLoCo).
-
-    Δ = x_sync − mean_k(x_k); buf ← momentum·buf + Δ; x_sync ← x_sync −
-    learningRate·(Δ + momentum·buf if nesterov else buf). learningRate 1 with
-    momentum 0 is plain averaging (and runs as exactly that).
-    """
-
-    learning_rate: Annotated[float, Field(gt=0, le=10)] = Field(
-        1.0, description="Outer learning rate (1 with momentum 0: plain averaging)."
-    )
-    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.0, description="Outer momentum on the pseudo-gradients of successive global syncs."
-    )
-    nesterov: bool = Field(False, description="Nesterov outer momentum (needs momentum > 0).")
-
-    @property
-    def is_plain_averaging(self) -> bool:
-        return self.learning_rate == 1.0 and self.momentum == 0.0
-
-    @model_validator(mode="after")
-    def _check(self) -> OuterOptimizer:
-        if self.nesterov and self.momentum == 0:
-            raise_cross_field_errors(
-                "OuterOptimizer", [(("nesterov",), "Nesterov momentum needs momentum > 0")]
-            )
-        return self
 
 
 class Algorithm(SpecModel):

@@ -20,7 +20,7 @@ and plain averaging runs bit for bit.
 from __future__ import annotations
 
 import torch
-from dsgd_contract.config import OuterOptimizer as OuterOptimizerConfig
+from dsgd_contract.outer_optimizer import OuterOptimizer as OuterOptimizerConfig
 from torch import nn
 
 from .averaging import trainable_parameters
