@@ -29,23 +29,10 @@ def container_resources(
     contradicts the topology never gets here: the spec refuses it
     (dsgd_operator.pod_layout).
     """
-    resources = copy.deepcopy(job.spec.template.resources or {})
     topology = job.spec.topology
-    named = {
-        name
-        for section in ("requests", "limits")
-        if isinstance(resources.get(section), dict)
-        for name in resources[section]
-    }
-    defaults = settings.pod_defaults
-    for section, amounts in (
-        ("requests", defaults.requests_per_process),
-        ("limits", defaults.limits_per_process),
-    ):
-        for name, amount in amounts.items():
-            if name not in named:
-                total = scaled(amount, topology.processes_per_node)
-                resources.setdefault(section, {})[name] = format_quantity(total)
+    resources = _with_defaults(
+        job.spec.template.resources, settings, processes=topology.processes_per_node
+    )
     if topology.gpu:
         # Extended resources cannot be overcommitted: requests must equal limits.
         for section in ("limits", "requests"):
@@ -59,7 +46,14 @@ def parameter_server_resources(
     """A parameter server's resources: template.parameterServerResources, and the
     installation's per-rank defaults (one process) for every resource it does not name.
     Never a GPU: servers are CPU pods."""
-    resources = copy.deepcopy(job.spec.template.parameter_server_resources or {})
+    given = job.spec.template.parameter_server_resources
+    return _with_defaults(given, settings, processes=1) or None
+
+
+def _with_defaults(given: dict | None, settings: BuildSettings, *, processes: int) -> dict:
+    """A copy of `given` plus the installation's per-process defaults × `processes` for
+    every resource `given` names in neither requests nor limits."""
+    resources = copy.deepcopy(given or {})
     named = {
         name
         for section in ("requests", "limits")
@@ -73,8 +67,9 @@ def parameter_server_resources(
     ):
         for name, amount in amounts.items():
             if name not in named:
-                resources.setdefault(section, {})[name] = format_quantity(scaled(amount, 1))
-    return resources or None
+                total = scaled(amount, processes)
+                resources.setdefault(section, {})[name] = format_quantity(total)
+    return resources
 
 
 def pod_requests(
