@@ -53,6 +53,12 @@ class Jobs:
             api.GROUP, api.VERSION, self.namespace, api.PLURAL, body
         )
 
+    def patch(self, name: str, changes: dict) -> dict:
+        """Merge-patch the job (spec changes, as `kubectl patch --type merge` does)."""
+        return self.custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, changes
+        )
+
     def get(self, name: str) -> dict | None:
         try:
             return self.custom.get_namespaced_custom_object(

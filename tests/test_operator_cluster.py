@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dsgd_operator import api
 from kubernetes import client
 
 from tests._operator_process import operator as operator
@@ -114,13 +113,9 @@ def _epoch_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if re.match(r"\[dsgd\] epoch\s+\d+", line)]
 
 
-def test_killed_worker_restarts_the_gang_once_which_resumes_from_its_checkpoint(
-    cluster, kube_api, namespace, operator, checkpoint_claim
-):
-    epochs = 24
-    claim, volume = checkpoint_claim
-    jobs = Jobs(kube_api, namespace)
-    spec = job_spec(
+def checkpointed_job_spec(claim: str, epochs: int) -> dict:
+    """A tiny job whose checkpoints go to the claim, mounted at /checkpoints."""
+    return job_spec(
         epochs=epochs,
         training={"checkpointDir": "/checkpoints"},
         template={
@@ -128,16 +123,24 @@ def test_killed_worker_restarts_the_gang_once_which_resumes_from_its_checkpoint(
             "volumeMounts": [{"name": "ckpt", "mountPath": "/checkpoints"}],
         },
     )
-    jobs.create("resume", spec)
-    latest = volume / "latest.json"
 
-    def checkpointed_epoch() -> int:
-        try:
-            return json.loads(latest.read_text())["epoch"]
-        except (OSError, ValueError):
-            return 0
 
-    wait_until(lambda: checkpointed_epoch() >= CHECKPOINT_EVERY, 180, "a first checkpoint")
+def checkpointed_epoch(volume: Path) -> int:
+    """The epoch latest.json on the volume points at (0 before the first checkpoint)."""
+    try:
+        return json.loads((volume / "latest.json").read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def test_killed_worker_restarts_the_gang_once_which_resumes_from_its_checkpoint(
+    cluster, kube_api, namespace, operator, checkpoint_claim
+):
+    epochs = 24
+    claim, volume = checkpoint_claim
+    jobs = Jobs(kube_api, namespace)
+    jobs.create("resume", checkpointed_job_spec(claim, epochs))
+    wait_until(lambda: checkpointed_epoch(volume) >= CHECKPOINT_EVERY, 180, "a first checkpoint")
     pids = jobs.running_pids("resume")
     assert "resume-node-1" in pids, pids
     os.kill(pids["resume-node-1"], signal.SIGKILL)
@@ -170,39 +173,16 @@ def test_resuming_from_an_older_checkpoint_is_a_warning_event(
     the operator turns it into a CheckpointFallback Warning Event and status progress."""
     claim, volume = checkpoint_claim
     jobs = Jobs(kube_api, namespace)
-    custom = client.CustomObjectsApi(kube_api)
-    spec = job_spec(
-        epochs=60,
-        training={"checkpointDir": "/checkpoints"},
-        template={
-            "volumes": [{"name": "ckpt", "persistentVolumeClaim": {"claimName": claim}}],
-            "volumeMounts": [{"name": "ckpt", "mountPath": "/checkpoints"}],
-        },
-    )
-    jobs.create("fallback", spec)
-    latest = volume / "latest.json"
-
-    def checkpointed_epoch() -> int:
-        try:
-            return json.loads(latest.read_text())["epoch"]
-        except (OSError, ValueError):
-            return 0
+    jobs.create("fallback", checkpointed_job_spec(claim, 60))
 
     def suspend(value: bool) -> None:
-        custom.patch_namespaced_custom_object(
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-            "fallback",
-            {"spec": {"runPolicy": {"suspend": value}}},
-        )
+        jobs.patch("fallback", {"spec": {"runPolicy": {"suspend": value}}})
 
     # Two checkpoints kept: one to corrupt, one to fall back to.
-    wait_until(lambda: checkpointed_epoch() >= 2 * CHECKPOINT_EVERY, 180, "two checkpoints")
+    wait_until(lambda: checkpointed_epoch(volume) >= 2 * CHECKPOINT_EVERY, 180, "two checkpoints")
     suspend(True)
     wait_until(lambda: not jobs.pods("fallback"), 120, "the suspended job's pods gone")
-    newest = json.loads(latest.read_text())["checkpoint"]
+    newest = json.loads((volume / "latest.json").read_text())["checkpoint"]
     rank_files = sorted((volume / newest).glob("rank-*.pt"))
     assert len(rank_files) == 2, rank_files
     rank_files[1].write_bytes(b"not a checkpoint")  # rank 1's half of the newest one

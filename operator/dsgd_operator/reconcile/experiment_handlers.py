@@ -16,7 +16,6 @@ the loop still runs every resync period, should an event have been lost.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from typing import Any
 
@@ -67,15 +66,7 @@ async def experiment_event(
         ctx.experiments.forget(namespace, name)
         return
     runtime = ctx.experiments.get(namespace, name)
-    generation = (body.get("metadata") or {}).get("generation")
-    changed = generation != runtime.generation
-    runtime.body = copy.deepcopy(dict(body))
-    runtime.generation = generation
-    if runtime.task is None:
-        loop = experiment_loop(ctx, runtime, logger)
-        runtime.task = asyncio.get_running_loop().create_task(loop)
-    elif changed:
-        runtime.poke()
+    runtime.watched(body, lambda: experiment_loop(ctx, runtime, logger))
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, labels={EXPERIMENT_LABEL: kopf.PRESENT})

@@ -16,7 +16,6 @@ SGDExperiments' handlers are in `experiment_handlers` (registered on import).
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from typing import Any
@@ -130,15 +129,9 @@ async def job_event(
         metrics.set_job_phases(ctx.jobs.phases())
         return
     runtime = ctx.jobs.get(namespace, name)
-    generation = (body.get("metadata") or {}).get("generation")
-    changed = generation != runtime.generation
-    runtime.body = copy.deepcopy(dict(body))
-    runtime.generation = generation
-    if runtime.task is None:
+    # A spec change (suspend, a refused immutable change, ...) wakes the loop, which decides.
+    if runtime.watched(body, lambda: job_loop(ctx, runtime, logger)):
         metrics.job_seen(namespace, name)
-        runtime.task = asyncio.get_running_loop().create_task(job_loop(ctx, runtime, logger))
-    elif changed:  # suspend, a refused immutable change, ...: the loop decides
-        runtime.poke()
 
 
 @kopf.on.event("v1", "pods", labels={JOB_NAME_LABEL: kopf.PRESENT})

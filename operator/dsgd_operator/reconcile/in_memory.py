@@ -9,10 +9,11 @@ SGDExperiment, woken by its trial jobs' events.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -40,6 +41,23 @@ class LoopRuntime:
     def poke(self) -> None:
         """Ask for a reconcile pass soon (the loop batches pokes that come close together)."""
         self.poked.set()
+
+    def watched(
+        self, body: Mapping[str, Any], loop: Callable[[], Coroutine[Any, Any, None]]
+    ) -> bool:
+        """Record a watch event of the object; start its loop (`loop()`) if none runs yet,
+        else wake it when metadata.generation changed (a spec change: the loop decides what
+        it means). True when this started the loop."""
+        generation = (body.get("metadata") or {}).get("generation")
+        changed = generation != self.generation
+        self.body = copy.deepcopy(dict(body))
+        self.generation = generation
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(loop())
+            return True
+        if changed:
+            self.poke()
+        return False
 
     async def wait(self, timeout: float, debounce: float, stopped: Awaitable | None = None) -> None:
         """Sleep until poked, `stopped` fires or `timeout` passes; then let a burst settle."""
