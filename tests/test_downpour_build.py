@@ -25,7 +25,7 @@ from dsgd_operator.reconcile.plan import Snapshot
 from dsgd_operator.reconcile.policy import plan
 from dsgd_operator.reconcile.status import PodState
 
-from tests.test_build import K8S_VERSION
+from tests._build_jobs import K8S_VERSION
 from tests.test_operator_policy import OPTIONS, T0, new_status
 
 
