@@ -33,11 +33,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 from api_audit import AuditLog, JobTimes, audit_policy
+from bare_client import BARE_NAMESPACE, GROUP, PLURAL, VERSION, bare_client_job, job_manifest
 from dsgd_cluster.control_plane import ClusterInfo, down, status, up
 from dsgd_cluster.kubeconfig import write_kubeconfig
 from dsgd_operator.builders import build_children
@@ -45,24 +48,9 @@ from dsgd_operator.manifest import parse_job
 from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parent.parent
-NAMESPACE, BARE_NAMESPACE = "dsgd-bench", "dsgd-bench-bare"
-GROUP, VERSION, PLURAL = "dsgd.io", "v1alpha1", "distributedsgdjobs"
+NAMESPACE = "dsgd-bench"
 OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:operator"
 BARE_USER = f"system:serviceaccount:{NAMESPACE}:bare"
-
-
-def job_manifest(name: str, nodes: int) -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "DistributedSGDJob",
-        "metadata": {"name": name},
-        "spec": {
-            "topology": {"nodes": nodes},
-            "algorithm": {"name": "local-sgd", "localSteps": 2},
-            "optimizer": {"warmupEpochs": 0},
-            "training": {"model": "mlp", "epochs": 2, "dataset": {"name": "synthetic"}},
-        },
-    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,43 +115,13 @@ def submit(
     list(pool.map(one, names))
 
 
-def bare_client_jobs(
-    api: client.ApiClient, names: list[str], nodes: int, pool: ThreadPoolExecutor
-) -> None:
-    """A bare client does the operator's work for `names`: per job the job itself, then
-    every child the builders make (with ownerReferences) and one status patch, one job
-    per thread."""
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    policy = client.PolicyV1Api(api)
-    creators = {
-        "Service": core.create_namespaced_service,
-        "ConfigMap": core.create_namespaced_config_map,
-        "PodDisruptionBudget": policy.create_namespaced_pod_disruption_budget,
-        "Pod": core.create_namespaced_pod,
-    }
-
-    def one(name: str) -> None:
-        manifest = job_manifest(name, nodes)
-        created = custom.create_namespaced_custom_object(
-            GROUP, VERSION, BARE_NAMESPACE, PLURAL, manifest
-        )
-        owner = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "DistributedSGDJob",
-            "name": name,
-            "uid": created["metadata"]["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        job = parse_job({**manifest, "metadata": {"name": name, "namespace": BARE_NAMESPACE}})
-        for child in build_children(job):
-            child["metadata"]["ownerReferences"] = [owner]
-            creators[child["kind"]](BARE_NAMESPACE, child)
-        custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, BARE_NAMESPACE, PLURAL, name, {"status": {"phase": "Pending"}}
-        )
-
-    list(pool.map(one, names))
+def at_steady_rate(names: list[str], rate: float, start: Callable[[str], Any]) -> None:
+    """Call `start(name)` for each of `names` at `rate` per second, on the clock (a slow
+    call delays the next one only by its own overrun)."""
+    origin = time.perf_counter()
+    for index, name in enumerate(names):
+        time.sleep(max(0.0, origin + index / rate - time.perf_counter()))
+        start(name)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -293,7 +251,7 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
                 if side == "operator":
                     submit(custom, NAMESPACE, names, args.nodes, pool)
                 else:
-                    bare_client_jobs(bare, names, args.nodes, pool)
+                    list(pool.map(lambda n: bare_client_job(bare, n, args.nodes), names))
                 times = audit.wait(names, args.nodes, 600)
                 seconds[side] = max(t.last_pod_created for t in times.values()) - min(
                     t.accepted for t in times.values()
@@ -311,15 +269,21 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
                     results["busy_rss"] = rss_mib(operator.pid)
             results["bursts"].append(seconds)
 
+        # The steady rate: the operator's jobs, then the bare client's (the server's own
+        # latency under the same load: the bursts' jobs and pods are still there).
         results["settle"] = settle(quiet, audit)
         names = [f"steady-{i:03d}" for i in range(args.steady_jobs)]
-        origin = time.perf_counter()
-        for index, name in enumerate(names):
-            time.sleep(max(0.0, origin + index / args.rate - time.perf_counter()))
-            submit(custom, NAMESPACE, [name], args.nodes, pool)
+        at_steady_rate(names, args.rate, lambda n: submit(custom, NAMESPACE, [n], args.nodes, pool))
         times = audit.wait(names, args.nodes, 300)
         results["steady"] = [t.creation_to_pods for t in times.values()]
         results["steady_parts"] = breakdown(times)
+        settle(quiet, audit)
+        names = [f"bs-{i:03d}" for i in range(args.steady_jobs)]
+        at_steady_rate(
+            names, args.rate, lambda n: pool.submit(bare_client_job, bare, n, args.nodes)
+        )
+        times = audit.wait(names, args.nodes, 300)
+        results["bare_steady"] = [t.creation_to_pods for t in times.values()]
     finally:
         operator.send_signal(signal.SIGTERM)
         operator.wait(60)
@@ -355,6 +319,11 @@ def report(args: argparse.Namespace, results: dict) -> None:
     for part, values in results["steady_parts"].items():
         if values:
             print("  " + show(part, values))
+    print(
+        "  "
+        + show("the bare client at the same rate", results["bare_steady"])
+        + " (the server's own latency under this load; its pods are created one by one)"
+    )
     requests, rounds = results["requests"], len(results["bursts"])
     jobs = args.jobs * rounds
     total = sum(requests.values())

@@ -365,6 +365,7 @@ def test_operator_benchmark_smoke_reports_every_figure() -> None:
     assert "× the bare client (median of 2 rounds" in out
     assert "steady 2 jobs/s × 2 jobs: p50" in out
     assert "react: p50" in out and "requests: p50" in out
+    assert "the bare client at the same rate: p50" in out
     # The audit log saw the operator create exactly 3 pods per job, and each burst job's
     # one status patch (the burst is counted until the control plane settled).
     assert "create pods                                          3.00 per job" in out
