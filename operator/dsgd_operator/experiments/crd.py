@@ -5,7 +5,7 @@ structural-schema translation as the job's CRD. `spec.template` gets the job
 spec's schema without defaults and without the job's cross-field CEL rules: a
 template is checked per trial, with the axes' values in place (by the models,
 `dsgd validate` and the operator), and the API server must store it as written.
-Axis values are any JSON (a number, or a whole algorithm block).
+Axis values are any JSON (a number, a whole algorithm block, or a partial spec).
 
 `python -m dsgd_operator.experiments.crd` writes `crds/sgdexperiments.dsgd.io.yaml`
 and the chart's copy (`make crds`); `--check` exits 1 when either is stale.
@@ -61,6 +61,12 @@ SPEC_RULES = [
         "self.seeds.all(s, self.seeds.exists_one(x, x == s))",
         "spec.seeds: each seed once",
         field_path=".seeds",
+    ),
+    cel_rule(
+        "!has(self.axes) || self.axes.all(a, has(a.field) || "
+        "(has(a.merge) && a.merge && has(a.name)))",
+        "spec.axes: an axis without a field needs merge: true and a name",
+        field_path=".axes",
     ),
     cel_rule(
         f"size(self.seeds) <= {MAX_TRIALS}",
