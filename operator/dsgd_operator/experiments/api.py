@@ -10,9 +10,10 @@ each cell its own combination of sections (Downpour's algorithm block with its
 parameter servers and its optimizer). `spec.seeds` are replicates of every cell
 (aggregated, never a search dimension). The template is kept as written and
 only validated per trial: a template may be incomplete on its own (e.g.
-hierarchical SGD with the nodes left to an axis). Every trial is expanded and validated with all the job's rules
-when the experiment is parsed (`dsgd_operator.experiments.grid`), so one bad
-combination refuses the whole experiment, before any job exists.
+hierarchical SGD with the nodes left to an axis). Every trial is expanded and
+validated with all the job's rules when the experiment is parsed
+(`dsgd_operator.experiments.grid`), so one bad combination refuses the whole
+experiment, before any job exists.
 """
 
 from __future__ import annotations
