@@ -77,8 +77,16 @@ def test_the_example_is_accepted_and_its_template_stored_as_written(api) -> None
         (lambda spec: spec.update(parallelism=0), "spec.parallelism"),
         (lambda spec: spec["axes"][0].update(field="runPolicy.suspend"), "spec.axes[0].field"),
         (lambda spec: spec["template"]["topology"].update(nodes="2"), "spec.template"),
+        (lambda spec: spec["axes"][0].pop("field"), "spec.axes[0].field"),
     ],
-    ids=["template-typo", "repeated-seed", "parallelism", "axis-field", "template-type"],
+    ids=[
+        "template-typo",
+        "repeated-seed",
+        "parallelism",
+        "axis-field",
+        "template-type",
+        "no-field-no-merge",
+    ],
 )
 def test_server_and_models_refuse_the_same_mistakes(api, change, path) -> None:
     manifest = copy.deepcopy(example())

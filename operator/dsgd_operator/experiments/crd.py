@@ -83,6 +83,9 @@ def openapi_schema() -> dict[str, Any]:
     template = strip_defaults(structural_schema(DistributedSGDJob)["properties"]["spec"])
     template["description"] = spec["properties"]["template"]["description"]
     spec["properties"]["template"] = template
+    # Axes are stored as written (merge: false is not added): the trials are what is defaulted.
+    axes = spec["properties"]["axes"]
+    axes["items"] = strip_defaults(axes["items"])
     spec["x-kubernetes-validations"] = SPEC_RULES
     status = copy.deepcopy(strip_defaults(experiment["properties"]["status"]))
     status["x-kubernetes-preserve-unknown-fields"] = True
