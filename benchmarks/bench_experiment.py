@@ -116,7 +116,9 @@ def sized_experiment(path: Path, size: Size) -> tuple[dict[str, Any], SGDExperim
 
 def keep_variants(document: dict[str, Any], experiment: SGDExperiment, wanted: set[str]) -> None:
     """Keep the values of the first axis (and of the axes zipped to it) whose cells run one
-    of the `wanted` variants."""
+    of the `wanted` variants (an experiment without axes is one cell: kept)."""
+    if not experiment.spec.axes:
+        return
     first = experiment.spec.axes[0]
     kept = {
         json.dumps(trial.cell.values[first.label], sort_keys=True)
