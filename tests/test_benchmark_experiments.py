@@ -124,7 +124,7 @@ def test_a_manifest_that_is_not_an_experiment_is_refused_in_one_line(tmp_path: P
     )
     assert process.returncode == 2, process.stdout + process.stderr
     assert process.stderr.strip().splitlines() == [
-        f"[paper_findings] {bad}: spec.axes[0].field: Value error, training.seed: the seed is "
+        f"[paper_findings] {bad}: spec.axes[0].field: training.seed: the seed is "
         "not an axis: list replicates in spec.seeds"
     ]
 

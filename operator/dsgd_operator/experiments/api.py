@@ -91,8 +91,7 @@ class Axis(ExperimentModel):
         max_length=63,
         pattern=r"^[A-Za-z][-A-Za-z0-9_.]*$",
         description=(
-            "Name of the axis in reports and zip references. Default: field (needed "
-            "without one)."
+            "Name of the axis in reports and zip references. Default: field (needed without one)."
         ),
     )
     zip: str | None = Field(
