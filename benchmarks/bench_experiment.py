@@ -111,7 +111,8 @@ def sized_experiment(path: Path, size: Size) -> tuple[dict[str, Any], SGDExperim
         keep_variants(document, parse(document, str(path)), set(size.variants))
     for dotted, value in size.overrides.items():
         set_field(document["spec"], dotted, value)
-    return document, parse(document, f"{path} (sized)")
+    source = f"{path} (with the size's overrides)" if size.overrides else str(path)
+    return document, parse(document, source)
 
 
 def keep_variants(document: dict[str, Any], experiment: SGDExperiment, wanted: set[str]) -> None:
