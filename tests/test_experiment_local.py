@@ -171,38 +171,33 @@ def test_parallel_trials_stay_within_the_limit_and_log_to_their_directories(tmp_
 
 
 def test_a_custom_runner_runs_each_unfinished_trial_into_its_directory(tmp_path) -> None:
-    """run_experiment(runner=...): the runner gets each trial's job and directory (here: it
-    runs the job as a real local gang, quietly); finished trials are not handed to it
-    again, `dsgd report` reads what it left, and its failures count as the gang's do."""
+    """run_experiment(runner=...): the runner gets each trial's job and directory; what it
+    leaves there is the trial's result (`dsgd report` reads it), a finished trial is not
+    handed to it again, and its failures count as a gang's do. Here it runs the first
+    cell's job as a real local gang (quietly) and fails the second's."""
     experiment = load_experiment(write_experiment(tmp_path, seeds=[3], epochs=1))
     out, calls = tmp_path / "out", []
 
-    def quiet_gang(job: DistributedSGDJob, directory: Path) -> int:
+    def first_cell_only(job: DistributedSGDJob, directory: Path) -> int:
         calls.append((job.name, directory))
+        if job.name != "tiny-c0-s3":
+            return 3
         return run_gang(job, directory, log=lambda _node, _line: None).exit_code
 
-    assert run_experiment(experiment, out, runner=quiet_gang) == 0
+    assert run_experiment(experiment, out, runner=first_cell_only) == 1
     assert calls == [(f"tiny-c{c}-s3", out / f"tiny-c{c}-s3") for c in range(2)]
-    for cell, (_, directory) in enumerate(calls):
-        config = json.loads((directory / "config.json").read_text())  # the trial's own job
-        assert config["algorithm"]["name"] == ALGORITHMS[cell]["name"]
-        assert config["training"]["seed"] == 3
-    assert run_experiment(experiment, out, runner=quiet_gang) == 0
-    assert len(calls) == 2  # both finished: nothing handed to the runner again
+    config = json.loads((out / "tiny-c0-s3" / "config.json").read_text())  # the trial's job
+    assert config["algorithm"]["name"] == ALGORITHMS[0]["name"]
+    assert config["training"]["seed"] == 3
+    # Re-run: the finished trial is not handed over again; the failed one is.
+    assert run_experiment(experiment, out, runner=first_cell_only) == 1
+    assert [name for name, _ in calls[2:]] == ["tiny-c1-s3"]
     assert dsgd(["report", str(out)]) == 0
     rows = report_rows(out)
-    for cell, (_, directory) in enumerate(calls):
-        summary = json.loads((directory / "summary.json").read_text())
-        assert numbers(rows[f"c{cell}"][3]) == pytest.approx(
-            [100 * summary["final_test_accuracy"]],
-            abs=0.0051,  # shown to 2 decimals
-        )
-
-    refused = []
-
-    def failing(job: DistributedSGDJob, _directory: Path) -> int:
-        refused.append(job.name)
-        return 3
-
-    assert run_experiment(experiment, tmp_path / "failed", runner=failing) == 1
-    assert refused == ["tiny-c0-s3"]  # maxFailedTrials 0: the first failure stops it
+    summary = json.loads((out / "tiny-c0-s3" / "summary.json").read_text())
+    assert rows["c0"][2] == "1" and rows["c1"][2] == "0"
+    assert numbers(rows["c0"][3]) == pytest.approx(
+        [100 * summary["final_test_accuracy"]],
+        abs=0.0051,  # shown to 2 decimals
+    )
+    assert "Not finished (left out): tiny-c1-s3." in (out / "report.md").read_text()
