@@ -166,8 +166,14 @@ def write_report_md(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """<name>-<size>.md: the setup, dsgd report's table by reference, the verdict."""
     settings, variants = results["settings"], results["variants"]
     report_dir = Path(results["report"]).parent
+    answer = results.get("verdict")
+    title = (
+        "Post-local SGD vs large-batch SGD on real data"
+        if answer is not None
+        else f"Experiment {results['experiment']['metadata']['name']}, run locally"
+    )
     lines = [
-        f"# Post-local SGD vs large-batch SGD on real data ({results['scale']})",
+        f"# {title} ({results['scale']})",
         "",
         f"Machine: {machine_line(results['machine'])}.",
         "",
@@ -188,7 +194,6 @@ def write_report_md(results: dict[str, Any], out_dir: Path) -> list[Path]:
             f"rank, {figures['sync_rounds'].get('global', 0)} global sync rounds"
         )
     lines.append("")
-    answer = results.get("verdict")
     if answer is not None:
         difference = answer["post_local_minus_large_batch_points"]
         lines += [
