@@ -106,22 +106,21 @@ def plan_processes(
 
 
 def run_job(
-    config: TrainingConfig,
+    job: DistributedSGDJob,
     out_dir: Path,
     cluster: NetnsCluster | None = None,
-    name: str = "bench",
     timeout: float = 3600.0,
     echo: bool = False,
 ) -> JobResult:
-    """Train `config` to the end; JobFailed (with the last lines of output) if it fails.
+    """Train `job` (e.g. an experiment's trial) to the end; JobFailed (with the last lines
+    of output) if it fails.
 
     `out_dir` receives config.json, metrics.jsonl and summary.json (an existing
     metrics.jsonl there is removed first: runs are never resumed here).
     """
-    out_dir = out_dir.resolve()
+    out_dir, name = out_dir.resolve(), job.name
     for stale in ("metrics.jsonl", "summary.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    job = make_job(config, name)
     config_path = prepare_run_directory(job, out_dir)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
 
@@ -142,7 +141,7 @@ def run_job(
     seconds = time.perf_counter() - started
     summary_path = out_dir / results.SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    finished = summary is not None and summary.get("epochs") == config.training.epochs
+    finished = summary is not None and summary.get("epochs") == job.spec.training.epochs
     if outcome.exit_code != 0 and not finished:
         raise JobFailed(
             f"{name} failed with exit code {outcome.exit_code} (node {outcome.failed_node}):\n"

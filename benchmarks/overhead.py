@@ -27,6 +27,7 @@ one epoch; local SGD with H=16 must send 1/16 of mini-batch SGD's bytes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -54,7 +55,6 @@ from dsgd_trainer.optim import build_optimizer
 from dsgd_trainer.schedule import LearningRateSchedule
 from dsgd_trainer.step import TrainStep
 from dsgd_trainer.stopping import exit_without_teardown
-from job_runner import exit_on_termination
 from overhead_report import (
     BASELINE,
     BLOCK_STEPS,
@@ -65,8 +65,8 @@ from overhead_report import (
     write_report,
 )
 from prometheus_client import CollectorRegistry
-from report import DEFAULT_OUT, fmt
-from scaled_run import results_header, scale_name, scale_parser, write_results
+from report import fmt
+from scaled_run import benchmark_main
 from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
 from torch.nn.parallel import DistributedDataParallel
 
@@ -370,11 +370,9 @@ def measure(setup: Setup) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=False).parse_args(argv)
-    exit_on_termination()
-    scale = scale_name(args)
-    results = results_header(NAME, scale, block_steps=BLOCK_STEPS, measurements=[])
+def run(_args: argparse.Namespace, scale: str, _work: Path) -> dict[str, Any]:
+    """Every setup of the size: its contenders measured side by side, then analysed."""
+    results: dict[str, Any] = {"block_steps": BLOCK_STEPS, "measurements": []}
     for setup in SCALES[scale]:
         print(f"[{NAME}] {setup.key}: {len(setup.contenders())} contenders × {setup.steps} steps")
         setup_fields = {**asdict(setup), "steps_per_epoch": setup.steps}
@@ -389,8 +387,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"vs PyTorch {percent_change(row['vs_reference_median'])}",
                 flush=True,
             )
-    write_results(results, args.out, write_report)
-    return 0
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    return benchmark_main(NAME, __doc__, argv, run, write_report, runs_jobs=False)
 
 
 if __name__ == "__main__":

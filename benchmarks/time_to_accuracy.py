@@ -1,26 +1,33 @@
 """Time to accuracy on bandwidth-limited links: mini-batch vs local (blocking and overlapped
-averaging), post-local, hierarchical SGD.
+averaging), post-local, hierarchical and Downpour SGD.
 
     python benchmarks/time_to_accuracy.py            # quick (~5 min on 2 idle cores)
     python benchmarks/time_to_accuracy.py --full     # full (~15 min on 2 cores)
     python benchmarks/time_to_accuracy.py --smoke --out /tmp/x   # seconds: CI's check
+    python benchmarks/time_to_accuracy.py --manifest FILE   # any SGDExperiment, shaped links
 
-Every run trains the same model on the same data from the same seed with the
-same sample budget, as a real job (the pods of `dsgd run`, torchrun and gloo),
-with each node in its own network namespace and the links between nodes shaped
-with tbf (see netns_cluster.py), once per link rate. Per run it reports:
+The comparison is the SGDExperiment benchmarks/experiments/time-to-accuracy.yaml
+(its quick size as written; SIZES below override its template for --full and
+--smoke). Every trial trains the same model on the same data from the same seed
+with the same sample budget, as a real job (the pods of `dsgd run`, torchrun and
+gloo), with each node in its own network namespace and the links between nodes
+shaped with tbf (see netns_cluster.py), once per link rate: the whole experiment
+runs per rate into <work>/<rate>/, and `dsgd report` writes its table and
+figures to <out>/time_to_accuracy-<size>-<rate>/. Per run this script adds:
 
 - time to target: training time until the first evaluation at or above the
-  target test accuracy. Training time is the sum of the trainer's per-epoch
-  `epoch_seconds` from metrics.jsonl: the steps and their communication, but
-  not the per-epoch evaluation or process start-up, which are the benchmark's
-  instrumentation and not part of any algorithm;
-- the no-communication lower bound: local SGD with H larger than the run
-  (no collective during training: the same compute, collectives skipped); its
-  training time at the same number of samples bounds any algorithm's from
+  target test accuracy (spec.targetAccuracy). Training time is the sum of the
+  trainer's per-epoch `epoch_seconds` from metrics.jsonl: the steps and their
+  communication, but not the per-epoch evaluation or process start-up, which are
+  the benchmark's instrumentation and not part of any algorithm;
+- the no-communication lower bound: the cell running local SGD with H larger than
+  the run (no collective during training: the same compute, collectives skipped);
+  its training time at the same number of samples bounds any algorithm's from
   below, and "× lower bound" is the ratio;
 - final test accuracy, bytes sent per rank and sync rounds (from the trainer's
   counters, rank 0), speed-up over mini-batch SGD at the same rate.
+
+With several seeds, these figures are the first seed's (dsgd report aggregates all).
 
 The goal checked at the slowest rate: local SGD with H=16 reaches the target at
 least 3× sooner than mini-batch SGD, within 1.2× of the lower bound, with a
@@ -47,266 +54,216 @@ lr), which brings c down to about 4 on 2 cores: nearer the band, still above it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dsgd_contract.config import TrainingConfig
-from job_runner import JobFailed, exit_on_termination, run_job
-from machine import load_average
-from netns_cluster import ClusterError, NetnsCluster, measure_throughput, netns_unavailable_reason
-from report import DEFAULT_OUT, fmt, megabytes, percent
-from scaled_run import results_header, scale_name, scale_parser, write_results
-from time_to_accuracy_analysis import (  # noqa: F401 - seconds_at_samples: tests use it from here
+from bench_experiment import (
+    EXPERIMENTS,
     LOWER_BOUND,
+    CellRun,
+    Size,
+    cell_runs,
+    sized_experiment,
+    trial_runner,
+    variant_label,
+    write_report,
+)
+from dsgd_operator.experiments.api import SGDExperiment
+from dsgd_operator.experiments.grid import expand_trials
+from dsgd_operator.experiments.local import run_experiment
+from dsgd_operator.local_run import LocalRunError
+from netns_cluster import ClusterError, NetnsCluster, measure_throughput, netns_unavailable_reason
+from report import fmt, megabytes, percent
+from scaled_run import BenchmarkFailed, BenchmarkUnavailable, benchmark_main
+from time_to_accuracy_analysis import (  # noqa: F401 - seconds_at_samples: tests use it from here
     analyze,
     check_goal,
     check_overlap_goals,
     curve,
     seconds_at_samples,
 )
-from time_to_accuracy_report import write_report
+from time_to_accuracy_report import write_report as write_report_md
 
 NAME = "time_to_accuracy"
-#: localSteps of the no-communication run: more than any run here has steps (the config's max).
-NO_COMMUNICATION_STEPS = 100_000
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    algorithm: dict[str, Any]  # the config's algorithm section, wire names
-
-
-VARIANTS: dict[str, Variant] = {
-    "mini-batch": Variant("mini-batch SGD (DDP)", {"name": "mini-batch-sgd"}),
-    "local-h4": Variant("local SGD, H=4", {"name": "local-sgd", "localSteps": 4}),
-    "local-h16": Variant("local SGD, H=16", {"name": "local-sgd", "localSteps": 16}),
-    # Overlapped averaging (overlapSteps τ = H: each averaging hides behind the next H steps).
-    "local-h4-overlap": Variant(
-        "local SGD, H=4, overlapSteps=4", {"name": "local-sgd", "localSteps": 4, "overlapSteps": 4}
+MANIFEST = EXPERIMENTS / "time-to-accuracy.yaml"
+SIZES = {
+    "quick": Size(),
+    "full": Size(
+        {
+            "template.training.dataset.trainSamples": 30720,
+            "template.training.dataset.testSamples": 10000,
+            # Twice quick's compute per step (see the docstring on the goal), the same peak lr.
+            "template.training.batchSizePerProcess": 128,
+            "template.training.epochs": 8,
+            "template.optimizer.learningRate": 0.025,
+            "targetAccuracy": 0.87,
+        }
     ),
-    "local-h16-overlap": Variant(
-        "local SGD, H=16, overlapSteps=16",
-        {"name": "local-sgd", "localSteps": 16, "overlapSteps": 16},
-    ),
-    "post-local-h16": Variant("post-local SGD, H=16", {"name": "post-local-sgd", "localSteps": 16}),
-    "hierarchical": Variant(
-        "hierarchical local SGD, H=4, H_b=4",
-        {"name": "hierarchical-local-sgd", "localSteps": 4, "blockSteps": 4},
-    ),
-    "no-communication": Variant(
-        "no communication (lower bound)",
-        {"name": "local-sgd", "localSteps": NO_COMMUNICATION_STEPS},
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Scale:
-    """One size of the benchmark: the training setup shared by all its runs."""
-
-    name: str
-    nodes: int
-    processes_per_node: int
-    model: str
-    dataset: str
-    train_samples: int | None
-    test_samples: int | None
-    batch_size: int
-    epochs: int
-    learning_rate: float  # for baseBatchSize 128, scaled linearly to the global batch
-    target: float
-    rates: tuple[str, ...]
-    variants: tuple[str, ...]
-
-    def config(self, variant: Variant, run_dir: Path) -> TrainingConfig:
-        return TrainingConfig.model_validate(
-            {
-                "topology": {"nodes": self.nodes, "processesPerNode": self.processes_per_node},
-                "algorithm": variant.algorithm,
-                "optimizer": {
-                    "learningRate": self.learning_rate,
-                    "baseBatchSize": 128,
-                    "scaling": "linear",
-                    "warmupEpochs": 0,
-                    "momentum": 0.9,
-                    "nesterov": True,
-                    "weightDecay": 1e-4,
-                    "milestones": [0.5, 0.75],  # post-local switches at the first (Lin et al.)
-                    "gamma": 0.1,
-                },
-                "training": {
-                    "model": self.model,
-                    "dataset": {
-                        "name": self.dataset,
-                        "trainSamples": self.train_samples,
-                        "testSamples": self.test_samples,
-                    },
-                    "batchSizePerProcess": self.batch_size,
-                    "epochs": self.epochs,
-                    "seed": 0,
-                    "checkpointEvery": 0,
-                    "checkpointDir": str(run_dir / "checkpoints"),
-                    "outputDir": str(run_dir),
-                },
-            }
-        )
-
-
-ALL_VARIANTS = tuple(VARIANTS)
-SCALES = {
-    # CI: seconds; each run costs a torchrun start-up, so only two (the code path of every
-    # variant is the same: a config and a job).
-    "smoke": Scale(
-        name="smoke",
-        nodes=2,
-        processes_per_node=1,
-        model="mlp",
-        dataset="synthetic",
-        train_samples=512,
-        test_samples=256,
-        batch_size=32,
-        epochs=2,
-        learning_rate=0.05,
-        target=0.3,
-        rates=("1gbit",),
+    # CI: seconds; each run costs a torchrun start-up, so only three cells (the code path
+    # of every cell is the same: a trial's job on the shaped links).
+    "smoke": Size(
+        {
+            "template.topology.processesPerNode": 1,
+            "template.training.model": "mlp",
+            "template.training.dataset": {
+                "name": "synthetic",
+                "trainSamples": 512,
+                "testSamples": 256,
+            },
+            "template.training.batchSizePerProcess": 32,
+            "template.training.epochs": 2,
+            "targetAccuracy": 0.3,
+        },
         variants=("mini-batch", "local-h4-overlap", LOWER_BOUND),
     ),
-    "quick": Scale(
-        name="quick",
-        nodes=2,
-        processes_per_node=2,
-        model="cnn",
-        dataset="fashion-mnist",
-        train_samples=8192,
-        test_samples=2000,
-        batch_size=64,
-        epochs=6,
-        learning_rate=0.05,
-        target=0.84,
-        rates=("1gbit", "50mbit"),
-        variants=ALL_VARIANTS,
-    ),
-    "full": Scale(
-        name="full",
-        nodes=2,
-        processes_per_node=2,
-        model="cnn",
-        dataset="fashion-mnist",
-        train_samples=30720,
-        test_samples=10000,
-        batch_size=128,  # twice quick's compute per step: see the docstring on the goal
-        epochs=8,
-        learning_rate=0.025,  # the same peak lr as quick (0.1) at the doubled global batch
-        target=0.87,
-        rates=("1gbit", "50mbit", "80mbit"),
-        variants=ALL_VARIANTS,
-    ),
 }
+#: The link rates per size (--rates instead); a --manifest runs at quick's.
+RATES = {"quick": ("1gbit", "50mbit"), "full": ("1gbit", "50mbit", "80mbit"), "smoke": ("1gbit",)}
 
 
-def run_rate(
-    scale: Scale, rate: str, work: Path, echo: bool
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """All variants at one link rate, in one cluster; returns (link facts, runs by key)."""
-    runs: dict[str, dict[str, Any]] = {}
-    with NetnsCluster(scale.nodes, rate, name=f"tta{os.getpid()}") as cluster:
-        goodput = measure_throughput(cluster, seconds=1.0) if scale.nodes > 1 else None
-        link = {
-            **cluster.describe(),
-            "measured_goodput_bits_per_second": goodput,
-            "goodput_ratio_to_rate": goodput / cluster.rate_bits if goodput else None,
-        }
-        print(
-            f"[{NAME}] {rate}: measured goodput {fmt((goodput or 0) / 1e6, 1)} Mbit/s", flush=True
-        )
-        for key in scale.variants:
-            variant = VARIANTS[key]
-            run_dir = work / rate / key
-            load_before = load_average()
-            result = run_job(
-                scale.config(variant, run_dir), run_dir, cluster, name=f"tta-{key}", echo=echo
-            )
-            summary = result.summary
-            runs[key] = {
-                "key": key,
-                "label": variant.label,
-                "algorithm": variant.algorithm,
-                "curve": curve(result.records),
-                "final_test_accuracy": summary["final_test_accuracy"],
-                "train_seconds": sum(r["epoch_seconds"] for r in result.records),
-                "wall_seconds": summary["wall_seconds"],
-                "samples": summary["samples"],
-                "steps": summary["steps"],
-                "communicated_bytes": summary["communicated_bytes"],
-                "communicated_bytes_by_scope": summary["communicated_bytes_by_scope"],
-                "sync_rounds": summary["sync_rounds"],
-                "communication_seconds": summary["communication_seconds"],
-                "process_seconds": result.seconds,
-                "warning": result.warning,
-                "load_average": {"before": load_before, "after": load_average()},
-            }
-            print(
-                f"[{NAME}] {rate} {variant.label}: final test accuracy "
-                f"{percent(summary['final_test_accuracy'])}, training "
-                f"{fmt(runs[key]['train_seconds'], 1)} s, "
-                f"{megabytes(summary['communicated_bytes'])} MB sent per rank",
-                flush=True,
-            )
-    analyze(runs, scale.target)
-    return link, runs
-
-
-def settings_of(scale: Scale) -> dict[str, Any]:
-    config = scale.config(VARIANTS["mini-batch"], Path("/unused"))
-    world = scale.nodes * scale.processes_per_node
-    train = scale.train_samples or 60_000
-    steps_per_epoch = train // (world * scale.batch_size)
+def run_figures(run: CellRun, warning: str | None) -> dict[str, Any]:
+    """What the analysis reads of one trial: its curve and summary figures."""
+    summary = run.summary
     return {
-        **asdict(scale),
-        "world_size": world,
-        "steps": steps_per_epoch * scale.epochs,
-        "samples": steps_per_epoch * scale.epochs * world * scale.batch_size,
-        "peak_learning_rate": scale.learning_rate * world * scale.batch_size / 128,
-        "optimizer": config.optimizer.to_wire(),
+        "key": run.key,
+        "cell": run.cell,
+        "label": variant_label(run.spec),
+        "algorithm": run.spec.algorithm.model_dump(mode="json", by_alias=True),
+        "curve": curve(run.records),
+        "final_test_accuracy": summary["final_test_accuracy"],
+        "final_train_accuracy": summary.get("final_train_accuracy"),
+        "train_seconds": sum(record["epoch_seconds"] for record in run.records),
+        "wall_seconds": summary["wall_seconds"],
+        "samples": summary["samples"],
+        "steps": summary["steps"],
+        "communicated_bytes": summary["communicated_bytes"],
+        "communicated_bytes_by_scope": summary.get("communicated_bytes_by_scope"),
+        "sync_rounds": {"global": 0, "intra_node": 0, **summary.get("sync_rounds", {})},
+        "communication_seconds": summary.get("communication_seconds") or 0.0,
+        "warning": warning,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = scale_parser(__doc__, DEFAULT_OUT, runs_jobs=True)
-    parser.add_argument("--rates", help="comma-separated tc rates instead of the scale's")
-    args = parser.parse_args(argv)
-    exit_on_termination()
-    scale = SCALES[scale_name(args)]
-    rates = tuple(args.rates.split(",")) if args.rates else scale.rates
+def run_rate(
+    experiment: SGDExperiment, nodes: int, rate: str, work: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The whole experiment at one link rate, in one cluster; (link facts, runs by variant)."""
+    directory, warnings = work / rate, {}
+    try:
+        with NetnsCluster(nodes, rate, name=f"tta{os.getpid()}") as cluster:
+            goodput = measure_throughput(cluster, seconds=1.0) if nodes > 1 else None
+            link = {
+                **cluster.describe(),
+                "measured_goodput_bits_per_second": goodput,
+                "goodput_ratio_to_rate": goodput / cluster.rate_bits if goodput else None,
+            }
+            print(f"[{NAME}] {rate}: measured goodput {fmt((goodput or 0) / 1e6, 1)} Mbit/s")
+            runner = trial_runner(cluster, args.echo, warnings)
+            code = run_experiment(experiment, directory, runner=runner)
+    except ClusterError as error:
+        raise BenchmarkFailed(str(error)) from None
+    except LocalRunError as error:
+        raise BenchmarkUnavailable(str(error)) from None
+    if code != 0:
+        raise BenchmarkFailed(f"{experiment.name} at {rate}: exit code {code} ({directory})")
+    runs = {
+        key: run_figures(seeds[0], warnings.get(seeds[0].trial))
+        for key, seeds in cell_runs(experiment, directory).items()
+    }
+    analyze(runs, experiment.spec.target_accuracy)
+    for run in runs.values():
+        print(
+            f"[{NAME}] {rate} {run['label']}: final test accuracy "
+            f"{percent(run['final_test_accuracy'])}, training {fmt(run['train_seconds'], 1)} s"
+            f" (× lower bound {fmt(run['ratio_to_lower_bound'], 2) or '—'}), "
+            f"{megabytes(run['communicated_bytes'])} MB sent per rank",
+            flush=True,
+        )
+    return link, runs
+
+
+def settings_of(experiment: SGDExperiment, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The setup the report describes: the template's figures (a trial's spec) and the run's
+    steps and samples (the same budget for every cell)."""
+    spec = expand_trials(experiment.spec)[0].spec
+    world = spec.topology.world_size
+    any_run = next(iter(runs.values()))
+    return {
+        "target": experiment.spec.target_accuracy,
+        "nodes": spec.topology.nodes,
+        "processes_per_node": spec.topology.processes_per_node,
+        "world_size": world,
+        "model": spec.training.model,
+        "dataset": spec.training.dataset.name,
+        "train_samples": spec.training.dataset.train_samples,
+        "test_samples": spec.training.dataset.test_samples,
+        "batch_size": spec.training.batch_size_per_process,
+        "epochs": spec.training.epochs,
+        "steps": any_run["steps"],
+        "samples": any_run["samples"],
+        "peak_learning_rate": spec.optimizer.learning_rate
+        * world
+        * spec.training.batch_size_per_process
+        / spec.optimizer.base_batch_size,
+        "optimizer": spec.optimizer.model_dump(mode="json", by_alias=True),
+    }
+
+
+def run(args: argparse.Namespace, scale: str, work: Path) -> dict[str, Any]:
+    """The experiment once per link rate, `dsgd report` per rate, the goals."""
     reason = netns_unavailable_reason()
     if reason:
-        print(f"[{NAME}] {reason} (run as root)", file=sys.stderr)
-        return 2
-    results = results_header(NAME, scale.name, settings=settings_of(scale), rates={})
-    with tempfile.TemporaryDirectory(prefix="dsgdbench-tta-") as temporary:
-        work = args.work or Path(temporary)
-        try:
-            for rate in rates:
-                link, runs = run_rate(scale, rate, work, args.echo)
-                results["rates"][rate] = {"link": link, "runs": runs}
-        except (JobFailed, ClusterError) as error:
-            print(f"[{NAME}] failed: {error}", file=sys.stderr)
-            return 1
+        raise BenchmarkUnavailable(f"{reason} (run as root)")
+    path = args.manifest or MANIFEST
+    document, experiment = sized_experiment(path, Size() if args.manifest else SIZES[scale])
+    if experiment.spec.target_accuracy is None:
+        raise BenchmarkUnavailable(f"{path}: set spec.targetAccuracy (the time to target's)")
+    nodes = sorted({trial.spec.topology.nodes for trial in expand_trials(experiment.spec)})
+    if len(nodes) != 1:
+        raise BenchmarkUnavailable(
+            f"{path}: every trial needs the same topology.nodes (one emulated cluster per "
+            f"rate), not {nodes}"
+        )
+    rates = tuple(args.rates.split(",")) if args.rates else RATES.get(scale, RATES["quick"])
+    results: dict[str, Any] = {"experiment": document, "rates": {}}
+    for rate in rates:
+        link, runs = run_rate(experiment, nodes[0], rate, work, args)
+        report = write_report(work / rate, args.out / f"{NAME}-{scale}-{rate}")
+        results["rates"][rate] = {
+            "link": link,
+            "runs": runs,
+            "report": str(report.relative_to(args.out)),
+        }
+        results.setdefault("settings", settings_of(experiment, runs))
     slowest = min(rates, key=lambda rate: results["rates"][rate]["link"]["rate_bits_per_second"])
     results["goal"] = check_goal(results["rates"][slowest]["runs"], slowest)
     results["overlap_goals"] = {
         rate: check_overlap_goals(at_rate["runs"], rate)
         for rate, at_rate in results["rates"].items()
     }
-    write_results(results, args.out, write_report)
     if results["goal"] is not None:
         print(f"[{NAME}] goal at {slowest}: {'met' if results['goal']['met'] else 'NOT met'}")
-    return 0
+    return results
+
+
+def add_rates(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rates", help="comma-separated tc rates instead of the size's")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return benchmark_main(
+        NAME,
+        __doc__,
+        argv,
+        run,
+        write_report_md,
+        runs_jobs=True,
+        experiment=True,
+        add_arguments=add_rates,
+    )
 
 
 if __name__ == "__main__":

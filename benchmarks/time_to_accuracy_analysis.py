@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The no-communication run (local SGD with H beyond the run): the lower bound of any run.
-LOWER_BOUND = "no-communication"
+from bench_experiment import LOWER_BOUND  # the no-communication run: any run's lower bound
+
 #: The issue's goals for overlapped averaging: run key → the largest time to target over the
 #: lower bound's time at the same samples; and the final test accuracy at most 0.5 points
 #: below mini-batch SGD's.

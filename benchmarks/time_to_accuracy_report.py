@@ -31,6 +31,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
             f"## {rate} links (measured TCP goodput "
             f"{fmt(goodput / 1e6 if goodput else None, 1)} Mbit/s)",
             "",
+            f"The experiment's own report (`dsgd report`: every cell, wall times, train "
+            f"accuracy and generalization gap): [{at_rate['report']}]({at_rate['report']}).",
+            "",
             markdown_table(
                 [
                     "algorithm",

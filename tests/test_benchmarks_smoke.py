@@ -5,7 +5,9 @@ script runs end to end in its `--smoke` size and writes JSON, markdown and PNG
 files with the fields the reports promise, that the emulated cluster shapes its
 links to the asked rate, and that it leaves no namespace or process behind,
 also after its owner is killed. The cluster tests need root (network
-namespaces); without it they are skipped with the reason.
+namespaces); without it they are skipped with the reason. The comparisons that
+are experiments (paper findings, time to accuracy) run in
+tests/test_benchmark_experiments.py.
 """
 
 from __future__ import annotations
@@ -242,58 +244,6 @@ def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
 
 
 # --- the benchmarks, tiny ------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_time_to_accuracy_smoke_runs_across_shaped_links(netns: ModuleType, tmp_path: Path) -> None:
-    before = set(netns.list_namespaces())
-    run_script("time_to_accuracy.py", tmp_path)
-    assert set(netns.list_namespaces()) <= before, "the benchmark left namespaces behind"
-    results = json.loads((tmp_path / "time_to_accuracy-smoke.json").read_text())
-    assert results["benchmark"] == "time_to_accuracy" and results["machine"]["cores"] >= 1
-    link = results["rates"]["1gbit"]["link"]
-    assert 0.8 <= link["goodput_ratio_to_rate"] <= 1.2
-    runs = results["rates"]["1gbit"]["runs"]
-    assert set(runs) == {"mini-batch", "local-h4-overlap", "no-communication"}
-    settings = results["settings"]
-    for run in runs.values():
-        assert [p["epoch"] for p in run["curve"]] == list(range(1, settings["epochs"] + 1))
-        assert run["samples"] == settings["samples"]  # the same sample budget for all
-        assert all(0 <= p["test_accuracy"] <= 1 for p in run["curve"])
-        seconds = [p["train_seconds"] for p in run["curve"]]
-        assert seconds == sorted(seconds) and seconds[0] > 0
-    mini, lower = runs["mini-batch"], runs["no-communication"]
-    assert mini["sync_rounds"]["global"] == settings["steps"]  # one gradient round per step
-    assert runs["local-h4-overlap"]["sync_rounds"]["global"] == settings["steps"] // 4
-    assert "1gbit" in results["overlap_goals"]
-    assert mini["communicated_bytes"] > 0
-    assert lower["sync_rounds"]["global"] == 0 and lower["communicated_bytes"] == 0
-    report = (tmp_path / "time_to_accuracy-smoke.md").read_text()
-    assert "| mini-batch SGD (DDP) |" in report and "no communication (lower bound)" in report
-    assert_png(tmp_path / "time_to_accuracy-smoke-1gbit.png")
-    assert_png(tmp_path / "time_to_accuracy-smoke-time-to-target.png")
-    assert_index_links(tmp_path, "time_to_accuracy-smoke.md", "time_to_accuracy-smoke-1gbit.png")
-
-
-@pytest.mark.slow
-def test_paper_findings_smoke_reports_seed_statistics(tmp_path: Path) -> None:
-    run_script("paper_findings.py", tmp_path)
-    results = json.loads((tmp_path / "paper_findings-smoke.json").read_text())
-    variants = results["variants"]
-    assert set(variants) == {"mini-batch", "post-local-h16"}
-    for variant in variants.values():
-        stats = variant["final_test_accuracy"]
-        assert stats["min"] <= stats["mean"] <= stats["max"] and stats["std"] >= 0
-        assert set(variant["seeds"]) == {str(s) for s in results["settings"]["seeds"]}
-    # Post-local SGD communicates less than mini-batch SGD after its switch.
-    assert (
-        variants["post-local-h16"]["communicated_bytes"]
-        < variants["mini-batch"]["communicated_bytes"]
-    )
-    verdict = results["verdict"]
-    assert isinstance(verdict["at_least_as_good"], bool)
-    assert "## Verdict" in (tmp_path / "paper_findings-smoke.md").read_text()
-    assert_png(tmp_path / "paper_findings-smoke.png")
 
 
 @pytest.mark.slow

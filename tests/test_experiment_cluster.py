@@ -182,6 +182,7 @@ def test_experiment_runs_two_trials_at_a_time_to_results_and_goes_with_its_trial
         results = child["status"]["results"]
         summary = _summary_on_disk(cluster, namespace, meta["name"])
         assert results["finalTestAccuracy"] == pytest.approx(summary["final_test_accuracy"])
+        assert results["finalTrainAccuracy"] == pytest.approx(summary["final_train_accuracy"])
         assert results["samples"] == summary["samples"] and results["curve"]
     # The trial labels reach the pods (dashboards select trainer series by them).
     pods = experiments.pods("lr")
@@ -200,8 +201,17 @@ def test_experiment_runs_two_trials_at_a_time_to_results_and_goes_with_its_trial
             for c in children
             if c["metadata"]["labels"][CELL_LABEL] == cell_id
         ]
-        for key in ("finalTestAccuracy", "wallSeconds", "communicatedBytes", "samples"):
-            values = np.array([r[key] for r in mine], dtype=float)
+        gaps = [r["finalTrainAccuracy"] - r["finalTestAccuracy"] for r in mine]
+        for key in (
+            "finalTestAccuracy",
+            "finalTrainAccuracy",
+            "generalizationGap",
+            "wallSeconds",
+            "communicatedBytes",
+            "samples",
+        ):
+            raw = gaps if key == "generalizationGap" else [r[key] for r in mine]
+            values = np.array(raw, dtype=float)
             figure = by_cell[cell_id][key]
             assert figure["seeds"] == 2, (cell_id, key, by_cell[cell_id])
             assert figure["mean"] == pytest.approx(values.mean())

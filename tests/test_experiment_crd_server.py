@@ -69,6 +69,16 @@ def test_the_example_is_accepted_and_its_template_stored_as_written(api) -> None
     assert stored["spec"]["suspend"] is model.suspend is False
 
 
+def test_a_partial_spec_axis_is_accepted_and_stored_as_written(api) -> None:
+    """benchmarks/: an axis without a field (merge: true), a Downpour cell among others."""
+    path = EXAMPLES.parent / "benchmarks" / "experiments" / "time-to-accuracy.yaml"
+    manifest = yaml.safe_load(path.read_text())
+    parse_experiment(manifest)
+    code, stored = dry_run_create(api, manifest)
+    assert code == 201, stored
+    assert stored["spec"]["axes"] == manifest["spec"]["axes"]  # no field, merge or name added
+
+
 @pytest.mark.parametrize(
     ("change", "path"),
     [
@@ -77,8 +87,16 @@ def test_the_example_is_accepted_and_its_template_stored_as_written(api) -> None
         (lambda spec: spec.update(parallelism=0), "spec.parallelism"),
         (lambda spec: spec["axes"][0].update(field="runPolicy.suspend"), "spec.axes[0].field"),
         (lambda spec: spec["template"]["topology"].update(nodes="2"), "spec.template"),
+        (lambda spec: spec["axes"][0].pop("field"), "spec.axes[0].field"),
     ],
-    ids=["template-typo", "repeated-seed", "parallelism", "axis-field", "template-type"],
+    ids=[
+        "template-typo",
+        "repeated-seed",
+        "parallelism",
+        "axis-field",
+        "template-type",
+        "no-field-no-merge",
+    ],
 )
 def test_server_and_models_refuse_the_same_mistakes(api, change, path) -> None:
     manifest = copy.deepcopy(example())

@@ -7,6 +7,8 @@ trial's summary.json is never rewritten (same mtime and bytes), the interrupted
 trial's first metrics.jsonl record survives and no epoch is recorded twice (a
 resume keeps the epochs of its checkpoint; a fresh start would append them
 again), and every trial's config holds its cell's algorithm and its seed.
+Beside it: parallel trials, and a custom trial runner (what the benchmarks plug in to
+run trials on shaped links) on a 2-cell × 1-seed, one-epoch experiment.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from dsgd_operator.api import DistributedSGDJob
 from dsgd_operator.cli import main as dsgd
+from dsgd_operator.experiments.local import run_experiment
+from dsgd_operator.experiments.manifest import load_experiment
+from dsgd_operator.local_run import run_gang
 
 from tests.test_experiment_report import numbers, report_rows
 from tests.test_local_run import processes_of_run
@@ -33,7 +39,7 @@ SEEDS = [3, 5]
 TRIALS = [f"tiny-c{c}-s{s}" for c in range(2) for s in SEEDS]
 
 
-def write_experiment(tmp_path: Path) -> Path:
+def write_experiment(tmp_path: Path, seeds: list[int] = SEEDS, epochs: int = 4) -> Path:
     document = {
         "apiVersion": "dsgd.io/v1alpha1",
         "kind": "SGDExperiment",
@@ -46,11 +52,11 @@ def write_experiment(tmp_path: Path) -> Path:
                     "model": "mlp",
                     "dataset": {"name": "synthetic", "trainSamples": 1024, "testSamples": 64},
                     "batchSizePerProcess": 32,
-                    "epochs": 4,
+                    "epochs": epochs,
                 },
             },
             "axes": [{"field": "algorithm", "values": ALGORITHMS}],
-            "seeds": SEEDS,
+            "seeds": seeds,
         },
     }
     path = tmp_path / "experiment.yaml"
@@ -162,3 +168,36 @@ def test_parallel_trials_stay_within_the_limit_and_log_to_their_directories(tmp_
     for name in TRIALS:
         assert json.loads((out / name / "summary.json").read_text())["epochs"] == 4
         assert "[node-0] [dsgd] epoch 4/4" in (out / name / "trial.log").read_text()
+
+
+def test_a_custom_runner_runs_each_unfinished_trial_into_its_directory(tmp_path) -> None:
+    """run_experiment(runner=...): the runner gets each trial's job and directory; what it
+    leaves there is the trial's result (`dsgd report` reads it), a finished trial is not
+    handed to it again, and its failures count as a gang's do. Here it runs the first
+    cell's job as a real local gang (quietly) and fails the second's."""
+    experiment = load_experiment(write_experiment(tmp_path, seeds=[3], epochs=1))
+    out, calls = tmp_path / "out", []
+
+    def first_cell_only(job: DistributedSGDJob, directory: Path) -> int:
+        calls.append((job.name, directory))
+        if job.name != "tiny-c0-s3":
+            return 3
+        return run_gang(job, directory, log=lambda _node, _line: None).exit_code
+
+    assert run_experiment(experiment, out, runner=first_cell_only) == 1
+    assert calls == [(f"tiny-c{c}-s3", out / f"tiny-c{c}-s3") for c in range(2)]
+    config = json.loads((out / "tiny-c0-s3" / "config.json").read_text())  # the trial's job
+    assert config["algorithm"]["name"] == ALGORITHMS[0]["name"]
+    assert config["training"]["seed"] == 3
+    # Re-run: the finished trial is not handed over again; the failed one is.
+    assert run_experiment(experiment, out, runner=first_cell_only) == 1
+    assert [name for name, _ in calls[2:]] == ["tiny-c1-s3"]
+    assert dsgd(["report", str(out)]) == 0
+    rows = report_rows(out)
+    summary = json.loads((out / "tiny-c0-s3" / "summary.json").read_text())
+    assert rows["c0"][2] == "1" and rows["c1"][2] == "0"
+    assert numbers(rows["c0"][3]) == pytest.approx(
+        [100 * summary["final_test_accuracy"]],
+        abs=0.0051,  # shown to 2 decimals
+    )
+    assert "Not finished (left out): tiny-c1-s3." in (out / "report.md").read_text()

@@ -1,5 +1,6 @@
-"""`dsgd report DIR`: the aggregation against numpy, and report.md's numbers against the
-trials' own summary.json and metrics.jsonl files.
+"""`dsgd report DIR`: the aggregation against numpy, and report.md's numbers (test and train
+accuracy, generalization gap, to target, bytes, rounds, wall time) against the trials' own
+summary.json and metrics.jsonl files.
 
 The experiment directories here are written the way `dsgd experiment run` and the
 trainer write them (experiment.json, per trial summary.json and metrics.jsonl),
@@ -38,6 +39,7 @@ def write_trial(directory: Path, rng: random.Random, level: float, *, reach: boo
                 "epoch": epoch,
                 "samples": 1000 * epoch,
                 "test_accuracy": accuracy,
+                "train_accuracy": accuracy + rng.uniform(0.0, 0.05),
                 "wall_seconds": wall,
                 "communicated_bytes": sent,
                 "sync_rounds": {"global": 10 * epoch, "intra_node": 0},
@@ -48,6 +50,7 @@ def write_trial(directory: Path, rng: random.Random, level: float, *, reach: boo
     summary = {
         "algorithm": "local-sgd",
         "final_test_accuracy": records[-1]["test_accuracy"],
+        "final_train_accuracy": records[-1]["train_accuracy"],
         "communicated_bytes": sent,
         "sync_rounds": {"global": 50 + rng.randrange(3), "intra_node": 0},
         "wall_seconds": wall + rng.uniform(0, 1),
@@ -138,20 +141,24 @@ def test_report_numbers_equal_the_trials_summaries(tmp_path) -> None:
         mean, std = numbers(row[3])
         assert mean == pytest.approx(accuracy.mean(), abs=0.005)
         assert std == pytest.approx(accuracy.std(ddof=1), abs=0.005)
+        train = 100 * np.array([r["final_train_accuracy"] for r in runs])
+        assert numbers(row[4]) == pytest.approx([train.mean(), train.std(ddof=1)], abs=0.005)
+        gap = train - accuracy  # per seed, then over seeds: not the difference of the means' stds
+        assert numbers(row[5]) == pytest.approx([gap.mean(), gap.std(ddof=1)], abs=0.005)
         sent = np.array([r["communicated_bytes"] for r in runs]) / 1e6
-        assert numbers(row[7]) == pytest.approx([sent.mean(), sent.std(ddof=1)], abs=0.05)
+        assert numbers(row[9]) == pytest.approx([sent.mean(), sent.std(ddof=1)], abs=0.05)
         rounds = np.array([r["sync_rounds"]["global"] for r in runs], dtype=float)
-        assert numbers(row[8]) == pytest.approx([rounds.mean(), rounds.std(ddof=1)], abs=0.05)
+        assert numbers(row[10]) == pytest.approx([rounds.mean(), rounds.std(ddof=1)], abs=0.05)
         wall = np.array([r["wall_seconds"] for r in runs])
-        assert numbers(row[9]) == pytest.approx([wall.mean(), wall.std(ddof=1)], abs=0.05)
+        assert numbers(row[11]) == pytest.approx([wall.mean(), wall.std(ddof=1)], abs=0.05)
         # To target: the first evaluation at or above it, per seed.
         first = [
             next(r for r in curve if r["test_accuracy"] >= TARGET) for curve in records(root, cell)
         ]
         for column, key, scale in (
-            (4, "wall_seconds", 1),
-            (5, "samples", 1),
-            (6, "communicated_bytes", 1e-6),
+            (6, "wall_seconds", 1),
+            (7, "samples", 1),
+            (8, "communicated_bytes", 1e-6),
         ):
             values = np.array([r[key] for r in first]) * scale
             assert numbers(row[column]) == pytest.approx(
@@ -163,14 +170,14 @@ def test_seeds_missing_the_target_are_counted_not_averaged(tmp_path) -> None:
     root = write_experiment(tmp_path / "exp", {"c0": 0.9}, never={"exp-c0-s1"})
     assert dsgd(["report", str(root)]) == 0
     row = report_rows(root)["c0"]
-    assert row[5].endswith("(2/3 seeds)")
+    assert row[7].endswith("(2/3 seeds)")
     reached = [
         next(r for r in curve if r["test_accuracy"] >= TARGET)
         for i, curve in enumerate(records(root, "c0"))
         if i != 1
     ]
     samples = np.array([r["samples"] for r in reached])
-    assert numbers(row[5].split("(")[0]) == pytest.approx(
+    assert numbers(row[7].split("(")[0]) == pytest.approx(
         [samples.mean(), samples.std(ddof=1)], abs=0.5
     )
 

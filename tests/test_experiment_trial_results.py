@@ -55,6 +55,7 @@ def results(rng: random.Random) -> RunResults:
     return RunResults.model_validate(
         {
             "finalTestAccuracy": curve[-1]["test_accuracy"],
+            "finalTrainAccuracy": min(1.0, curve[-1]["test_accuracy"] + rng.random() / 20),
             "wallSeconds": curve[-1]["wall_seconds"],
             "communicatedBytes": 4000 + rng.randrange(100),
             "samples": 400,
@@ -86,6 +87,13 @@ def test_cells_aggregate_succeeded_seeds_as_numpy_does() -> None:
         assert cell.final_test_accuracy.seeds == len(ok)
         assert cell.final_test_accuracy.mean == pytest.approx(accuracy.mean())
         assert cell.final_test_accuracy.std == pytest.approx(accuracy.std(ddof=1))
+        train = np.array([runs[t.name("lin")].final_train_accuracy for t in ok])
+        assert cell.final_train_accuracy.mean == pytest.approx(train.mean())
+        assert cell.final_train_accuracy.std == pytest.approx(train.std(ddof=1))
+        gap = train - accuracy  # per seed, then aggregated
+        assert cell.generalization_gap.mean == pytest.approx(gap.mean())
+        assert cell.generalization_gap.std == pytest.approx(gap.std(ddof=1))
+        assert cell.generalization_gap.seeds == len(ok)
         rounds = np.array([runs[t.name("lin")].sync_rounds["global"] for t in ok])
         assert cell.global_sync_rounds.mean == pytest.approx(rounds.mean())
         reached = [
@@ -131,3 +139,10 @@ def test_report_cells_take_curves_from_children_and_figures_from_finished_trials
     assert c1.unfinished == [trials[-1].name("lin")]
     expected = np.mean([runs[t.name("lin")].final_test_accuracy for t in trials[:3]])
     assert c0.summary_stat("final_test_accuracy").mean == pytest.approx(expected)
+    # The gap reaches the report both from a child's results and from a kept entry.
+    gap = [
+        runs[t.name("lin")].final_train_accuracy - runs[t.name("lin")].final_test_accuracy
+        for t in trials[:3]
+    ]
+    assert c0.generalization_gap().mean == pytest.approx(np.mean(gap))
+    assert c0.generalization_gap().std == pytest.approx(np.std(gap, ddof=1))

@@ -50,6 +50,7 @@ SUMMARY_FIELDS = (
     "steps",
     "samples",
     "final_train_loss",
+    "final_train_accuracy",
     "final_test_loss",
     "final_test_accuracy",
     "communicated_bytes",
@@ -81,6 +82,9 @@ class RunResults(_Wire):
     steps: int | None = Field(None, description="Optimizer steps.")
     samples: int | None = Field(None, description="Training samples seen by all ranks.")
     final_train_loss: float | None = Field(None, description="Training loss at the end.")
+    final_train_accuracy: float | None = Field(
+        None, description="Training accuracy at the end (over the last evaluation's batches)."
+    )
     final_test_loss: float | None = Field(None, description="Test loss at the end.")
     final_test_accuracy: float | None = Field(None, description="Test accuracy at the end.")
     communicated_bytes: int | None = Field(None, description="Bytes rank 0 sent, all scopes.")

@@ -73,6 +73,17 @@ class CellResult:
     def summary_stat(self, key: str) -> Stat:
         return Stat.of([t.summary[key] for t in self.trials if t.summary.get(key) is not None])
 
+    def generalization_gap(self) -> Stat:
+        """Final train accuracy − final test accuracy per seed (seeds with both)."""
+        return Stat.of(
+            [
+                t.summary["final_train_accuracy"] - t.summary["final_test_accuracy"]
+                for t in self.trials
+                if t.summary.get("final_train_accuracy") is not None
+                and t.summary.get("final_test_accuracy") is not None
+            ]
+        )
+
     def sync_rounds(self, scope: str) -> Stat:
         return Stat.of([t.summary.get("sync_rounds", {}).get(scope, 0) for t in self.trials])
 

@@ -3,12 +3,17 @@
 `spec.template` is a DistributedSGDJob spec (the part all trials share);
 `spec.axes` override fields of it, each with a list of values (the grid is their
 cross product; an axis with `zip: <axis>` pairs its values with that axis's
-instead); `spec.seeds` are replicates of every cell (aggregated, never a search
-dimension). The template is kept as written and only validated per trial:
-a template may be incomplete on its own (e.g. hierarchical SGD with the nodes
-left to an axis). Every trial is expanded and validated with all the job's rules
-when the experiment is parsed (`dsgd_operator.experiments.grid`), so one bad
-combination refuses the whole experiment, before any job exists.
+instead). A value replaces its field wholesale; an axis with `merge: true`
+merges each value into its field instead (a JSON merge patch, RFC 7386), and
+without a `field` its values are partial job specs: one axis can then give
+each cell its own combination of sections (Downpour's algorithm block with its
+parameter servers and its optimizer). `spec.seeds` are replicates of every cell
+(aggregated, never a search dimension). The template is kept as written and
+only validated per trial: a template may be incomplete on its own (e.g.
+hierarchical SGD with the nodes left to an axis). Every trial is expanded and
+validated with all the job's rules when the experiment is parsed
+(`dsgd_operator.experiments.grid`), so one bad combination refuses the whole
+experiment, before any job exists.
 """
 
 from __future__ import annotations
@@ -52,25 +57,42 @@ class ExperimentModel(BaseModel):
 class Axis(ExperimentModel):
     """One dimension of the grid: a field of the template and the values it takes."""
 
-    field: str = Field(
+    field: str | None = Field(
+        None,
         pattern=AXIS_FIELD_PATTERN,
         description=(
             "The template field this axis sets, as a dotted path of wire names: a whole "
             "section (algorithm: each value is a complete algorithm block) or one field "
-            "(topology.nodes, training.batchSizePerProcess, optimizer.learningRate)."
+            "(topology.nodes, training.batchSizePerProcess, optimizer.learningRate). "
+            "Absent (with merge: true and a name): the values are partial job specs."
         ),
     )
     values: list[Any] = Field(
         min_length=1,
         max_length=MAX_AXIS_VALUES,
-        description="The values, each replacing the field of the template in its trials.",
+        description=(
+            "The values, each replacing the field of the template in its trials (merged "
+            "into it with merge: true). A null value leaves the field at its default."
+        ),
+    )
+    merge: bool = Field(
+        False,
+        description=(
+            "true: each value is merged into the field as a JSON merge patch (RFC 7386): a "
+            "mapping sets only the keys it names, recursively, a null removes a key (its "
+            "default applies), anything else replaces. Without field, each value is a "
+            "partial job spec, e.g. {algorithm: {name: downpour-sgd}, topology: "
+            "{parameterServers: 2}}. Axes apply in the order written."
+        ),
     )
     name: str | None = Field(
         None,
         min_length=1,
         max_length=63,
         pattern=r"^[A-Za-z][-A-Za-z0-9_.]*$",
-        description="Name of the axis in reports and zip references. Default: field.",
+        description=(
+            "Name of the axis in reports and zip references. Default: field (needed without one)."
+        ),
     )
     zip: str | None = Field(
         None,
@@ -82,14 +104,57 @@ class Axis(ExperimentModel):
 
     @field_validator("field")
     @classmethod
-    def _not_forbidden(cls, field: str) -> str:
+    def _not_forbidden(cls, field: str | None) -> str | None:
         if field in FORBIDDEN_AXIS_FIELDS:
             raise ValueError(f"{field}: {FORBIDDEN_AXIS_FIELDS[field]}")
         return field
 
+    @model_validator(mode="after")
+    def _patches_are_partial_specs(self) -> Axis:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.field is None:
+            if not self.merge:
+                problems.append(
+                    (("field",), "required, unless merge: true (values are then partial specs)")
+                )
+            if self.name is None:
+                problems.append((("name",), "an axis without a field needs a name"))
+        for index, value in enumerate(self.values if self.merge else []):
+            if self.field is None and not isinstance(value, dict):
+                problems.append((("values", index), "must be a mapping of spec sections"))
+                continue
+            problems += [
+                (("values", index), problem)
+                for path in patched_paths(self.field, value)
+                if (problem := _forbidden_path(path))
+            ]
+        raise_cross_field_errors("Axis", problems)
+        return self
+
     @property
     def label(self) -> str:
-        return self.name or self.field
+        return self.name or self.field or ""
+
+
+def patched_paths(field: str | None, patch: Any) -> list[str]:
+    """The dotted spec paths a merge patch at `field` (None: the spec) sets or removes."""
+    if not isinstance(patch, dict):
+        return [field or ""]
+    paths = []
+    for key, item in patch.items():
+        paths += patched_paths(f"{field}.{key}" if field else str(key), item)
+    return paths
+
+
+def _forbidden_path(path: str) -> str | None:
+    """Why an axis may not set `path` (None: it may)."""
+    section = path.split(".", 1)[0]
+    if section not in AXIS_SECTIONS:
+        return f"{path}: an axis sets only {', '.join(AXIS_SECTIONS)}"
+    for forbidden, why in FORBIDDEN_AXIS_FIELDS.items():
+        if path == forbidden or path.startswith(f"{forbidden}."):
+            return f"{path}: {why}"
+    return None
 
 
 class SGDExperimentSpec(ExperimentModel):
@@ -180,6 +245,7 @@ class FinishedTrial(ExperimentModel):
     seed: int
     phase: Literal["Succeeded", "Failed"]
     final_test_accuracy: float | None = None
+    final_train_accuracy: float | None = None
     wall_seconds: float | None = None
     communicated_bytes: int | None = None
     samples: int | None = None
@@ -198,6 +264,11 @@ class CellResults(ExperimentModel):
     succeeded: int = 0
     failed: int = 0
     final_test_accuracy: Figure = Field(default_factory=Figure)
+    final_train_accuracy: Figure = Field(default_factory=Figure)
+    generalization_gap: Figure = Field(
+        default_factory=Figure,
+        description="Final train accuracy − final test accuracy, per seed, then aggregated.",
+    )
     wall_seconds: Figure = Field(default_factory=Figure)
     communicated_bytes: Figure = Field(
         default_factory=Figure, description="Bytes rank 0 sent (per rank), all scopes."

@@ -5,7 +5,7 @@ structural-schema translation as the job's CRD. `spec.template` gets the job
 spec's schema without defaults and without the job's cross-field CEL rules: a
 template is checked per trial, with the axes' values in place (by the models,
 `dsgd validate` and the operator), and the API server must store it as written.
-Axis values are any JSON (a number, or a whole algorithm block).
+Axis values are any JSON (a number, a whole algorithm block, or a partial spec).
 
 `python -m dsgd_operator.experiments.crd` writes `crds/sgdexperiments.dsgd.io.yaml`
 and the chart's copy (`make crds`); `--check` exits 1 when either is stale.
@@ -63,6 +63,12 @@ SPEC_RULES = [
         field_path=".seeds",
     ),
     cel_rule(
+        "!has(self.axes) || self.axes.all(a, has(a.field) || "
+        "(has(a.merge) && a.merge && has(a.name)))",
+        "spec.axes: an axis without a field needs merge: true and a name",
+        field_path=".axes",
+    ),
+    cel_rule(
         f"size(self.seeds) <= {MAX_TRIALS}",
         f"spec.seeds: at most {MAX_TRIALS} trials in all",
         field_path=".seeds",
@@ -77,6 +83,9 @@ def openapi_schema() -> dict[str, Any]:
     template = strip_defaults(structural_schema(DistributedSGDJob)["properties"]["spec"])
     template["description"] = spec["properties"]["template"]["description"]
     spec["properties"]["template"] = template
+    # Axes are stored as written (merge: false is not added): the trials are what is defaulted.
+    axes = spec["properties"]["axes"]
+    axes["items"] = strip_defaults(axes["items"])
     spec["x-kubernetes-validations"] = SPEC_RULES
     status = copy.deepcopy(strip_defaults(experiment["properties"]["status"]))
     status["x-kubernetes-preserve-unknown-fields"] = True

@@ -3,8 +3,10 @@
 Cells are the cross product of the axes in the order written (the first axis
 varies slowest); an axis with `zip: <other>` joins that axis's dimension, value i
 with value i. Each cell is run once per seed (a trial). A trial's job spec is
-the template with the cell's values set at the axes' fields and
-`training.seed` set to the seed, validated with all the job's rules.
+the template with the cell's values set at the axes' fields (merged into them,
+RFC 7386, for `merge: true` axes; into the whole spec for one without a field),
+axis by axis in the order written, and `training.seed` set to the seed,
+validated with all the job's rules.
 
 `check_grid` runs when the spec is parsed: axis references, the size limit,
 and every trial's validation. A refusal names what to fix: the axis, or the
@@ -179,8 +181,8 @@ def grid_shape(spec: SGDExperimentSpec) -> str:
     return " × ".join(str(len(group[0].values)) for group in dimensions(spec.axes)) or "1"
 
 
-def set_field(document: dict[str, Any], path: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating missing mappings; a value replaces wholesale.
+def _parent(document: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The mapping holding `a.b.c`'s last part (missing mappings created) and that part.
 
     Raises GridError when something on the way is not a mapping (a template's `algorithm:
     x`): replacing it would hide the template's mistake.
@@ -196,14 +198,50 @@ def set_field(document: dict[str, Any], path: str, value: Any) -> None:
                 [(("template",), f"{where}: must be a mapping: an axis sets {path} inside it")]
             )
         node = node[part]
+    return node, last
+
+
+def set_field(document: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating missing mappings; a value replaces wholesale."""
+    node, last = _parent(document, path)
     node[last] = copy.deepcopy(value)
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: a mapping patch sets the keys it names (recursively) and removes those it
+    sets to null; any other patch replaces the target. Neither argument is modified."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def merge_field(document: dict[str, Any], path: str | None, patch: Any) -> None:
+    """Merge `patch` into `a.b.c` of `document` (None: into the document itself)."""
+    if path is None:
+        merged = merge_patch(document, patch)
+        document.clear()
+        document.update(merged)
+        return
+    node, last = _parent(document, path)
+    node[last] = merge_patch(node.get(last), patch)
+
+
 def trial_document(spec: SGDExperimentSpec, cell: Cell, seed: int) -> dict[str, Any]:
-    """The trial's job spec as a wire document: the template, the cell's values, the seed."""
+    """The trial's job spec as a wire document: the template, the cell's values (axis by
+    axis, in the order written), the seed."""
     document = copy.deepcopy(spec.template)
     for axis in spec.axes:
-        set_field(document, axis.field, cell.values[axis.label])
+        value = cell.values[axis.label]
+        if axis.merge:
+            merge_field(document, axis.field, value)
+        else:
+            set_field(document, axis.field, value)
     set_field(document, "training.seed", seed)
     return document
 

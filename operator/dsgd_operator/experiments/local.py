@@ -6,6 +6,11 @@ through `run_display.run_with_display` when trials run one at a time) into
 `DIR/<trial name>/`. `DIR/experiment.json` lists the cells and trials for
 `dsgd report DIR`.
 
+How a trial runs is pluggable (`run_experiment(..., runner=...)`): by default
+as a local gang, as above; a benchmark passes its own runner to run each
+trial's job elsewhere (e.g. on emulated, bandwidth-shaped links) into the same
+directory layout, so that `dsgd report DIR` reads it alike.
+
 Re-running into the same DIR continues the experiment: a trial whose
 summary.json exists (the trainer writes it last, atomically) is finished and
 skipped; any other trial runs, and `dsgd run`'s directory reuse makes its
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +104,11 @@ def prepare_experiment_directory(experiment: SGDExperiment, out_dir: Path) -> li
 #: Parallel trials' output (interleaved on a terminal it would be unreadable), per trial.
 TRIAL_LOG = "trial.log"
 
+#: Runs one trial's job to its end with its results in the directory given (the trainer's
+#: summary.json and metrics.jsonl there); returns the exit code: 0 finished, 130
+#: interrupted, anything else failed. Ctrl-C may also raise KeyboardInterrupt through it.
+TrialRunner = Callable[[DistributedSGDJob, Path], int]
+
 
 class _Stopped(Exception):
     """Raised in a running gang's tick to stop it (Ctrl-C, or too many failures)."""
@@ -108,6 +119,7 @@ def run_experiment(
     out_dir: Path,
     parallel: int | None = None,
     console: Console | None = None,
+    runner: TrialRunner | None = None,
 ) -> int:
     """Run every unfinished trial; 0 when all finished, else 1 (130 when interrupted).
 
@@ -115,6 +127,9 @@ def run_experiment(
     spec.maxFailedTrials failures stop the experiment (running trials are stopped,
     none is started). Raises LocalRunError before anything starts when the
     directory cannot hold the experiment or this machine lacks a trial's GPUs.
+    `runner` runs each trial (default: a local gang, with `dsgd run`'s display when
+    one runs at a time); a custom runner's running trials are not stopped on too
+    many failures, only no new one starts.
     """
     console = console or Console(highlight=False)
     spec = experiment.spec
@@ -134,10 +149,12 @@ def run_experiment(
     width = parallel or spec.parallelism
     failures: list[str] = []
     if width == 1:
-        interrupted = _run_one_at_a_time(pending, total, spec.max_failed_trials, failures, console)
+        interrupted = _run_one_at_a_time(
+            pending, total, spec.max_failed_trials, failures, console, runner
+        )
     else:
         interrupted = _run_in_parallel(
-            pending, total, width, spec.max_failed_trials, failures, console
+            pending, total, width, spec.max_failed_trials, failures, console, runner
         )
     finished = sum(t.finished for t in planned)
     console.print(f"{finished} of {total} trials finished; results: {out_dir}", soft_wrap=True)
@@ -160,13 +177,20 @@ def _run_one_at_a_time(
     max_failed: int,
     failures: list[str],
     console: Console,
+    runner: TrialRunner | None,
 ) -> bool:
-    """`dsgd run`'s display (bar, summary) per trial; True when interrupted."""
+    """`dsgd run`'s display (bar, summary) per trial, or `runner`; True when interrupted."""
     from dsgd_operator.run_display import run_with_display
 
     for k, local in pending:
         console.rule(_heading(k, total, local))
-        code = run_with_display(local.job, local.directory, quiet=True, console=console)
+        if runner is None:
+            code = run_with_display(local.job, local.directory, quiet=True, console=console)
+        else:
+            try:
+                code = runner(local.job, local.directory)
+            except KeyboardInterrupt:
+                return True
         if code == 130:
             return True
         if code != 0:
@@ -184,8 +208,9 @@ def _run_in_parallel(
     max_failed: int,
     failures: list[str],
     console: Console,
+    runner: TrialRunner | None,
 ) -> bool:
-    """Up to `width` gangs at once, one line per start and end; True when interrupted."""
+    """Up to `width` trials at once, one line per start and end; True when interrupted."""
     stop = threading.Event()
 
     def tick(*_: object) -> None:
@@ -194,6 +219,8 @@ def _run_in_parallel(
 
     def run_one(k: int, local: LocalTrial) -> int:
         console.print(_heading(k, total, local), soft_wrap=True)
+        if runner is not None:
+            return runner(local.job, local.directory)
         lock = threading.Lock()  # each node's output is pumped by its own thread
         with open(local.directory / TRIAL_LOG, "a", encoding="utf-8") as file:
 

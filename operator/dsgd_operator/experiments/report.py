@@ -33,6 +33,8 @@ HEADER = [
     "Axis values",
     "n",
     "Final test accuracy",
+    "Final train accuracy",
+    "Generalization gap, points",
     "Time to target, s",
     "Samples to target",
     "MB to target",
@@ -48,6 +50,11 @@ def pm(stat: Stat, scale: float = 1.0, digits: int = 2) -> str:
         return "—"
     shown = f"{stat.mean * scale:,.{digits}f}"
     return shown if stat.std is None else f"{shown} ± {stat.std * scale:,.{digits}f}"
+
+
+def percent_pm(stat: Stat) -> str:
+    """An accuracy's `mean ± std%` in percent (`—` for no seed)."""
+    return pm(stat, 100) + ("%" if stat.mean is not None else "")
 
 
 def target_cell(cell: CellResult, target: float | None, key: str, scale: float, digits: int) -> str:
@@ -69,7 +76,9 @@ def table_rows(cells: list[CellResult], target: float | None) -> list[list[str]]
                 cell.id,
                 cell.description or "(template)",
                 str(cell.n),
-                pm(cell.summary_stat("final_test_accuracy"), 100) + ("%" if cell.n else ""),
+                percent_pm(cell.summary_stat("final_test_accuracy")),
+                percent_pm(cell.summary_stat("final_train_accuracy")),
+                pm(cell.generalization_gap(), 100),
                 target_cell(cell, target, "wall_seconds", 1.0, 1),
                 target_cell(cell, target, "samples", 1.0, 0),
                 target_cell(cell, target, "communicated_bytes", 1e-6, 1),
@@ -186,6 +195,8 @@ def render_report(index: dict, cells: list[CellResult], out_dir: Path) -> list[P
         f"Experiment {index['name']}: {len(cells)} cell(s), "
         f"{len(index['trials']) - len(unfinished)} of {len(index['trials'])} trials finished. "
         "Figures are mean ± sample standard deviation over seeds (n per row).",
+        "Final train accuracy: over the training batches since the last evaluation; "
+        "generalization gap: final train − final test accuracy per seed, in points.",
         "Target accuracy: " + (f"{100 * target:.2f}%" if target else "none (spec.targetAccuracy)"),
     ]
     if unfinished:

@@ -57,6 +57,7 @@ def finished_trial(
     return entry.model_copy(
         update={
             "final_test_accuracy": results.final_test_accuracy,
+            "final_train_accuracy": results.final_train_accuracy,
             "wall_seconds": results.wall_seconds,
             "communicated_bytes": results.communicated_bytes,
             "samples": results.samples,
@@ -101,6 +102,14 @@ def cell_results(experiment: SGDExperiment, finished: list[FinishedTrial]) -> li
                 succeeded=sum(t.phase == "Succeeded" for t in ended),
                 failed=sum(t.phase == "Failed" for t in ended),
                 final_test_accuracy=figure("final_test_accuracy"),
+                final_train_accuracy=figure("final_train_accuracy"),
+                generalization_gap=_figure(
+                    [
+                        t.final_train_accuracy - t.final_test_accuracy
+                        for t in ok
+                        if t.final_train_accuracy is not None
+                    ]
+                ),
                 wall_seconds=figure("wall_seconds"),
                 communicated_bytes=figure("communicated_bytes"),
                 samples=figure("samples"),
