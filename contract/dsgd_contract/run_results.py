@@ -11,11 +11,13 @@ in the job's `status.results` (`RunResults`). `SGDExperiment`s aggregate those.
 
 The message is JSON: `{"v": 1, "summary": {...}, "curve": [[...], ...], "evaluations": N}`
 with the summary's SUMMARY_FIELDS and its per-scope counts SCOPE_FIELDS (camelCase, as
-in the status) and one row per kept evaluation in CURVE_FIELDS' order. A curve too long for the limit is
-decimated to evenly spaced evaluations, always keeping the first and the last;
-`evaluations` says how many there were. Figures derived from the curve (time,
-samples and bytes to a target accuracy) are then read at the kept evaluations.
-Numbers are rounded to 6 significant digits (counts stay exact).
+in the status) and one row per kept evaluation in CURVE_FIELDS' order. A curve too
+long for the limit is decimated to evenly spaced evaluations, always keeping the
+first and the last; `evaluations` says how many there were. Figures derived from
+the curve (time, samples and bytes to a target accuracy) are then read at the kept
+evaluations. Numbers are rounded to 6 significant digits (counts stay exact). The
+per-scope counts give way before the last curve point does (never with dsgd's four
+scopes).
 """
 
 from __future__ import annotations
