@@ -82,8 +82,9 @@ def test_downpour_job_runs_its_parameter_server_pod_to_success_with_results(
     for name, pod in pods.items():
         assert pod.status.phase == "Succeeded", name
         (container,) = pod.status.container_statuses
-        assert container.state.terminated.exit_code == 0, name
-        assert container.container_id.startswith("dsgd://"), "a process of the node agent"
+        terminated = container.state.terminated
+        assert terminated.exit_code == 0, name
+        assert terminated.container_id.startswith("dsgd://"), "a process of the node agent"
 
     # status.results (rank 0's termination message) against the trainer's summary.json.
     results = status["results"]
