@@ -170,6 +170,8 @@ def _command_job(args: argparse.Namespace) -> int:
         "rank0_communicated_bytes_by_scope": summary["communicated_bytes_by_scope"],
         "links": links,
         "out": str(out),
+        "exit_code": result.exit_code,
+        "warning": result.warning,
     }
     print(json.dumps(report, indent=2))
     return 0
