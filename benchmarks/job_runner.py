@@ -2,10 +2,13 @@
 
 The processes are the job's pods as `dsgd_operator.local_run` plans them (same
 command, args and env as on a cluster: `python -m dsgd_trainer.launch` with the
-PET_* variables); inside a cluster, each node's launcher is started with
-`ip netns exec` in its namespace, the rendezvous address becomes node 0's
-namespace address and gloo binds to the shaped interface. Results are read
-back from the trainer's own `metrics.jsonl` and `summary.json`.
+PET_* variables; a downpour-sgd job's parameter servers too). Inside a cluster,
+gang member i (node i; parameter server j is member nodes + j) runs in node
+namespace i, which the cluster adds if it has fewer, and in a PID namespace of
+its own, as a pod (`NetnsCluster.isolated_argv`); the rendezvous address becomes
+node 0's namespace address, the parameter servers' RPC store server 0's, and gloo
+and TensorPipe bind to the shaped interface. Results are read back from the
+trainer's own `metrics.jsonl` and `summary.json`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dsgd_operator.local_run import (
     prepare_run_directory,
 )
 from dsgd_trainer import results
-from netns_cluster import NetnsCluster
+from shaped_cluster import NetnsCluster
 
 #: Lines of output kept per node to explain a failed run.
 LOG_TAIL_LINES = 40
@@ -85,21 +88,24 @@ def plan_processes(
     metrics_dir: Path,
     cluster: NetnsCluster | None,
 ) -> list[LocalProcess]:
-    """The job's pods as local processes; inside `cluster`'s namespaces when given."""
-    nodes = job.spec.topology.nodes
+    """The job's pods as local processes; inside `cluster`'s namespaces when given, one
+    node namespace per gang member (the cluster grows to as many: `ensure_nodes`)."""
+    topology = job.spec.topology
+    members = topology.gang_members
     # Metrics port 0: no HTTP server (the multiprocess files are still written, as in a pod).
     processes = plan_local_processes(
-        job, out_dir, config_path, metrics_dir, free_port(), metrics_ports=[0] * nodes
+        job, out_dir, config_path, metrics_dir, free_port(), metrics_ports=[0] * members
     )
     if cluster is None:
         return processes
-    if len(cluster.nodes) != nodes:
-        raise ValueError(f"the job has {nodes} node(s) but the cluster {len(cluster.nodes)}")
+    cluster.ensure_nodes(members)
+    servers = topology.nodes if topology.parameter_servers else None
+    wiring = cluster.wiring_env(parameter_server_node=servers)
     return [
         dataclasses.replace(
             process,
-            argv=cluster.exec_argv(process.node_rank, process.argv),
-            env={**process.env, **cluster.node_env(process.node_rank)},
+            argv=cluster.isolated_argv(process.node_rank, process.argv),
+            env={**process.env, **wiring},
         )
         for process in processes
     ]

@@ -37,3 +37,12 @@ def operator_metric_names() -> set[str]:
     from dsgd_operator.reconcile.metrics import REGISTRY
 
     return sample_names(REGISTRY)
+
+
+def parameter_server_metric_names() -> set[str]:
+    """Every series name a downpour-sgd parameter server exports (shard 0's, fresh registry)."""
+    from dsgd_trainer.parameter_server.metrics import ParameterServerMetrics
+
+    registry = CollectorRegistry()
+    ParameterServerMetrics(0, registry)
+    return sample_names(registry)

@@ -8,7 +8,11 @@
   have data and the restart/failure alerts have something to fire on;
 - on Q, a trainer rank (dsgd_trainer.metrics.TrainerMetrics) whose loss is NaN
   and whose step counter stopped: what the NaN and stall alerts must catch;
-- on each of --dcgm-ports, a dcgm-exporter of one GPU node of DCGM_NODES.
+- on each of --dcgm-ports, a dcgm-exporter of one GPU node of DCGM_NODES;
+- on --parameter-server-port, a downpour-sgd parameter server's registry
+  (dsgd_trainer.parameter_server.metrics) for shard 0, applying SERVER_PUSHES_PER_SECOND
+  pushes a second whose staleness cycles through STALENESS_CYCLE, and serving as many
+  fetches: a training run with servers would take the scrape test too long.
 
 A separate process, so that the operator's process-wide registry of the test
 session is never touched. Runs until killed.
@@ -21,6 +25,7 @@ import http.server
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -42,6 +47,27 @@ DCGM_NODES = (
     ),
     (Gpu(0, "gpu-node-b", "dsgd-test", "diverged-node-0", "trainer"),),
 )
+
+
+#: The staleness of the simulated server's pushes, over and over (mean 3, max 8).
+STALENESS_CYCLE = (0, 1, 2, 3, 3, 4, 8, 3)
+SERVER_PUSHES_PER_SECOND = len(STALENESS_CYCLE)
+
+
+def serve_parameter_server(port: int) -> Callable[[], None]:
+    """A parameter server's series on `port`; returns what one simulated second does."""
+    from dsgd_trainer.parameter_server.metrics import ParameterServerMetrics
+
+    registry = CollectorRegistry()
+    server = ParameterServerMetrics(0, registry)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+
+    def tick() -> None:
+        for staleness in STALENESS_CYCLE:
+            server.on_push(staleness)
+            server.on_fetch()
+
+    return tick
 
 
 def serve_dcgm_exporter(port: int, gpus: tuple[Gpu, ...]) -> None:
@@ -94,15 +120,18 @@ def main() -> None:
     parser.add_argument("--operator-port", type=int, required=True)
     parser.add_argument("--sick-trainer-port", type=int, required=True)
     parser.add_argument("--dcgm-ports", required=True, help="one port per DCGM_NODES entry")
+    parser.add_argument("--parameter-server-port", type=int, required=True)
     args = parser.parse_args()
     serve_operator(args.operator_port)
     serve_sick_trainer(args.sick_trainer_port)
     for port, gpus in zip(args.dcgm_ports.split(","), DCGM_NODES, strict=True):
         serve_dcgm_exporter(int(port), gpus)
+    tick_server = serve_parameter_server(args.parameter_server_port)
     print("serving", flush=True)
     second = 0
     while True:
         tick_operator(second)
+        tick_server()
         second += 1
         time.sleep(1.0)
 

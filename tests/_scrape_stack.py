@@ -6,8 +6,9 @@ scrape config is what the chart's PodMonitor becomes: its relabelings, run by
 Prometheus on the Kubernetes meta labels such a pod has. The healthy run is a trial
 of an SGDExperiment (its job carries the trial labels, which the pod builder copies
 onto the pod). A simulator process serves the operator's real registry with activity,
-a diverged trainer rank (in another `cluster`, outside any experiment), and two
-dcgm-exporters (tests._dcgm) whose GPUs the trainer pods hold. Prometheus also loads
+a diverged trainer rank (in another `cluster`, outside any experiment), two
+dcgm-exporters (tests._dcgm) whose GPUs the trainer pods hold, and the parameter
+server of a downpour-sgd job (PS_JOB), scraped as its `<job>-ps-0` pod. Prometheus also loads
 the rendered PrometheusRule's groups as its rule file.
 """
 
@@ -44,6 +45,8 @@ JOB = "scrape-test"
 SICK_JOB = "diverged"
 #: The healthy run is trial (cell c1, seed 7) of this SGDExperiment.
 EXPERIMENT, CELL, SEED = "lr-study", "c1", "7"
+#: The downpour-sgd job whose parameter server (pod PS_JOB-ps-0) the simulator serves.
+PS_JOB = "downpour-scrape"
 #: The sick job's target carries this `cluster` label (as from a multi-cluster setup); the
 #: healthy run's has none.
 SICK_CLUSTER = "east"
@@ -98,6 +101,28 @@ def _pod_meta_labels(pod: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
+def parameter_server_pod() -> dict[str, Any]:
+    """Pod `PS_JOB-ps-0` of a 1-server downpour-sgd job, as the builder makes it."""
+    from dsgd_contract.pod import PARAMETER_SERVER, ROLE_LABEL
+    from dsgd_operator.api import DistributedSGDJob
+    from dsgd_operator.builders import BuildSettings, build_pods
+
+    spec = JOB_MANIFEST["spec"]
+    manifest = {
+        **JOB_MANIFEST,
+        "metadata": {"name": PS_JOB, "namespace": NAMESPACE},
+        "spec": {
+            **spec,
+            "topology": {"nodes": 1, "parameterServers": 1},
+            "algorithm": {"name": "downpour-sgd"},
+            "optimizer": {**spec["optimizer"], "momentum": 0, "nesterov": False},
+        },
+    }
+    pods = build_pods(DistributedSGDJob.model_validate(manifest), BuildSettings())
+    (server,) = (p for p in pods if p["metadata"]["labels"][ROLE_LABEL] == PARAMETER_SERVER)
+    return server
+
+
 def trainer_pod() -> dict[str, Any]:
     from dsgd_operator.api import DistributedSGDJob
     from dsgd_operator.builders import BuildSettings, build_pods
@@ -134,7 +159,7 @@ def _dcgm_scrape_configs(ports: list[int]) -> list[dict]:
 
 
 def _scrape_configs(
-    trainer_port: int, sick_port: int, operator_port: int, dcgm_ports: list[int]
+    trainer_port: int, sick_port: int, operator_port: int, dcgm_ports: list[int], ps_port: int
 ) -> list[dict]:
     pod = trainer_pod()
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k not in TRIAL_LABELS}
@@ -161,6 +186,10 @@ def _scrape_configs(
                 {
                     "targets": [f"127.0.0.1:{sick_port}"],
                     "labels": {**_pod_meta_labels(sick_pod), "cluster": SICK_CLUSTER},
+                },
+                {
+                    "targets": [f"127.0.0.1:{ps_port}"],
+                    "labels": _pod_meta_labels(parameter_server_pod()),
                 },
             ],
             "relabel_configs": relabel_configs(endpoint["relabelings"]),
@@ -228,7 +257,7 @@ def fetch(url: str) -> str:
 @contextlib.contextmanager
 def running_stack(workdir: Path) -> Iterator[Stack]:
     """Trainer, simulator and Prometheus up, with training data (or DATA_TIMEOUT passed)."""
-    trainer_port, sick_port, operator_port = (pick_free_port() for _ in range(3))
+    trainer_port, sick_port, operator_port, ps_port = (pick_free_port() for _ in range(4))
     dcgm_ports = [pick_free_port() for _ in DCGM_NODES]
     rule_groups = prometheus_rule_groups(ALL_MONITORS)
     processes: list[subprocess.Popen[bytes]] = []
@@ -244,6 +273,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
                     f"--operator-port={operator_port}",
                     f"--sick-trainer-port={sick_port}",
                     f"--dcgm-ports={','.join(map(str, dcgm_ports))}",
+                    f"--parameter-server-port={ps_port}",
                 ],
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -255,7 +285,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         prometheus = PrometheusServer(
             workdir / "prometheus",
             pick_free_port(),
-            _scrape_configs(trainer_port, sick_port, operator_port, dcgm_ports),
+            _scrape_configs(trainer_port, sick_port, operator_port, dcgm_ports, ps_port),
             rule_groups,
             scrape_interval=SCRAPE_INTERVAL,
         )

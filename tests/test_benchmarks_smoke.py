@@ -91,6 +91,35 @@ def test_cluster_shapes_each_link_to_its_rate_and_removes_itself(netns: ModuleTy
 
 
 @pytest.mark.slow
+def test_added_nodes_are_shaped_and_isolated_processes_get_their_own_pid_namespace(
+    netns: ModuleType,
+) -> None:
+    """`ensure_nodes` (a downpour-sgd job's servers) joins shaped nodes; `isolated_argv` runs
+    a process as a pod would: its node's network, its own PID namespace (TensorPipe would
+    otherwise move tensors between processes of this machine around the links)."""
+    name = f"e{time.monotonic_ns() % 10**9}"
+    with netns.NetnsCluster(1, "20mbit", name=name) as cluster:
+        cluster.ensure_nodes(3)
+        assert len(cluster.nodes) == 3
+        assert set(netns.cluster_namespaces(name)) == set(cluster.namespaces)
+        sent_before, _ = cluster.interface_bytes(2)
+        goodput = netns.measure_throughput(cluster, source=2, destination=0, seconds=1.0)
+        assert 0.8 * 20e6 <= goodput <= 1.2 * 20e6, f"{goodput / 1e6:.1f} Mbit/s at 20mbit"
+        sent, _ = cluster.interface_bytes(2)
+        assert sent - sent_before >= goodput / 8 * 0.9, "the bytes left through node 2's link"
+        script = "echo $$; readlink /proc/self/ns/pid; ip -brief address show eth0"
+        shown = subprocess.run(
+            cluster.isolated_argv(2, ["sh", "-c", script]),
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        pid, namespace, address = shown.stdout.splitlines()
+        assert pid == "1" and namespace != os.readlink("/proc/self/ns/pid")
+        assert cluster.nodes[2].address in address
+        assert cluster.wiring_env(parameter_server_node=2)["DSGD_PS_ADDR"] == "10.213.0.3"
+    assert netns.cluster_namespaces(name) == []
+
+
+@pytest.mark.slow
 def test_cluster_left_by_a_killed_owner_is_removed_by_down(netns: ModuleType) -> None:
     """SIGKILL escapes every handler: `down --name` must find the namespaces and their processes."""
     name = f"k{time.monotonic_ns() % 10**9}"

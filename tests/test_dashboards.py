@@ -31,7 +31,11 @@ from tests._dashboards import (
     variable_queries,
 )
 from tests._dcgm import DEFAULT_COUNTERS
-from tests._exported_metrics import operator_metric_names, trainer_metric_names
+from tests._exported_metrics import (
+    operator_metric_names,
+    parameter_server_metric_names,
+    trainer_metric_names,
+)
 from tests._helm_chart import ALL_MONITORS, DASHBOARDS, REPO, dashboards, prometheus_rule_groups
 from tests._prometheus import promtool
 from tests._promql import PromQLSyntaxError, label_values_query, metric_names, selectors
@@ -53,7 +57,7 @@ def _names(query: Query) -> set[str]:
 
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
-    return trainer_metric_names() | operator_metric_names()
+    return trainer_metric_names() | operator_metric_names() | parameter_server_metric_names()
 
 
 def test_tokenizer_finds_metrics_and_skips_everything_else() -> None:
@@ -73,8 +77,8 @@ def test_tokenizer_finds_metrics_and_skips_everything_else() -> None:
         metric_names("rate(x{a=b}[5m])")
 
 
-def test_there_are_training_and_operator_dashboards_with_queries() -> None:
-    assert set(BOARDS) == {"training", "operator"}
+def test_there_are_training_operator_and_parameter_server_dashboards_with_queries() -> None:
+    assert set(BOARDS) == {"training", "operator", "parameter-servers"}
     for board in BOARDS.values():
         assert len(panel_queries(board)) >= 6, board["uid"]
         assert all(query.expr.strip() for query in panel_queries(board))
@@ -120,6 +124,7 @@ def test_dashboards_show_every_metric_of_their_component() -> None:
 
     assert worth_a_panel(trainer_metric_names()) - shown("training") == set()
     assert worth_a_panel(operator_metric_names()) - shown("operator") == set()
+    assert worth_a_panel(parameter_server_metric_names()) - shown("parameter-servers") == set()
 
 
 def test_training_panels_filter_by_cluster_namespace_experiment_job_and_rank() -> None:
@@ -150,6 +155,25 @@ def test_training_panels_filter_by_cluster_namespace_experiment_job_and_rank() -
     assert gpu_panels >= 4
 
 
+def test_parameter_server_panels_filter_by_cluster_namespace_experiment_job_and_shard() -> None:
+    wanted = {
+        "cluster": ("=~", "$cluster"),
+        "namespace": ("=~", "$namespace"),
+        "dsgd_experiment": ("=~", "$experiment"),
+        "dsgd_job": ("=~", "$dsgd_job"),
+        "shard": ("=~", "$shard"),
+    }
+    queries = panel_queries(BOARDS["parameter-servers"])
+    for query in queries:
+        for selector in selectors(query.expr):
+            assert selector.matchers == wanted, query.origin
+    # Staleness quantiles and mean come from the histogram, per job and per shard.
+    exprs = " ".join(query.expr for query in queries)
+    for q in ("0.5", "0.95", "0.99", "1"):
+        assert f"histogram_quantile({q}, sum by (namespace, dsgd_job, le)" in exprs, q
+    assert "sum by (namespace, dsgd_job, shard, le)" in exprs
+
+
 def test_operator_panels_filter_by_namespace_and_job() -> None:
     """Operator-wide series by the operator's namespace; per-job series (labelled with the
     job's own namespace) by the jobs' namespace."""
@@ -167,7 +191,7 @@ def test_operator_panels_filter_by_namespace_and_job() -> None:
 def test_dashboard_variables_datasource_and_layout(uid: str) -> None:
     board: dict[str, Any] = BOARDS[uid]
     variables = {v["name"]: v for v in board["templating"]["list"]}
-    job = "dsgd_job" if uid == "training" else "job"
+    job = "job" if uid == "operator" else "dsgd_job"
     assert {"datasource", "cluster", "namespace", job} <= set(variables)
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"

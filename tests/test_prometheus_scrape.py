@@ -21,7 +21,7 @@ from tests._dashboards import (
     variable_queries,
 )
 from tests._helm_chart import ALL_MONITORS, dashboards
-from tests._metrics_simulator import OPERATOR_JOB
+from tests._metrics_simulator import OPERATOR_JOB, STALENESS_CYCLE
 from tests._polling import wait_until
 from tests._prometheus import PrometheusQueryError, promtool
 from tests._promql import label_values_query
@@ -30,6 +30,7 @@ from tests._scrape_stack import (
     EXPERIMENT,
     JOB,
     NAMESPACE,
+    PS_JOB,
     RETRY_SECONDS,
     SEED,
     SICK_CLUSTER,
@@ -58,7 +59,8 @@ def test_prometheus_scrapes_every_target(stack: Stack) -> None:
         return targets if {t["health"] for t in targets} == {"up"} else None
 
     targets = wait_until(all_up, RETRY_SECONDS, "every target to be up")
-    assert len(targets) == 5  # trainer, diverged trainer, operator, two dcgm-exporters
+    # trainer, diverged trainer, parameter server, operator, two dcgm-exporters
+    assert len(targets) == 6
     trainer = next(t for t in targets if t["labels"].get("dsgd_job") == JOB)
     # The PodMonitor's relabelings turned the pod's labels into these.
     assert trainer["labels"]["node_rank"] == "0" and trainer["labels"]["attempt"] == "0"
@@ -77,6 +79,7 @@ def test_every_dashboard_query_and_alert_is_accepted(stack: Stack) -> None:
         board_variables = {
             "datasource": "prometheus", "cluster": ".*", "namespace": ".*", "job": ".*",
             "experiment": ".*", "dsgd_job": ".+", "rank": ".*", "job_namespace": ".*",
+            "shard": ".*",
         }  # fmt: skip
         try:
             stack.prometheus.query(to_promql(expr, board_variables))
@@ -129,6 +132,40 @@ def test_every_operator_panel_returns_data(stack: Stack) -> None:
     phases = eventually(stack, 'sum by (phase) (dsgd_jobs{namespace="dsgd-system"})')
     by_phase = {s["metric"]["phase"]: float(s["value"][1]) for s in phases}
     assert by_phase["Running"] == 2 and by_phase["Failed"] == 0
+
+
+def test_every_parameter_server_panel_returns_data_for_the_servers(stack: Stack) -> None:
+    """The scraped server pod's series reach every panel, by job and shard; the staleness
+    figures are those of the pushes the server applied (the simulator's cycle)."""
+    variables = {
+        "datasource": "prometheus", "cluster": ".*", "namespace": NAMESPACE,
+        "experiment": ".*", "dsgd_job": PS_JOB, "shard": ".*",
+    }  # fmt: skip
+    queries = panel_queries(dashboards()["parameter-servers"])
+    shown = {q.origin: eventually(stack, to_promql(q.expr, variables)) for q in queries}
+    assert [origin for origin, result in shown.items() if not result] == []
+    for origin, result in shown.items():
+        assert {s.get("dsgd_job") for s in series_labels(result)} == {PS_JOB}, origin
+        assert {s.get("shard") for s in series_labels(result)} <= {"0", None}, origin
+
+    def value(title: str, ref: str) -> float:
+        (sample,) = shown[f"dsgd-parameter-servers / {title} / {ref}"]
+        return float(sample["value"][1])
+
+    title = "Staleness of applied pushes"
+    mean = sum(STALENESS_CYCLE) / len(STALENESS_CYCLE)
+    assert value(title, "E") == pytest.approx(mean)  # rate(_sum) / rate(_count)
+    # p50 within the buckets around the median, the max line the bound of max's bucket (8).
+    assert 2 <= value(title, "A") <= 4
+    assert value(title, "D") == pytest.approx(max(STALENESS_CYCLE))
+    # The simulated server serves one fetch per push: the same rate, whatever the window (up
+    # to a scrape landing between a push and its fetch).
+    pushes = value("Pushes applied per second by shard", "A")
+    fetches = value("Fetches served per second by shard", "A")
+    assert pushes > 0 and fetches == pytest.approx(pushes, rel=0.05)
+    # Another job's servers: nothing (no series of PS_JOB leaks into it).
+    other = {**variables, "dsgd_job": JOB}
+    assert all(not stack.prometheus.query(to_promql(q.expr, other)) for q in queries)
 
 
 def _panel(title: str) -> str:

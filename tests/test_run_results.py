@@ -45,7 +45,13 @@ def run(evaluations: int, seed: int = 0) -> tuple[dict, list[dict]]:
         "final_test_loss": 0.25,
         "final_test_accuracy": last.get("test_accuracy"),
         "communicated_bytes": last.get("communicated_bytes", 0),
-        "sync_rounds": {"global": 5 * evaluations, "intra_node": 0},
+        "sync_rounds": {"global": 5 * evaluations, "intra_node": 0, "push": 0, "fetch": 0},
+        "communicated_bytes_by_scope": {
+            "global": last.get("communicated_bytes", 0),
+            "intra_node": 0,
+            "push": 0,
+            "fetch": 0,
+        },
         "samples_per_second": 1234.5,
         "wall_seconds": last.get("wall_seconds", 0.0),
         "algorithm": "local-sgd",  # not carried
@@ -86,6 +92,17 @@ def test_a_short_curve_is_kept_whole_and_a_long_one_decimated_evenly() -> None:
     # As many points as fit: one more would not.
     longer = encode_results(summary, records, limit=MAX_MESSAGE_BYTES + 200)
     assert len(json.loads(longer)["curve"]) > len(kept)
+
+
+def test_counts_of_too_many_scopes_are_dropped_to_keep_the_bound() -> None:
+    summary, records = run(40)
+    summary["communicated_bytes_by_scope"] = {f"scope-{i}": 10**12 + i for i in range(400)}
+    message = encode_results(summary, records)
+    assert len(message.encode()) <= MAX_MESSAGE_BYTES
+    results = decode_results(message)
+    assert results.communicated_bytes_by_scope == {} and results.sync_rounds == {}
+    assert len(results.curve) == 40, "the curve fits once the counts are dropped"
+    assert results.final_test_accuracy == pytest.approx(summary["final_test_accuracy"])
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,14 @@ the finished pod's `status.containerStatuses[].state.terminated.message`
 in the job's `status.results` (`RunResults`). `SGDExperiment`s aggregate those.
 
 The message is JSON: `{"v": 1, "summary": {...}, "curve": [[...], ...], "evaluations": N}`
-with the summary's SUMMARY_FIELDS (camelCase, as in the status) and one row per
-kept evaluation in CURVE_FIELDS' order. A curve too long for the limit is
-decimated to evenly spaced evaluations, always keeping the first and the last;
-`evaluations` says how many there were. Figures derived from the curve (time,
-samples and bytes to a target accuracy) are then read at the kept evaluations.
-Numbers are rounded to 6 significant digits (counts stay exact).
+with the summary's SUMMARY_FIELDS and its per-scope counts SCOPE_FIELDS (camelCase, as
+in the status) and one row per kept evaluation in CURVE_FIELDS' order. A curve too
+long for the limit is decimated to evenly spaced evaluations, always keeping the
+first and the last; `evaluations` says how many there were. Figures derived from
+the curve (time, samples and bytes to a target accuracy) are then read at the kept
+evaluations. Numbers are rounded to 6 significant digits (counts stay exact). The
+per-scope counts give way before the last curve point does (never with dsgd's four
+scopes).
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ SUMMARY_FIELDS = (
     "samples_per_second",
     "wall_seconds",
 )
+#: summary.json's counts by traffic scope (global, intra_node, and downpour-sgd's push and
+#: fetch: dsgd_contract.metrics.SCOPES), carried as objects of scope → count.
+SCOPE_FIELDS = ("sync_rounds", "communicated_bytes_by_scope")
 
 
 class _Wire(BaseModel):
@@ -89,7 +94,15 @@ class RunResults(_Wire):
     final_test_accuracy: float | None = Field(None, description="Test accuracy at the end.")
     communicated_bytes: int | None = Field(None, description="Bytes rank 0 sent, all scopes.")
     sync_rounds: dict[str, int] = Field(
-        default_factory=dict, description="Rank 0's sync rounds by scope (global, intra_node)."
+        default_factory=dict,
+        description="Rank 0's sync rounds by scope (global, intra_node, push, fetch).",
+    )
+    communicated_bytes_by_scope: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Bytes rank 0 sent by scope: global, intra_node, and downpour-sgd's push "
+            "(gradients to the parameter servers) and fetch (parameters from them)."
+        ),
     )
     samples_per_second: float | None = Field(None, description="Training throughput, all ranks.")
     wall_seconds: float | None = Field(None, description="Seconds from start to end (rank 0).")
@@ -100,8 +113,8 @@ class RunResults(_Wire):
     )
 
     def summary(self) -> dict[str, Any]:
-        """summary.json's keys (snake_case) for the figures carried."""
-        return {key: getattr(self, key) for key in SUMMARY_FIELDS}
+        """summary.json's keys (snake_case) for the figures and per-scope counts carried."""
+        return {key: getattr(self, key) for key in (*SUMMARY_FIELDS, *SCOPE_FIELDS)}
 
     def records(self) -> list[dict[str, Any]]:
         """The curve as metrics.jsonl records (snake_case keys)."""
@@ -131,7 +144,10 @@ def encode_results(
     """The message for `summary` (summary.json) and `records` (metrics.jsonl): at most
     `limit` bytes, the curve decimated as needed (see the module docstring)."""
     head = {to_camel(key): _rounded(summary.get(key)) for key in SUMMARY_FIELDS}
-    head["syncRounds"] = dict(summary.get("sync_rounds") or {})
+    for key in SCOPE_FIELDS:
+        head[to_camel(key)] = {
+            str(scope): int(count) for scope, count in (summary.get(key) or {}).items()
+        }
     rows = [[_rounded(record.get(key)) for key in CURVE_FIELDS] for record in records]
 
     def message(keep: int) -> str:
@@ -139,17 +155,21 @@ def encode_results(
         body = {"v": FORMAT_VERSION, "summary": head, "curve": curve, "evaluations": len(rows)}
         return json.dumps(body, separators=(",", ":"))
 
-    low, high = 0, len(rows)  # the most points that fit: a binary search on the count
-    while low < high:
-        middle = (low + high + 1) // 2
-        if len(message(middle).encode()) <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    text = message(low)
-    if len(text.encode()) > limit:  # sync rounds of many scopes; never in practice
-        head["syncRounds"] = {}
-        text = message(0)
+    def longest_fitting() -> str:
+        low, high = 0, len(rows)  # the most points that fit: a binary search on the count
+        while low < high:
+            middle = (low + high + 1) // 2
+            if len(message(middle).encode()) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        return message(low)
+
+    text = longest_fitting()
+    if len(text.encode()) > limit:  # counts of very many scopes; never in practice
+        for key in SCOPE_FIELDS:
+            head[to_camel(key)] = {}
+        text = longest_fitting()
     return text
 
 

@@ -14,11 +14,15 @@ from pathlib import Path
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dsgd_operator.dashboards import operator_board, training
+from dsgd_operator.dashboards import operator_board, parameter_servers, training
 from dsgd_operator.dashboards.panels import Board
 
 #: File stem (the ConfigMap key is `dsgd-<stem>.json`) → the dashboard.
-BOARDS = {"training": training.board, "operator": operator_board.board}
+BOARDS = {
+    "training": training.board,
+    "operator": operator_board.board,
+    "parameter-servers": parameter_servers.board,
+}
 DEFAULT_DIR = Path(__file__).resolve().parents[3] / "helm" / "dsgd" / "dashboards"
 
 

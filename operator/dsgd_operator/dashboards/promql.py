@@ -44,6 +44,16 @@ TRAINER_PODS = matchers(
         metrics.JOB_LABEL: "dsgd_job",
     }
 )
+#: A downpour-sgd job's parameter-server series (no rank: one process per shard).
+PARAMETER_SERVERS = matchers(
+    **{
+        CLUSTER_LABEL: "cluster",
+        metrics.NAMESPACE_LABEL: "namespace",
+        metrics.EXPERIMENT_SERIES_LABEL: "experiment",
+        metrics.JOB_LABEL: "dsgd_job",
+        metrics.SHARD_LABEL: "shard",
+    }
+)
 #: The operator's own series: its installation by namespace and scrape job.
 OPERATOR = matchers(
     **{CLUSTER_LABEL: "cluster", metrics.NAMESPACE_LABEL: "namespace", SCRAPE_JOB_LABEL: "job"}
@@ -61,5 +71,7 @@ OPERATOR_PER_JOB = matchers(
 JOB_LEGEND = f"{{{{{metrics.NAMESPACE_LABEL}}}}}/{{{{{metrics.JOB_LABEL}}}}}"
 #: ... and its rank.
 RANK_LEGEND = f"{JOB_LEGEND} rank {{{{{metrics.RANK_LABEL}}}}}"
+#: ... and its parameter server's shard.
+SHARD_LEGEND = f"{JOB_LEGEND} shard {{{{{metrics.SHARD_LABEL}}}}}"
 #: `by (namespace, dsgd_job)`: one series per job.
 BY_JOB = f"{metrics.NAMESPACE_LABEL}, {metrics.JOB_LABEL}"

@@ -50,13 +50,15 @@ def _per_rank(name: str) -> list[Target]:
     return [Target(_series(name), RANK_LEGEND)]
 
 
-def variables() -> list:
-    steps = m.STEPS
+def job_variables(metric: str, member_label: str, member_title: str) -> list:
+    """Data source, cluster, namespace, experiment and job, each narrowing the next, then the
+    job's members (`member_label`: rank, or a parameter server's shard), listed from the
+    series `metric`. The variables are named after the labels (the job's: dsgd_job)."""
     job = query_variable(
         "dsgd_job",
         "DistributedSGDJob",
         label_values(
-            steps,
+            metric,
             matchers(
                 **{
                     CLUSTER_LABEL: "cluster",
@@ -73,29 +75,29 @@ def variables() -> list:
     )
     return [
         datasource_variable(),
-        query_variable("cluster", "Cluster", label_values(steps, "", CLUSTER_LABEL)).description(
+        query_variable("cluster", "Cluster", label_values(metric, "", CLUSTER_LABEL)).description(
             "The `cluster` label of a multi-cluster Prometheus or Thanos; All when it is absent."
         ),
         query_variable(
             "namespace",
             "Namespace",
-            label_values(steps, matchers(**{CLUSTER_LABEL: "cluster"}), m.NAMESPACE_LABEL),
+            label_values(metric, matchers(**{CLUSTER_LABEL: "cluster"}), m.NAMESPACE_LABEL),
         ),
         query_variable(
             "experiment",
             "SGDExperiment",
             label_values(
-                steps,
+                metric,
                 matchers(**{CLUSTER_LABEL: "cluster", m.NAMESPACE_LABEL: "namespace"}),
                 m.EXPERIMENT_SERIES_LABEL,
             ),
         ).description("The trials of one SGDExperiment; All includes jobs of no experiment."),
         job,
         query_variable(
-            "rank",
-            "Rank",
+            member_label,
+            member_title,
             label_values(
-                steps,
+                metric,
                 matchers(
                     **{
                         CLUSTER_LABEL: "cluster",
@@ -104,7 +106,7 @@ def variables() -> list:
                         m.JOB_LABEL: "dsgd_job",
                     }
                 ),
-                m.RANK_LABEL,
+                member_label,
             ),
         ),
     ]
@@ -325,7 +327,7 @@ def board() -> Board:
         "dsgd / Training",
         "DistributedSGDJob training: loss, accuracy, learning rate, throughput, communication "
         "and GPUs per job and rank, and the trials of an SGDExperiment side by side.",
-        variables(),
+        job_variables(m.STEPS, m.RANK_LABEL, "Rank"),
     )
     _progress(training)
     _loss_and_accuracy(training)

@@ -13,33 +13,43 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from dsgd_trainer.parameter_server.shard import STALENESS_BUCKETS, Shard
 
 
+class ParameterServerMetrics:
+    """Shard `index`'s series in `registry`: pushes applied (with their staleness), fetches."""
+
+    def __init__(self, index: int, registry: CollectorRegistry) -> None:
+        label = str(index)
+        self.staleness = Histogram(
+            STALENESS,
+            "Shard version at apply time minus the version the pushed gradient was computed on.",
+            [SHARD_LABEL],
+            buckets=STALENESS_BUCKETS,
+            registry=registry,
+        ).labels(label)
+        self.updates = Counter(
+            SERVER_UPDATES, "Pushes applied to the shard.", [SHARD_LABEL], registry=registry
+        ).labels(label)
+        self.fetches = Counter(
+            SERVER_FETCHES, "Fetches of the shard served.", [SHARD_LABEL], registry=registry
+        ).labels(label)
+
+    def on_push(self, staleness: int) -> None:
+        """One push applied, `staleness` versions behind."""
+        self.staleness.observe(staleness)
+        self.updates.inc()
+
+    def on_fetch(self) -> None:
+        self.fetches.inc()
+
+
 def start_server_metrics(shard: Shard) -> WSGIServer | None:
     """Count `shard`'s pushes (with their staleness) and fetches; serve them on DSGD_METRICS_PORT.
 
     Returns the HTTP server (None when no port is set, or it cannot listen: a warning).
     """
     registry = CollectorRegistry()
-    label = str(shard.index)
-    staleness = Histogram(
-        STALENESS,
-        "Shard version at apply time minus the version the pushed gradient was computed on.",
-        [SHARD_LABEL],
-        buckets=STALENESS_BUCKETS,
-        registry=registry,
-    ).labels(label)
-    updates = Counter(
-        SERVER_UPDATES, "Pushes applied to the shard.", [SHARD_LABEL], registry=registry
-    ).labels(label)
-    fetches = Counter(
-        SERVER_FETCHES, "Fetches of the shard served.", [SHARD_LABEL], registry=registry
-    ).labels(label)
-
-    def on_push(value: int) -> None:
-        staleness.observe(value)
-        updates.inc()
-
-    shard.on_push = on_push
-    shard.on_fetch = fetches.inc
+    series = ParameterServerMetrics(shard.index, registry)
+    shard.on_push = series.on_push
+    shard.on_fetch = series.on_fetch
     port = int(os.environ.get(METRICS_PORT_ENV) or 0)
     if not port:
         return None
