@@ -17,12 +17,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
 INDEX = "README.md"
+#: Hand-kept notes on the results (e.g. which are older than the code), put in the index.
+NOTES = "NOTES.md"
 
 #: The benchmarks and one line on what each shows (the index lists them in this order).
 BENCHMARKS = {
     "time_to_accuracy": "time to a target accuracy on bandwidth-limited links (netns + tbf)",
     "paper_findings": "Lin et al.: post-local SGD vs large-batch mini-batch SGD, 3 seeds",
     "overhead": "per-step overhead of our algorithms against a plain PyTorch DDP loop",
+}
+#: Results kept by hand in one page (the operator benchmark prints; its page is written up).
+HAND_WRITTEN = {
+    "operator.md": "Operator: jobs to pods on the real control plane, against a bare client "
+    "(`benchmarks/operator_bench.py`)",
 }
 
 
@@ -69,6 +76,9 @@ def write_index(out_dir: Path) -> Path:
         "`make bench FULL=1` the full ones). Each result names the machine it ran on.",
         "",
     ]
+    notes = out_dir / NOTES
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     for name, what in BENCHMARKS.items():
         found = sorted(out_dir.glob(f"{name}-*.md"))
         if not found:
@@ -84,6 +94,9 @@ def write_index(out_dir: Path) -> Path:
                 f"({report.stem}.json)" + (f"; figures {links}" if links else "")
             )
         lines.append("")
+    for page, what in HAND_WRITTEN.items():
+        if (out_dir / page).exists():
+            lines += [f"## {what}", "", f"- [{page}]({page})", ""]
     path = out_dir / INDEX
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
