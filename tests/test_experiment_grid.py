@@ -196,6 +196,13 @@ def test_a_template_problem_is_reported_once_at_the_template() -> None:
     ]
 
 
+def test_a_bad_value_of_a_one_value_axis_is_the_axiss_not_the_templates() -> None:
+    """Every trial shares the problem, but the template alone does not have it."""
+    message = refusal(experiment(axes=[{"field": "topology.nodes", "values": [0]}]))
+    assert message.startswith("exp.yaml: spec.axes: cell c0 (topology.nodes=0), seed(s) 0: ")
+    assert "topology.nodes" in message.removeprefix("exp.yaml: spec.axes: cell c0")
+
+
 def test_an_axis_value_of_the_wrong_type_is_refused_strictly() -> None:
     message = refusal(experiment(axes=[{"field": "topology.nodes", "values": [2, "4"]}]))
     assert message == (

@@ -264,15 +264,32 @@ def expand_trials(spec: SGDExperimentSpec) -> list[Trial]:
             trials.append(Trial(cell, seed, job_spec))
     if refused:
         failed = sum(len(seeds) for _, seeds, _ in refused.values())
-        raise GridError(refusal_problems(list(refused.values()), len(trials) + failed))
+        raise GridError(
+            refusal_problems(list(refused.values()), len(trials) + failed, template_problems(spec))
+        )
     return trials
 
 
+def template_problems(spec: SGDExperimentSpec) -> set[str]:
+    """What the template alone (no axis values, the first seed) is refused for."""
+    document = copy.deepcopy(spec.template)
+    set_field(document, "training.seed", spec.seeds[0])
+    try:
+        document = as_the_server_reads(document, job_spec_schema())
+        DistributedSGDJobSpec.model_validate(document, strict=True)
+    except ValidationError as error:
+        return set(describe_validation_error(error))
+    return set()
+
+
 def refusal_problems(
-    refused: list[tuple[Cell, list[int], tuple[str, ...]]], total: int
+    refused: list[tuple[Cell, list[int], tuple[str, ...]]],
+    total: int,
+    of_the_template: set[str],
 ) -> list[tuple[tuple[str | int, ...], str]]:
-    """Problems every trial has are the template's (at its field); the others name the cell."""
-    common = set.intersection(*(set(problems) for _, _, problems in refused))
+    """Problems every trial has that the template has on its own are the template's (at its
+    field); the others name the cell (an axis value every cell shares is the axis's)."""
+    common = set.intersection(*(set(problems) for _, _, problems in refused)) & of_the_template
     if sum(len(seeds) for _, seeds, _ in refused) == total and common:
         return [(("template",), problem) for problem in sorted(common)]
     lines = []
