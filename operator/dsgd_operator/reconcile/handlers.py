@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -99,7 +100,9 @@ async def job_loop(ctx: OperatorContext, runtime: JobRuntime, logger: Any) -> No
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
             due = min(MAX_ERROR_BACKOFF_SECONDS, 2.0**errors)
             logger.error(f"Reconcile failed (retrying in {due:g}s): {error}")
-        wait = ctx.options.resync_seconds if due is None else min(due, ctx.options.resync_seconds)
+        # ±10 % jitter: jobs created in one burst would otherwise resync in that burst forever.
+        resync = ctx.options.resync_seconds * random.uniform(0.9, 1.1)
+        wait = resync if due is None else min(due, resync)
         await runtime.wait(wait, ctx.options.debounce_seconds)
 
 

@@ -101,14 +101,19 @@ class JobRuntime(LoopRuntime):
     disrupted: dict[str, dict] = field(default_factory=dict)
     #: The job's pods as last seen (name → body), fed by the pod watch: a pass plans
     #: from this instead of listing. None until the first pass lists them (after the
-    #: operator starts); listed again each resync, should a watch event have been lost.
+    #: operator starts); listed again every pod_relist_seconds, and at the next pass
+    #: after the watch re-lists (a DELETED event lost while it was down leaves no trace
+    #: but a pod we still hold).
     pods: dict[str, dict] | None = None
     pods_listed_at: float = float("-inf")  # time.monotonic() of that list
 
     def pod_seen(self, event: str | None, body: dict) -> None:
-        """Record a pod event of the watch (nothing before the first list)."""
+        """Record a pod event of the watch (nothing before the first list). Event None is
+        the watch listing pods (kopf: at its start, and again after "410 Gone")."""
         if self.pods is None:
             return
+        if event is None:
+            self.pods_listed_at = float("-inf")
         name = body["metadata"]["name"]
         if event == "DELETED":
             self.pods.pop(name, None)

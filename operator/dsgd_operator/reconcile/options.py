@@ -44,7 +44,10 @@ class OperatorOptions:
     restart_backoff_seconds: float = 10  # base of the gang-restart backoff (doubles per restart)
     restart_backoff_cap_seconds: float = 300  # the backoff never grows beyond this
     progress_interval_seconds: float = 15  # how often node 0's metrics are scraped while Running
-    resync_seconds: float = 60  # a job is reconciled at least this often, events or not
+    resync_seconds: float = 60  # a job is reconciled at least this often (±10 %), events or not
+    # A job's pods are listed again this often; between lists the pod watch feeds them
+    # (a re-listing of that watch, after "410 Gone", makes the next pass list at once).
+    pod_relist_seconds: float = 600
     debounce_seconds: float = 0.2  # pod events this close together share one reconcile pass
     watch_timeout_seconds: float = 300  # server-side timeout of kopf's watch requests
     # What spec.template may carry (Helm values templatePolicy; DSGD_TEMPLATE_POLICY as JSON).

@@ -96,8 +96,10 @@ async def create_gang(
 
 
 async def current_pods(ctx: OperatorContext, runtime: JobRuntime) -> list[dict]:
-    """The job's pods: listed on the first pass and once per resync, else as watched."""
-    stale = time.monotonic() - runtime.pods_listed_at > ctx.options.resync_seconds
+    """The job's pods: listed on the first pass, every pod_relist_seconds and after the
+    watch re-listed; else as watched (a list per job per resync was most of the operator's
+    CPU and of the server's reads with hundreds of jobs: docs/benchmarks/operator.md)."""
+    stale = time.monotonic() - runtime.pods_listed_at > ctx.options.pod_relist_seconds
     if runtime.pods is None or stale:
         listed = await ctx.kube.list_pods(runtime.namespace, job_labels(runtime.name))
         runtime.pods = {pod["metadata"]["name"]: pod for pod in listed}
