@@ -71,10 +71,11 @@ class SegmentLayout:
         return per_tensor.repeat_interleave(self.lengths, output_size=self.numel)
 
 
-def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The tensors as one flat vector of their promoted dtype (a copy)."""
+def flatten(tensors: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """The tensors as one flat vector of their promoted dtype (a copy; into `out` if given,
+    which must have that dtype and their total size)."""
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
-    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors], out=out)
 
 
 def copy_flat_(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> None:

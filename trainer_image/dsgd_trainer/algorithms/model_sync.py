@@ -80,7 +80,7 @@ class DenseSync(ModelSync):
 
     `vote`: the stop ballot rides on each averaging (global ones; see dsgd_trainer.stop_vote).
     `measure`: also measure the consensus distance (two flat copies of the
-    parameters and two norms per sync: small next to the all-reduce itself).
+    parameters and two float32 norms per sync: small next to the all-reduce itself).
     """
 
     def __init__(
@@ -91,14 +91,14 @@ class DenseSync(ModelSync):
     ) -> None:
         self.group = group
         self.vote = vote
-        self.measure = measure
+        self.probe = ConsensusProbe() if measure else None
 
     def synchronize(self, model: nn.Module) -> Traffic:
-        own = compression.flatten(trainable_parameters(model)) if self.measure else None
+        if self.probe is not None:
+            self.probe.keep(trainable_parameters(model))
         sent = average_(averaged_tensors(model), group=self.group, vote=self.vote)
-        if own is not None:
-            mean = compression.flatten(trainable_parameters(model))
-            self.consensus_distance = relative_distance(own, mean)
+        if self.probe is not None:
+            self.consensus_distance = self.probe.distance_to(trainable_parameters(model))
         return sent
 
 
@@ -150,7 +150,7 @@ class SignSync(ModelSync):
         own = compression.flatten(params)
         update, sent = compression.mean_of_ranks(compressed, layout, vote=self.vote)
         self.reference.sub_(update)
-        self.consensus_distance = relative_distance(own, self.reference)
+        self.consensus_distance = relative_distance_(own, self.reference)
         compression.copy_flat_(params, self.reference)
         buffers = floating_buffers(model)
         if buffers:
@@ -191,8 +191,46 @@ class SignSync(ModelSync):
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
 
 
-def relative_distance(own: torch.Tensor, consensus: torch.Tensor) -> torch.Tensor:
-    """‖own − consensus‖ / ‖consensus‖ as a 0-d float64 tensor (0 when the consensus is 0)."""
-    gap = torch.linalg.vector_norm(own - consensus, dtype=torch.float64)
-    size = torch.linalg.vector_norm(consensus, dtype=torch.float64)
+class ConsensusProbe:
+    """Measures ‖x_k − x̄‖ / ‖x̄‖ across a sync: `keep` this rank's tensors before it,
+    `distance_to` the consensus after. Its two flat buffers are kept from sync to sync:
+    on the CPU a fresh megabyte-sized tensor costs an mmap and its page faults, and
+    three of them per averaging were most of local SGD's extra time per step over
+    PyTorch's PeriodicModelAverager (benchmarks/overhead.py)."""
+
+    def __init__(self) -> None:
+        self._own: torch.Tensor | None = None
+        self._mean: torch.Tensor | None = None
+
+    @staticmethod
+    def _reused(buffer: torch.Tensor | None, like: list[torch.Tensor]) -> torch.Tensor | None:
+        """`buffer` if it can hold `like` flattened (same size, device and dtype), else None."""
+        if buffer is None or not like:
+            return None
+        fits = buffer.numel() == sum(t.numel() for t in like) and buffer.device == like[0].device
+        return buffer if fits and all(t.dtype == buffer.dtype for t in like) else None
+
+    def keep(self, tensors: list[torch.Tensor]) -> None:
+        self._own = compression.flatten(tensors, out=self._reused(self._own, tensors))
+
+    def distance_to(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The distance of the kept tensors to `tensors` (0-d float64 on the device)."""
+        if self._own is None:
+            raise RuntimeError("ConsensusProbe.distance_to before keep")
+        self._mean = compression.flatten(tensors, out=self._reused(self._mean, tensors))
+        return relative_distance_(self._own, self._mean)
+
+
+def relative_distance_(own: torch.Tensor, consensus: torch.Tensor) -> torch.Tensor:
+    """‖own − consensus‖ / ‖consensus‖ as a 0-d float64 tensor (0 when the consensus is 0);
+    `own` is overwritten (with own − consensus): no temporary of the model's size.
+
+    The norms are taken in the tensors' own precision (float32: torch's reductions sum
+    pairwise, relative error ~1e-7 at a million elements, far below what a distance
+    metric shows); upcasting the model to float64 for them took four times as long.
+    """
+    if own.element_size() < 4:  # half-precision parameters: norms in float32, not overflowing
+        own, consensus = own.float(), consensus.float()
+    gap = torch.linalg.vector_norm(own.sub_(consensus)).to(torch.float64)
+    size = torch.linalg.vector_norm(consensus).to(torch.float64)
     return torch.where(size > 0, gap / size, torch.zeros_like(gap))
