@@ -121,9 +121,14 @@ def keep_variants(document: dict[str, Any], experiment: SGDExperiment, wanted: s
     if not experiment.spec.axes:
         return
     first = experiment.spec.axes[0]
+    trials = expand_trials(experiment.spec)
+    unknown = wanted - {variant_key(trial.spec) for trial in trials}
+    if unknown:
+        known = ", ".join(sorted({variant_key(trial.spec) for trial in trials}))
+        raise BenchmarkUnavailable(f"no such variant {', '.join(sorted(unknown))} (known: {known})")
     kept = {
         json.dumps(trial.cell.values[first.label], sort_keys=True)
-        for trial in expand_trials(experiment.spec)
+        for trial in trials
         if variant_key(trial.spec) in wanted
     }
     indices = [i for i, v in enumerate(first.values) if json.dumps(v, sort_keys=True) in kept]

@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,10 @@ def run(args: argparse.Namespace, scale: str, work: Path) -> dict[str, Any]:
     if reason:
         raise BenchmarkUnavailable(f"{reason} (run as root)")
     path = args.manifest or MANIFEST
-    document, experiment = sized_experiment(path, Size() if args.manifest else SIZES[scale])
+    size = Size() if args.manifest else SIZES[scale]
+    if args.variants:
+        size = replace(size, variants=tuple(args.variants.split(",")))
+    document, experiment = sized_experiment(path, size)
     if experiment.spec.target_accuracy is None:
         raise BenchmarkUnavailable(f"{path}: set spec.targetAccuracy (the time to target's)")
     nodes = sorted({trial.spec.topology.nodes for trial in expand_trials(experiment.spec)})
@@ -251,6 +255,11 @@ def run(args: argparse.Namespace, scale: str, work: Path) -> dict[str, Any]:
 
 def add_rates(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", help="comma-separated tc rates instead of the size's")
+    parser.add_argument(
+        "--variants",
+        help="comma-separated variants to keep (e.g. mini-batch,local-h16-overlap,"
+        f"{LOWER_BOUND}; the goals need mini-batch and {LOWER_BOUND})",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

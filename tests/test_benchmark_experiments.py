@@ -109,6 +109,20 @@ def test_time_to_accuracy_manifest_holds_every_variant_downpour_included() -> No
     assert {(t.spec.topology.nodes, t.spec.topology.processes_per_node) for t in trials} == {(2, 1)}
 
 
+def test_a_chosen_set_of_variants_keeps_exactly_those_cells_and_refuses_an_unknown_one() -> None:
+    pytest.importorskip("matplotlib", reason="the benchmarks' figures need matplotlib (bench)")
+    bench = import_benchmark("bench_experiment")
+    tta = import_benchmark("time_to_accuracy")
+    wanted = ("mini-batch", "local-h16-overlap", "no-communication")
+    size = bench.Size(tta.SIZES["full"].overrides, variants=wanted)
+    _, experiment = bench.sized_experiment(tta.MANIFEST, size)
+    trials = expand_trials(experiment.spec)
+    assert [bench.variant_key(t.spec) for t in trials] == list(wanted)
+    assert {t.spec.training.batch_size_per_process for t in trials} == {128}  # full's, kept
+    with pytest.raises(bench.BenchmarkUnavailable, match=r"no such variant local-h32 \(known: "):
+        bench.sized_experiment(tta.MANIFEST, bench.Size(variants=("mini-batch", "local-h32")))
+
+
 def test_a_manifest_that_is_not_an_experiment_is_refused_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
