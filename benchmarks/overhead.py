@@ -5,7 +5,7 @@
     python benchmarks/overhead.py --smoke --out /tmp/x
 
 K ranks (gloo on loopback) each hold one replica per contender, all built from
-the same seed on the same data: a plain DDP loop (`DDP(model)`, forward,
+the same seed on the same data at the same learning rate: a plain DDP loop (`DDP(model)`, forward,
 backward, `optimizer.step()`, `zero_grad()`), plain loops with PyTorch's own
 `PeriodicModelAverager` (local SGD as PyTorch writes it: the same loop on the
 bare model, then `average_parameters` every H steps), and each of our
@@ -180,6 +180,15 @@ SCALES: dict[str, tuple[Setup, ...]] = {
 }
 
 
+def constant_lr(config: TrainingConfig, world_size: int, steps: int) -> float:
+    """The trainer's learning rate for `config`, which the setups keep constant over the run."""
+    schedule = LearningRateSchedule.from_config(config, world_size, steps)
+    rates = {schedule(step) for step in range(steps)}
+    if len(rates) != 1:
+        raise ValueError(f"the overhead setups need a constant learning rate, got {sorted(rates)}")
+    return rates.pop()
+
+
 class Contender:
     """One replica and the loop that trains it: a plain PyTorch loop or one of our algorithms."""
 
@@ -204,11 +213,18 @@ class Contender:
             steps_per_epoch = setup.steps // 2 if key == "post-local-h16" else setup.steps
             self.algorithm = build_algorithm(config, self.model, ctx, steps_per_epoch)
             self._run_step = self._trainer_step(config, steps_per_epoch, ctx)
-        elif spec.periodic is None:
-            self._run_step = self._plain_step(DistributedDataParallel(self.model), None)
         else:
-            averager = PeriodicModelAverager(period=spec.periodic, warmup_steps=0)
-            self._run_step = self._plain_step(self.model, averager)
+            # The learning rate ours train with (linear scaling: not the config's figure), set
+            # once as a plain script would: a run at another rate takes another trajectory,
+            # and on the CPU that alone changed the time per step by 6 %.
+            lr = constant_lr(config, ctx.gang.world_size, setup.steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if spec.periodic is None:
+                self._run_step = self._plain_step(DistributedDataParallel(self.model), None)
+            else:
+                averager = PeriodicModelAverager(period=spec.periodic, warmup_steps=0)
+                self._run_step = self._plain_step(self.model, averager)
 
     def _plain_step(
         self, net: torch.nn.Module, averager: PeriodicModelAverager | None
