@@ -252,7 +252,7 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
             order = ("operator", "bare") if round_index % 2 == 0 else ("bare", "operator")
             seconds: dict[str, float] = {}
             for side in order:
-                settle(quiet, audit)
+                settle(quiet, audit, args.settle_timeout)
                 names = [f"{side[:2]}{round_index}-{i:03d}" for i in range(args.jobs)]
                 start = audit.position()
                 if side == "operator":
@@ -272,19 +272,19 @@ def run(info: ClusterInfo, args: argparse.Namespace, root: Path) -> None:
                     results["requests"] += audit.requests_by_kind(
                         OPERATOR_USER, start, audit.position()
                     )
-                    settle(quiet, audit)
+                    settle(quiet, audit, args.settle_timeout)
                     results["busy_rss"] = rss_mib(operator.pid)
             results["bursts"].append(seconds)
 
         # The steady rate: the operator's jobs, then the bare client's (the server's own
         # latency under the same load: the bursts' jobs and pods are still there).
-        results["settle"] = settle(quiet, audit)
+        results["settle"] = settle(quiet, audit, args.settle_timeout)
         names = [f"steady-{i:03d}" for i in range(args.steady_jobs)]
         at_steady_rate(names, args.rate, lambda n: submit(custom, NAMESPACE, [n], args.nodes, pool))
         times = audit.wait(names, args.nodes, 300)
         results["steady"] = [t.creation_to_pods for t in times.values()]
         results["steady_parts"] = breakdown(times)
-        settle(quiet, audit)
+        settle(quiet, audit, args.settle_timeout)
         names = [f"bs-{i:03d}" for i in range(args.steady_jobs)]
         at_steady_rate(
             names, args.rate, lambda n: pool.submit(bare_client_job, bare, n, args.nodes)
@@ -359,6 +359,12 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=4, help="bursts of each side, interleaved")
     parser.add_argument("--rate", type=float, default=2.0, help="jobs/s of the steady phase")
     parser.add_argument("--steady-jobs", type=int, default=100, help="jobs of the steady phase")
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=120.0,
+        help="longest wait (s) for the control plane to settle before each phase",
+    )
     parser.add_argument("--log", help="write the operator's log here")
     parser.add_argument(
         "--profile", help="run the operator under cProfile, its statistics written here"
