@@ -49,6 +49,7 @@ from dsgd_cluster.control_plane import ClusterInfo, down, status, up
 from dsgd_cluster.daemons import stop_daemon
 from dsgd_cluster.kubeconfig import write_kubeconfig
 from dsgd_operator.builders import build_children
+from dsgd_operator.local_gang import parent_death_signal
 from dsgd_operator.manifest import parse_job
 from kubernetes import client, config
 
@@ -201,6 +202,8 @@ def start_operator(kubeconfig: Path, log: Path, profile: str | None = None) -> s
             "0",
         ],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        # Killed with us, even by SIGKILL (a timed-out smoke test), like the cluster's daemons.
+        preexec_fn=parent_death_signal(signal.SIGKILL),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
