@@ -121,15 +121,17 @@ def keep_variants(document: dict[str, Any], experiment: SGDExperiment, wanted: s
     if not experiment.spec.axes:
         return
     first = experiment.spec.axes[0]
-    trials = expand_trials(experiment.spec)
-    unknown = wanted - {variant_key(trial.spec) for trial in trials}
-    if unknown:
-        known = ", ".join(sorted({variant_key(trial.spec) for trial in trials}))
-        raise BenchmarkUnavailable(f"no such variant {', '.join(sorted(unknown))} (known: {known})")
+    keyed = [(variant_key(trial.spec), trial) for trial in expand_trials(experiment.spec)]
+    known = {key for key, _ in keyed}
+    if wanted - known:
+        raise BenchmarkUnavailable(
+            f"no such variant {', '.join(sorted(wanted - known))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     kept = {
         json.dumps(trial.cell.values[first.label], sort_keys=True)
-        for trial in trials
-        if variant_key(trial.spec) in wanted
+        for key, trial in keyed
+        if key in wanted
     }
     indices = [i for i, v in enumerate(first.values) if json.dumps(v, sort_keys=True) in kept]
     for axis, raw in zip(experiment.spec.axes, document["spec"]["axes"], strict=True):

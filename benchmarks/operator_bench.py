@@ -145,7 +145,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def settle(pids: list[int], audit: AuditLog, timeout: float = 120.0) -> float:
     """Wait until `pids` together use under a tenth of a core and the audit log gains no
     write, for 2 s running (a burst's aftermath, the operator's status patches, the
-    scheduler and controllers included, is over); returns the seconds waited."""
+    controllers included, is over); returns the seconds waited."""
     started = time.perf_counter()
     quiet = 0
     while quiet < 2 and time.perf_counter() - started < timeout:

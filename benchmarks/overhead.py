@@ -5,8 +5,9 @@
     python benchmarks/overhead.py --smoke --out /tmp/x
 
 K ranks (gloo on loopback) each hold one replica per contender, all built from
-the same seed on the same data at the same learning rate: a plain DDP loop (`DDP(model)`, forward,
-backward, `optimizer.step()`, `zero_grad()`), plain loops with PyTorch's own
+the same seed, trained on the same data at the same learning rate (the trainer's,
+linearly scaled): a plain DDP loop (`DDP(model)`, forward, backward,
+`optimizer.step()`, `zero_grad()`), plain loops with PyTorch's own
 `PeriodicModelAverager` (local SGD as PyTorch writes it: the same loop on the
 bare model, then `average_parameters` every H steps), and each of our
 algorithms run by the trainer's own step (dsgd_trainer.step.TrainStep: lr,

@@ -109,7 +109,9 @@ class JobRuntime(LoopRuntime):
 
     def pod_seen(self, event: str | None, body: dict) -> None:
         """Record a pod event of the watch (nothing before the first list). Event None is
-        the watch listing pods (kopf: at its start, and again after "410 Gone")."""
+        the watch listing pods (kopf: at its start, and again after "410 Gone"): the next
+        pass lists the job's pods. At the operator's start that can be a second list right
+        after the first, once per job; a re-listing cannot be told apart from it."""
         if self.pods is None:
             return
         if event is None:

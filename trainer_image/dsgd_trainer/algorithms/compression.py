@@ -71,11 +71,10 @@ class SegmentLayout:
         return per_tensor.repeat_interleave(self.lengths, output_size=self.numel)
 
 
-def flatten(tensors: Sequence[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """The tensors as one flat vector of their promoted dtype (a copy; into `out` if given,
-    which must have that dtype and their total size)."""
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors as one flat vector of their promoted dtype (a copy)."""
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
-    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors], out=out)
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
 
 
 def copy_flat_(tensors: Sequence[torch.Tensor], flat: torch.Tensor) -> None:

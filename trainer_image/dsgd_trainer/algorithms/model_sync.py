@@ -91,14 +91,14 @@ class DenseSync(ModelSync):
     ) -> None:
         self.group = group
         self.vote = vote
-        self.probe = ConsensusProbe() if measure else None
+        self.measure = measure
 
     def synchronize(self, model: nn.Module) -> Traffic:
-        if self.probe is not None:
-            self.probe.keep(trainable_parameters(model))
+        own = compression.flatten(trainable_parameters(model)) if self.measure else None
         sent = average_(averaged_tensors(model), group=self.group, vote=self.vote)
-        if self.probe is not None:
-            self.consensus_distance = self.probe.distance_to(trainable_parameters(model))
+        if own is not None:
+            mean = compression.flatten(trainable_parameters(model))
+            self.consensus_distance = relative_distance_(own, mean)
         return sent
 
 
@@ -191,43 +191,14 @@ class SignSync(ModelSync):
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
 
 
-class ConsensusProbe:
-    """Measures ‖x_k − x̄‖ / ‖x̄‖ across a sync: `keep` this rank's tensors before it,
-    `distance_to` the consensus after. Its two flat buffers are kept from sync to sync:
-    on the CPU a fresh megabyte-sized tensor costs an mmap and its page faults, and
-    three of them per averaging were most of local SGD's extra time per step over
-    PyTorch's PeriodicModelAverager (benchmarks/overhead.py)."""
-
-    def __init__(self) -> None:
-        self._own: torch.Tensor | None = None
-        self._mean: torch.Tensor | None = None
-
-    @staticmethod
-    def _reused(buffer: torch.Tensor | None, like: list[torch.Tensor]) -> torch.Tensor | None:
-        """`buffer` if it can hold `like` flattened (same size, device and dtype), else None."""
-        if buffer is None or not like:
-            return None
-        fits = buffer.numel() == sum(t.numel() for t in like) and buffer.device == like[0].device
-        return buffer if fits and all(t.dtype == buffer.dtype for t in like) else None
-
-    def keep(self, tensors: list[torch.Tensor]) -> None:
-        self._own = compression.flatten(tensors, out=self._reused(self._own, tensors))
-
-    def distance_to(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """The distance of the kept tensors to `tensors` (0-d float64 on the device)."""
-        if self._own is None:
-            raise RuntimeError("ConsensusProbe.distance_to before keep")
-        self._mean = compression.flatten(tensors, out=self._reused(self._mean, tensors))
-        return relative_distance_(self._own, self._mean)
-
-
 def relative_distance_(own: torch.Tensor, consensus: torch.Tensor) -> torch.Tensor:
     """‖own − consensus‖ / ‖consensus‖ as a 0-d float64 tensor (0 when the consensus is 0);
-    `own` is overwritten (with own − consensus): no temporary of the model's size.
+    `own`, a flat copy made for this, is overwritten with own − consensus (no temporary).
 
     The norms are taken in the tensors' own precision (float32: torch's reductions sum
     pairwise, relative error ~1e-7 at a million elements, far below what a distance
-    metric shows); upcasting the model to float64 for them took four times as long.
+    metric shows); upcasting the model to float64 for them made an averaging with the
+    measurement take twice as much extra time over one without (benchmarks/overhead.py).
     """
     if own.element_size() < 4:  # half-precision parameters: norms in float32, not overflowing
         own, consensus = own.float(), consensus.float()

@@ -61,7 +61,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from dsgd_trainer.stop_vote import StopVote
 
-from . import traffic
+from . import compression, traffic
 from .averaging import (
     average_,
     averaged_tensors,
@@ -69,7 +69,7 @@ from .averaging import (
     payload_bytes,
     trainable_parameters,
 )
-from .model_sync import ConsensusProbe, ModelSync
+from .model_sync import ModelSync, relative_distance_
 from .outer import OuterSGD
 from .traffic import Traffic
 
@@ -97,7 +97,6 @@ class OverlappedAveraging(ModelSync):
         if steps < 1:
             raise ValueError(f"overlapped averaging needs overlapSteps ≥ 1, got {steps}")
         self.steps, self.outer, self.vote = steps, outer, vote
-        self._probe = ConsensusProbe()
         self._pending: _Pending | None = None
 
     @property
@@ -158,8 +157,9 @@ class OverlappedAveraging(ModelSync):
         groups = by_dtype(averaged_tensors(pending.model))
         params = trainable_parameters(pending.model)
         mean_views, own_views = _parameter_views(params, groups, means, pending.snapshots)
-        self._probe.keep(own_views)
-        self.consensus_distance = self._probe.distance_to(mean_views)
+        self.consensus_distance = relative_distance_(
+            compression.flatten(own_views), compression.flatten(mean_views)
+        )
         if self.outer is not None:
             self.outer.step_(mean_views)  # ȳ's parameters become the new x_sync, in place
         pending.corrections = [m.sub_(s) for m, s in zip(means, pending.snapshots, strict=True)]
