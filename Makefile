@@ -22,7 +22,7 @@ DEMO ?= examples/fashion-mnist-local-sgd.yaml
 STAMP := $(VENV)/.dsgd-installed
 
 .PHONY: install system-deps demo test test-fast lint format crds dashboards images bench clean \
-	cluster cluster-down cluster-binaries
+	cluster cluster-down cluster-binaries cluster-monitoring
 
 install: $(STAMP)
 
@@ -79,11 +79,17 @@ cluster: $(STAMP) cluster-binaries
 cluster-down:
 	$(IN_VENV) $(PY) -m dsgd_cluster down --dir .cluster
 
+# The Prometheus Operator and the Prometheus it configures from every namespace's
+# ServiceMonitors, PodMonitors and PrometheusRules, on the cluster above (started if needed).
+cluster-monitoring: $(STAMP) cluster-binaries
+	$(IN_VENV) $(PY) -m dsgd_cluster monitoring --dir .cluster
+
 # Go builds once per machine (the cache is keyed by cluster/go.mod, go.sum and the
-# script); afterwards this costs a hash. The Prometheus Operator's CRDs likewise.
+# script); afterwards this costs a hash. The Prometheus Operator and Prometheus
+# (cluster/monitoring/*/go.mod) likewise.
 cluster-binaries:
 	@bash cluster/build.sh >/dev/null
-	@bash cluster/prometheus_operator_crds.sh >/dev/null
+	@bash cluster/monitoring.sh >/dev/null
 
 images:
 	docker build -t $(REGISTRY)/dsgd-operator:$(VERSION) -f Dockerfile .

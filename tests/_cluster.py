@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dsgd_cluster.control_plane import ClusterInfo, down, up
+from dsgd_cluster.monitoring import build_monitoring
 from kubernetes import client, config
 
 from tests._polling import wait_until
@@ -88,20 +89,15 @@ def crd_installed(kubectl: Kubectl) -> None:
     )  # fmt: skip
 
 
-#: Generates (once per machine) the Prometheus Operator's CRDs at its pinned release.
-PROMETHEUS_OPERATOR_CRDS_SCRIPT = REPO / "cluster" / "prometheus_operator_crds.sh"
 #: The kinds the chart renders (monitoring.coreos.com/v1).
 MONITORING_CRDS = ("podmonitors", "servicemonitors", "prometheusrules")
 
 
 @pytest.fixture(scope="session")
 def monitoring_crds_installed(kubectl: Kubectl) -> None:
-    """The Prometheus Operator's own CRDs for the chart's monitors, applied and Established."""
-    built = subprocess.run(
-        ["bash", str(PROMETHEUS_OPERATOR_CRDS_SCRIPT)], capture_output=True, text=True, timeout=900
-    )
-    assert built.returncode == 0, built.stderr
-    directory = Path(built.stdout.strip().splitlines()[-1])
+    """The Prometheus Operator's own CRDs for the chart's monitors, applied and Established
+    (from its module at the pinned release: cluster/monitoring.sh, built once per machine)."""
+    directory = build_monitoring() / "crds"
     files = [str(directory / f"monitoring.coreos.com_{plural}.yaml") for plural in MONITORING_CRDS]
     applied = [arg for path in files for arg in ("-f", path)]
     kubectl("apply", "--server-side", "--force-conflicts", *applied)

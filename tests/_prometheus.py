@@ -45,7 +45,31 @@ def relabel_configs(relabelings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return configs
 
 
-class PrometheusServer:
+class PrometheusApi:
+    """The HTTP API of a Prometheus at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/<path>; returns `data`, or raises PrometheusQueryError with its error."""
+        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:
+            body = json.load(error)
+        if body.get("status") != "success":
+            raise PrometheusQueryError(f"{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query at the current time: the result's samples."""
+        data = self.api("query", query=expr)
+        return data["result"] if data["resultType"] in ("vector", "matrix") else [data]
+
+
+class PrometheusServer(PrometheusApi):
     """One Prometheus process; use as a context manager or call `stop()`."""
 
     def __init__(
@@ -56,7 +80,7 @@ class PrometheusServer:
         rule_groups: list[dict[str, Any]] | None = None,
         scrape_interval: str = "1s",
     ) -> None:
-        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(f"http://127.0.0.1:{port}")
         workdir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
             "global": {
@@ -102,23 +126,6 @@ class PrometheusServer:
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError):
             return False
-
-    def api(self, path: str, **params: str) -> Any:
-        """GET /api/v1/<path>; returns `data`, or raises PrometheusQueryError with its error."""
-        url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as error:
-            body = json.load(error)
-        if body.get("status") != "success":
-            raise PrometheusQueryError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query at the current time: the result's samples."""
-        data = self.api("query", query=expr)
-        return data["result"] if data["resultType"] in ("vector", "matrix") else [data]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,7 +1,7 @@
 """The chart's monitors, created on the real API server against the Prometheus Operator's CRDs.
 
-The CRDs are the Prometheus Operator's own, generated from its API types at a pinned
-release (cluster/prometheus_operator_crds.sh), not a copy kept here. The API server
+The CRDs are the Prometheus Operator's own, as generated in its module at the pinned
+release (cluster/monitoring.sh), not a copy kept here. The API server
 validates each rendered PodMonitor, ServiceMonitor and PrometheusRule against their
 schemas with strict field validation: a misspelt or misplaced field is refused, where
 a plain create would prune it silently and the monitor would scrape without it.

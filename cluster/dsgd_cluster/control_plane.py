@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dsgd_cluster import pod_network
 from dsgd_cluster.daemons import running_pid, start_daemon, stop_daemon
 from dsgd_cluster.kubeconfig import write_kubeconfig
 from dsgd_cluster.pki import Pki, ensure_pki
@@ -80,7 +81,7 @@ def build_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -94,7 +95,9 @@ def _https_ok(url: str, context: ssl.SSLContext) -> bool:
         return False
 
 
-def _wait(root: Path, name: str, url: str, context: ssl.SSLContext | None = None) -> None:
+def wait_ready(root: Path, name: str, url: str, context: ssl.SSLContext | None = None) -> None:
+    """Return once `url` answers 200; ClusterError when daemon `name` exits or after
+    READY_TIMEOUT, naming its log."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if running_pid(root, name) is None:
@@ -162,7 +165,7 @@ def up(
     binaries = build_binaries()
     start = partial(start_daemon, root, tie_to_caller=tie_to_caller)
     pki = ensure_pki(root / "pki")
-    ports = {name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "cm", "sched")}
+    ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "cm", "sched")}
     server = f"https://127.0.0.1:{ports['apiserver']}"
     info = ClusterInfo(root, server, binaries)
     kubeconfigs = {
@@ -195,7 +198,7 @@ def up(
             f"--listen-peer-url=http://127.0.0.1:{ports['etcd-peer']}",
         ],
     )
-    _wait(root, "etcd", f"{etcd_url}/health")
+    wait_ready(root, "etcd", f"{etcd_url}/health")
 
     start(
         "kube-apiserver",
@@ -214,7 +217,7 @@ def up(
             ),
         ],
     )
-    _wait(root, "kube-apiserver", f"{server}/readyz", _admin_tls(pki))
+    wait_ready(root, "kube-apiserver", f"{server}/readyz", _admin_tls(pki))
 
     start(
         "kube-controller-manager",
@@ -238,13 +241,15 @@ def up(
             f"--secure-port={ports['sched']}",
         ],
     )
-    _wait(
+    wait_ready(
         root,
         "kube-controller-manager",
         f"https://127.0.0.1:{ports['cm']}/healthz",
         _component_tls(),
     )
-    _wait(root, "kube-scheduler", f"https://127.0.0.1:{ports['sched']}/healthz", _component_tls())
+    wait_ready(
+        root, "kube-scheduler", f"https://127.0.0.1:{ports['sched']}/healthz", _component_tls()
+    )
 
     start(
         "node-agent",
@@ -256,6 +261,7 @@ def up(
             f"--workdir={root / 'pods'}",
             f"--nodes={nodes}",
             f"--gpus-per-node={gpus_per_node}",
+            f"--pod-network={pod_network.ensure()}",
             f"--ca-file={pki.ca_cert}",
             f"--server={server}",
         ],
@@ -329,6 +335,12 @@ def _wait_nodes_ready(info: ClusterInfo, nodes: int) -> None:
 
 
 def down(root: Path) -> list[str]:
-    """Stop every component of the cluster in `root`; return the names that ran."""
+    """Stop every component of the cluster in `root` (its monitoring first, if it was
+    started); return the names that ran."""
+    from dsgd_cluster.monitoring import down_monitoring  # it builds on this module
+
     root = root.resolve()
-    return [name for name in reversed(COMPONENTS) if stop_daemon(root, name)]
+    stopped = down_monitoring(root)
+    stopped += [name for name in reversed(COMPONENTS) if stop_daemon(root, name)]
+    pod_network.release()
+    return stopped

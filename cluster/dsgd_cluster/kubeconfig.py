@@ -18,16 +18,21 @@ def write_kubeconfig(
     cert_file: Path | None = None,
     key_file: Path | None = None,
     token: str | None = None,
+    token_file: Path | None = None,
     namespace: str | None = None,
 ) -> Path:
-    """Write a one-context kubeconfig; credentials are a client certificate or a token."""
-    if (cert_file is None) == (token is None):
+    """Write a one-context kubeconfig; credentials are a client certificate, a token, or a
+    token file (which clients re-read, so the file can be renewed under them)."""
+    given = [c for c in (cert_file, token, token_file) if c is not None]
+    if len(given) != 1:
         raise ValueError("a kubeconfig needs exactly one of a client certificate or a token")
-    credentials: dict[str, str] = (
-        {"token": token}
-        if token is not None
-        else {"client-certificate": str(cert_file), "client-key": str(key_file)}
-    )
+    credentials: dict[str, str]
+    if token is not None:
+        credentials = {"token": token}
+    elif token_file is not None:
+        credentials = {"tokenFile": str(token_file)}
+    else:
+        credentials = {"client-certificate": str(cert_file), "client-key": str(key_file)}
     context: dict[str, str] = {"cluster": CONTEXT, "user": user}
     if namespace:
         context["namespace"] = namespace

@@ -1,9 +1,9 @@
 """The node agent's loop: watch pods bound to our nodes, run them, report, clean up.
 
 One agent plays the kubelet of several Nodes. Each pod bound to one of them gets
-a loopback address of its own as its pod IP, runs as a local process group
-(container.py decides argv and env), and its status goes back through the
-status subresource the way a kubelet reports it: phase, conditions, podIP,
+an address of its own from the pod network (dsgd_cluster.pod_network) as its pod IP,
+runs as a local process group (container.py decides argv and env), and its status
+goes back through the status subresource the way a kubelet reports it: phase, conditions, podIP,
 containerStatuses with exit codes and reasons. Deleting a pod sends SIGTERM,
 waits for the grace period, SIGKILLs, then removes the pod object (the kubelet's
 final delete). With `run_pods=False` pods are only reported Running (for
@@ -30,12 +30,12 @@ from kubernetes import client, watch
 from dsgd_cluster.node_agent import nodes
 from dsgd_cluster.node_agent.container import AgentContext, PodSetupError, prepare
 from dsgd_cluster.node_agent.pod_status import RunningPod, status_body, termination_message
+from dsgd_cluster.pod_network import LOOPBACK
 
 log = logging.getLogger("dsgd.node_agent")
 HEARTBEAT_SECONDS = 10.0
 STATUS_EVERY_HEARTBEATS = 3
 RESTART_BACKOFF_MAX = 30.0
-POD_NETWORK = ipaddress.ip_network("127.64.0.0/10")
 
 
 def _now() -> str:
@@ -68,6 +68,7 @@ class NodeAgent:
         node_names: list[str],
         gpus_per_node: int = 0,
         run_pods: bool = True,
+        pod_network: ipaddress.IPv4Network = LOOPBACK,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
@@ -81,7 +82,9 @@ class NodeAgent:
         self.master_ports: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.events: queue.Queue[tuple[str, dict]] = queue.Queue()
         self.stopping = threading.Event()
-        self._next_ip = 1
+        self.pod_network = pod_network
+        # Two clusters on one machine share the pod network: agents start apart.
+        self._next_ip = 1 + (os.getpid() % 256) * 256
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class NodeAgent:
 
     def _admit(self, pod: dict) -> RunningPod:
         meta, spec = pod["metadata"], pod["spec"]
-        ip = str(POD_NETWORK[self._next_ip])
+        ip = str(self.pod_network[self._next_ip % (self.pod_network.num_addresses - 2) + 1])
         self._next_ip += 1
         pod_dir = self.ctx.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         running = RunningPod(

@@ -27,8 +27,8 @@ at ports shared by the gang's attempt, and its metrics listen on the pod's own I
 Ignored: the image (this machine's Python environment is every image), init and
 sidecar containers, resources and limits (reported, not enforced), probes (a
 started container is Ready), security contexts, and networking beyond a pod IP:
-each pod gets a loopback address of its own, so listeners bound to the pod IP
-never collide; wildcard listeners share the host's ports.
+each pod gets a local address of its own (dsgd_cluster.pod_network), so listeners
+bound to the pod IP never collide; wildcard listeners share the host's ports.
 """
 
 from __future__ import annotations
