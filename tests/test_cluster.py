@@ -7,12 +7,15 @@ garbage collector, and the node agent's reports of processes that really ran.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 import pytest
+from dsgd_cluster import pod_network
 from dsgd_cluster.control_plane import COMPONENTS, down, status, up
 from dsgd_cluster.node_agent.agent import NodeAgent
 from dsgd_cluster.node_agent.pod_status import RunningPod
@@ -102,7 +105,65 @@ def test_pod_runs_as_a_process_and_reports_its_exit_code(kube_api, namespace) ->
     terminated = read.status.container_statuses[0].state.terminated
     assert terminated.exit_code == 3
     assert terminated.reason == "Error"
-    assert read.status.pod_ip.startswith("127.")
+    pod_ip = ipaddress.ip_address(read.status.pod_ip)
+    assert pod_ip in pod_network.ROUTABLE or pod_ip in pod_network.LOOPBACK
+
+
+def test_a_services_endpoints_are_its_pods_ips_and_answer_there(kube_api, namespace) -> None:
+    """Pod IPs a Service can hold (an EndpointSlice refuses loopback ones): the controller
+    manager lists the pod's IP and port, and the pod's listener answers at that address."""
+    core = client.CoreV1Api(kube_api)
+    serve = (
+        "import http.server as h, os; "
+        "h.HTTPServer((os.environ['IP'], 8000), h.SimpleHTTPRequestHandler).serve_forever()"
+    )
+    pod = _pod("web", ["python", "-c", serve])
+    container = pod["spec"]["containers"][0]
+    container["env"] = [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    container["ports"] = [{"name": "http", "containerPort": 8000}]
+    pod["metadata"]["labels"] = {"app": "web"}
+    core.create_namespaced_pod(namespace, pod)
+    pod_ip = wait_until(
+        lambda: core.read_namespaced_pod("web", namespace).status.pod_ip, 60, "the pod's IP"
+    )
+    if ipaddress.ip_address(pod_ip) in pod_network.LOOPBACK:
+        pytest.skip("loopback pod IPs: no local route for the pod network (root, iproute2)")
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
+    discovery = client.DiscoveryV1Api(kube_api)
+
+    def addresses() -> list[tuple[str, int]]:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector="kubernetes.io/service-name=web"
+        ).items
+        return [
+            (address, port.port)
+            for piece in slices
+            for endpoint in piece.endpoints or []
+            if endpoint.conditions.ready
+            for address in endpoint.addresses
+            for port in piece.ports or []
+        ]
+
+    ((address, port),) = wait_until(addresses, 60, "the Service's endpoint")
+    assert address == pod_ip
+    answered = wait_until(
+        lambda: _get(f"http://{address}:{port}/"), 30, "the pod's server to answer"
+    )
+    assert answered == 200
+
+
+def _get(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except OSError:
+        return None
 
 
 def test_termination_message_path_reaches_the_pods_status(kube_api, namespace) -> None:
