@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 IN_VENV := env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)"
 # pyproject.toml pins every version; torch is installed on its own first, at its pin.
 TORCH_VERSION := $(shell sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml)
-DEBIAN_PACKAGES := dataset-fashion-mnist prometheus python3-venv
+DEBIAN_PACKAGES := dataset-fashion-mnist iproute2 prometheus python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/dsgd-io

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
-from dsgd_cluster.control_plane import ClusterInfo
-from dsgd_cluster.monitoring import MonitoringInfo, down_monitoring, up_monitoring
+from dsgd_cluster import pod_network
+from dsgd_cluster.control_plane import ClusterError, ClusterInfo
+from dsgd_cluster.daemons import running_pid
+from dsgd_cluster.monitoring import COMPONENTS, MonitoringInfo, down_monitoring, up_monitoring
 from kubernetes import client
 
 from tests._cluster import Kubectl, create_namespace
 from tests._dashboards import panel_queries, to_promql
 from tests._helm_chart import ALL_MONITORS, dashboards, prometheus_rule_groups
-from tests._helm_release import Helm, Release
+from tests._helm_release import Helm, Release, operator_pods
 from tests._polling import wait_until
 from tests._prometheus import PrometheusApi
 from tests._scrape_stack import JOB_MANIFEST
@@ -57,6 +60,13 @@ class Scraped:
     monitoring: MonitoringInfo
     release_namespace: str
     job_namespace: str
+    operator_pod: str
+    #: The operator's pod IP: a ServiceMonitor finds it only in the routable pod network.
+    operator_ip: str
+
+    def needs_service_endpoints(self) -> None:
+        if ipaddress.ip_address(self.operator_ip) in pod_network.LOOPBACK:
+            pytest.skip("loopback pod IPs (no root or iproute2): Services have no endpoints")
 
 
 def _experiment() -> dict[str, Any]:
@@ -95,8 +105,14 @@ def scraped(
     try:
         release.install(*MONITOR_VALUES)
         kubectl("apply", "-n", job_namespace, "-f", "-", input=yaml.safe_dump(_experiment()))
+        (operator_pod,) = operator_pods(core, release.namespace)
         scraped = Scraped(
-            PrometheusApi(monitoring.prometheus_url), monitoring, release.namespace, job_namespace
+            PrometheusApi(monitoring.prometheus_url),
+            monitoring,
+            release.namespace,
+            job_namespace,
+            operator_pod.metadata.name,
+            operator_pod.status.pod_ip,
         )
         queries = [
             to_promql(q.expr, _training_variables(job_namespace)) for q in _training_queries()
@@ -117,6 +133,19 @@ def scraped(
         down_monitoring(cluster.root)
 
 
+def test_a_refused_prometheus_is_reported_and_nothing_is_left_running(
+    cluster: ClusterInfo,
+) -> None:
+    """The Prometheus Operator's own refusal (a timeout above the interval) reaches the
+    caller in one line, and no monitoring daemon is left behind."""
+    down_monitoring(cluster.root)
+    with pytest.raises(ClusterError) as refused:
+        up_monitoring(cluster, scrape_interval="2s", scrape_timeout="10s", tie_to_caller=True)
+    assert 'scrapeTimeout "10s" greater than scrapeInterval "2s"' in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not [name for name in COMPONENTS if running_pid(cluster.root, name)]
+
+
 def test_the_operator_generates_a_scrape_job_per_monitor(scraped: Scraped) -> None:
     config = yaml.safe_load((scraped.monitoring.directory / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -128,31 +157,35 @@ def test_the_operator_generates_a_scrape_job_per_monitor(scraped: Scraped) -> No
     assert (pod_job["scrape_interval"], pod_job["scrape_timeout"]) == (INTERVAL, INTERVAL)
 
 
-def test_prometheus_scrapes_the_trials_pod_and_the_operator(scraped: Scraped) -> None:
-    def targets() -> dict[str, dict[str, Any]] | None:
-        active = scraped.prometheus.api("targets", state="active")["activeTargets"]
-        ns = scraped.release_namespace
-        found = {
-            kind: [t for t in active if t["scrapePool"] == f"{kind}/{ns}/{name}/0"]
-            for kind, name in (("podMonitor", "dsgd-trainers"), ("serviceMonitor", "dsgd-operator"))
-        }
-        chosen = {kind: ts[0] for kind, ts in found.items() if len(ts) == 1}
-        return (
-            chosen
-            if {t["health"] for t in chosen.values()} == {"up"} and len(chosen) == 2
-            else None
-        )
+def _scraped_target(scraped: Scraped, pool: str) -> dict[str, str]:
+    """The labels of the one target of scrape pool `<pool>/<release namespace>/...`, once up."""
+    kind, name = pool.split("/")
 
-    found = wait_until(targets, 60, "the trial's pod and the operator scraped")
-    trainer = found["podMonitor"]["labels"]
+    def up() -> dict[str, str] | None:
+        active = scraped.prometheus.api("targets", state="active")["activeTargets"]
+        ours = [
+            t for t in active if t["scrapePool"] == f"{kind}/{scraped.release_namespace}/{name}/0"
+        ]
+        return ours[0]["labels"] if len(ours) == 1 and ours[0]["health"] == "up" else None
+
+    return wait_until(up, 60, f"the {pool} target up")
+
+
+def test_prometheus_scrapes_the_trials_pod_as_the_podmonitor_says(scraped: Scraped) -> None:
+    trainer = _scraped_target(scraped, "podMonitor/dsgd-trainers")
     # The PodMonitor's relabelings, run by Prometheus on what discovery found on the pod.
     assert trainer["namespace"] == scraped.job_namespace
     assert (trainer["pod"], trainer["container"]) == (f"{TRIAL}-node-0", "trainer")
     assert (trainer["dsgd_job"], trainer["node_rank"], trainer["attempt"]) == (TRIAL, "0", "0")
     trial = (trainer["dsgd_experiment"], trainer["dsgd_cell"], trainer["dsgd_seed"])
     assert trial == (EXPERIMENT, "c0", str(SEED))
-    operator = found["serviceMonitor"]["labels"]
+
+
+def test_prometheus_scrapes_the_operator_through_its_service(scraped: Scraped) -> None:
+    scraped.needs_service_endpoints()
+    operator = _scraped_target(scraped, "serviceMonitor/dsgd-operator")
     assert (operator["namespace"], operator["service"]) == (scraped.release_namespace, "dsgd")
+    assert operator["pod"] == scraped.operator_pod
 
 
 def test_every_training_panel_returns_data_for_the_trial(scraped: Scraped) -> None:
@@ -169,6 +202,7 @@ def test_every_training_panel_returns_data_for_the_trial(scraped: Scraped) -> No
 
 
 def test_every_operator_panel_returns_data(scraped: Scraped) -> None:
+    scraped.needs_service_endpoints()
     variables = {
         "datasource": "prometheus", "cluster": ".*", "namespace": scraped.release_namespace,
         "job": "dsgd", "job_namespace": scraped.job_namespace,

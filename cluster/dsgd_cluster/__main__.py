@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from dsgd_cluster.control_plane import ClusterError, build_binaries, down, status, up
+from dsgd_cluster.daemons import running_pid
+from dsgd_cluster.monitoring import COMPONENTS as MONITORING
 from dsgd_cluster.monitoring import up_monitoring
 
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             stopped = down(args.dir)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         else:
-            for name, pid in status(args.dir).items():
+            monitoring = {name: running_pid(args.dir, name) for name in MONITORING}
+            for name, pid in {**status(args.dir), **monitoring}.items():
                 print(f"{name:<24} {'pid ' + str(pid) if pid else 'not running'}")
     except ClusterError as error:
         print(f"dsgd_cluster: {error}", file=sys.stderr)

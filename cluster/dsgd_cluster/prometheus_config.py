@@ -60,9 +60,19 @@ def reloader_env(name: str) -> dict[str, str]:
     return {"POD_NAME": f"prometheus-{name}-0", "SHARD": "0"}
 
 
+def _expand_strings(node: Any, env: Mapping[str, str]) -> Any:
+    """expand_env on every string of a parsed document: a value stays a string (`$(SHARD)`
+    becomes "0", not the number a textual substitution would let YAML read)."""
+    if isinstance(node, dict):
+        return {key: _expand_strings(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_strings(value, env) for value in node]
+    return expand_env(node, env) if isinstance(node, str) else node
+
+
 def local_config(generated: str, *, name: str, kubeconfig: Path, rules_dir: Path) -> str:
     """The operator's configuration `generated` (YAML) as the local Prometheus runs it."""
-    document: dict[str, Any] = yaml.safe_load(expand_env(generated, reloader_env(name))) or {}
+    document: dict[str, Any] = _expand_strings(yaml.safe_load(generated) or {}, reloader_env(name))
     for job in document.get("scrape_configs") or []:
         for discovery in job.get("kubernetes_sd_configs") or []:
             discovery["kubeconfig_file"] = str(kubeconfig)
