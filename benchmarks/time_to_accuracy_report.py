@@ -141,7 +141,8 @@ def describe_setup(settings: dict[str, Any]) -> str:
         f"`{settings['dataset']}` ({settings['train_samples']} training / "
         f"{settings['test_samples']} test samples), batch {settings['batch_size']} per rank, "
         f"{settings['epochs']} epochs = {settings['steps']} steps = {settings['samples']:,} "
-        f"samples for every algorithm, seed 0, SGD with Nesterov momentum 0.9, lr "
+        f"samples for every algorithm, {seeds_text(settings.get('seeds', [0]))}, SGD with "
+        f"Nesterov momentum 0.9, lr "
         f"{settings['peak_learning_rate']:g} (linear scaling), × 0.1 at 50% and 75%. Each node "
         "runs in its own network namespace; every node's egress is shaped with tbf to the "
         "rate; the ranks of one node talk over loopback. Training time = sum of the trainer's "
@@ -152,6 +153,30 @@ def describe_setup(settings: dict[str, Any]) -> str:
         "trainer's communication_seconds / training time of the same run (time inside the "
         "averaging collectives, waiting for the slowest rank included; not measurable for "
         "DDP, which overlaps its all-reduce with the backward pass)."
+    )
+
+
+def seeds_text(seeds: list[int]) -> str:
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return (
+        f"seeds {', '.join(map(str, seeds))} (each figure in the tables and goals: the median "
+        "over seeds, each seed's time to target taken over the same seed's lower bound, a "
+        "seed that missed the target counted as the longest; curves: the first seed's)"
+    )
+
+
+def seed_lines(per_seed: dict[str, list[float | None] | None]) -> str:
+    """Each seed's figures behind an overlap goal's medians ("" for one seed)."""
+    ratios = per_seed.get("ratio_to_lower_bound") or []
+    if len(ratios) < 2:
+        return ""
+    accuracy = per_seed.get("final_test_accuracy") or []
+    mini = per_seed.get("mini_batch_final_test_accuracy") or []
+    return (
+        f"; by seed: × lower bound {', '.join(fmt(r, 2, '×') or 'n/a' for r in ratios)}, "
+        f"final test accuracy {', '.join(percent(a) or 'n/a' for a in accuracy)} "
+        f"(mini-batch SGD: {', '.join(percent(a) or 'n/a' for a in mini)})"
     )
 
 
@@ -218,5 +243,6 @@ def overlap_goal_lines(goal: dict[str, Any] | None) -> list[str]:
             f"{'met' if drop['met'] else 'NOT met'}; one averaging costs "
             f"{fmt(run['blocking_steps_per_averaging'], 1) or 'n/a'} steps of compute blocking, "
             f"{fmt(run['exposed_steps_per_averaging'], 1) or 'n/a'} left exposed overlapped"
+            + seed_lines(run.get("per_seed") or {})
         )
     return [*lines, ""]

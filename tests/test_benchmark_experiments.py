@@ -11,6 +11,8 @@ trials' summaries, with numpy), and the benchmark's own verdict.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -181,7 +183,7 @@ def test_time_to_accuracy_smoke_runs_the_experiment_across_shaped_links(
     tmp_path: Path,
 ) -> None:
     before = set(netns.list_namespaces())
-    run_script("time_to_accuracy.py", tmp_path)
+    run_script("time_to_accuracy.py", tmp_path, "--seeds", "2")
     assert set(netns.list_namespaces()) <= before, "the benchmark left namespaces behind"
     results = json.loads((tmp_path / "time_to_accuracy-smoke.json").read_text())
     assert results["benchmark"] == "time_to_accuracy" and results["machine"]["cores"] >= 1
@@ -200,10 +202,62 @@ def test_time_to_accuracy_smoke_runs_the_experiment_across_shaped_links(
     assert runs["local-h4-overlap"]["sync_rounds"]["global"] == settings["steps"] // 4
     assert "1gbit" in results["overlap_goals"]
     assert lower["sync_rounds"]["global"] == 0 and lower["communicated_bytes"] == 0
+    # --seeds 2: every figure is the median of the two seeds' own analyses.
+    assert settings["seeds"] == [0, 1]
+    for run in runs.values():
+        accuracies = run["per_seed"]["final_test_accuracy"]
+        assert len(accuracies) == 2 and run["final_test_accuracy"] == np.mean(accuracies)
     report = (tmp_path / "time_to_accuracy-smoke.md").read_text()
+    assert "seeds 0, 1 (each figure in the tables and goals: the median" in report
     assert "| mini-batch SGD (DDP) |" in report and "no communication (lower bound)" in report
     assert "(time_to_accuracy-smoke-1gbit/report.md)" in report
-    assert len(report_rows(tmp_path / "time_to_accuracy-smoke-1gbit")) == 3
+    assert len(report_rows(tmp_path / "time_to_accuracy-smoke-1gbit")) == 6  # 3 cells × 2 seeds
     assert_png(tmp_path / "time_to_accuracy-smoke-1gbit.png")
     assert_png(tmp_path / "time_to_accuracy-smoke-time-to-target.png")
     assert_index_links(tmp_path, "time_to_accuracy-smoke.md", "time_to_accuracy-smoke-1gbit.png")
+
+
+def test_median_over_seeds_takes_each_seeds_own_ratio_and_counts_a_miss_as_longest() -> None:
+    """Each seed is analysed against its own lower bound first; then the medians (oracle:
+    statistics.median of the per-seed figures, a missed target counted as +inf)."""
+    tta = import_benchmark("time_to_accuracy_analysis")
+
+    def points(accuracies: list[float], seconds_per_eval: float) -> list[dict]:
+        return [
+            {
+                "samples": 100 * (i + 1),
+                "test_accuracy": a,
+                "train_seconds": seconds_per_eval * (i + 1),
+                "wall_seconds": 2 * seconds_per_eval * (i + 1),
+            }
+            for i, a in enumerate(accuracies)
+        ]
+
+    def seed(local: list[float], local_seconds: float, lower_seconds: float) -> dict:
+        return {
+            "mini-batch": {"curve": points([0.5, 0.8], 10.0), "final_test_accuracy": 0.85},
+            "local-h16": {"curve": points(local, local_seconds), "final_test_accuracy": local[-1]},
+            "no-communication": {
+                "curve": points([0.3, 0.4], lower_seconds),
+                "final_test_accuracy": 0.4,
+            },
+        }
+
+    per_seed = [
+        seed([0.6, 0.8], 3.0, 2.0),  # target at 200 samples: 6 s over 4 s = 1.5
+        seed([0.8, 0.9], 3.0, 2.5),  # at 100 samples: 3 s over 2.5 s = 1.2
+        seed([0.6, 0.7], 3.0, 2.0),  # never: counts as the longest
+    ]
+    for runs in per_seed:
+        tta.analyze(runs, target=0.8)
+    merged = tta.median_runs(per_seed)["local-h16"]
+    assert merged["per_seed"]["ratio_to_lower_bound"] == [1.5, 1.2, None]
+    assert merged["ratio_to_lower_bound"] == statistics.median([1.5, 1.2, math.inf])
+    assert merged["time_to_target"] == statistics.median([6.0, 3.0, math.inf])
+    assert merged["final_test_accuracy"] == statistics.median([0.8, 0.9, 0.7])
+    assert merged["speedup_vs_mini_batch"] == statistics.median([20 / 6, 20 / 3, 0.0])
+    assert merged["curve"] == per_seed[0]["local-h16"]["curve"]  # curves: the first seed's
+    # Two seeds of three missing the target: no median time.
+    per_seed[0]["local-h16"] = seed([0.6, 0.7], 3.0, 2.0)["local-h16"]
+    tta.analyze(per_seed[0], target=0.8)
+    assert tta.median_runs(per_seed)["local-h16"]["time_to_target"] is None

@@ -253,13 +253,22 @@ def _start(
 
 
 def _refusal(info: ClusterInfo) -> str | None:
-    """The operator's message when it could not reconcile the Prometheus object."""
+    """The operator's message when it could not reconcile the Prometheus object as it now
+    is (a condition of an earlier generation, e.g. a refused earlier run's, does not count)."""
     shown = _kubectl(
         info, "get", f"--namespace={MONITORING_NAMESPACE}", f"prometheus/{PROMETHEUS_NAME}",
-        "-o=jsonpath={.status.conditions[?(@.type=='Reconciled')]}",
+        "-o=json",
     )  # fmt: skip
-    condition = json.loads(shown) if shown.strip() else {}
-    return condition.get("message") if condition.get("status") == "False" else None
+    prometheus = json.loads(shown)
+    generation = prometheus["metadata"].get("generation")
+    for condition in (prometheus.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "Reconciled"
+            and condition.get("status") == "False"
+            and condition.get("observedGeneration") == generation
+        ):
+            return condition.get("message")
+    return None
 
 
 def _wait_for_configuration(info: ClusterInfo, path: Path) -> None:
