@@ -28,6 +28,7 @@ from tests.test_benchmarks_smoke import (  # noqa: F401 - netns: a fixture
     REPO,
     assert_index_links,
     assert_png,
+    evaluation_points,
     import_benchmark,
     netns,
     run_script,
@@ -223,23 +224,18 @@ def test_median_over_seeds_takes_each_seeds_own_ratio_and_counts_a_miss_as_longe
     statistics.median of the per-seed figures, a missed target counted as +inf)."""
     tta = import_benchmark("time_to_accuracy_analysis")
 
-    def points(accuracies: list[float], seconds_per_eval: float) -> list[dict]:
-        return [
-            {
-                "samples": 100 * (i + 1),
-                "test_accuracy": a,
-                "train_seconds": seconds_per_eval * (i + 1),
-                "wall_seconds": 2 * seconds_per_eval * (i + 1),
-            }
-            for i, a in enumerate(accuracies)
-        ]
-
     def seed(local: list[float], local_seconds: float, lower_seconds: float) -> dict:
         return {
-            "mini-batch": {"curve": points([0.5, 0.8], 10.0), "final_test_accuracy": 0.85},
-            "local-h16": {"curve": points(local, local_seconds), "final_test_accuracy": local[-1]},
+            "mini-batch": {
+                "curve": evaluation_points([0.5, 0.8], 10.0),
+                "final_test_accuracy": 0.85,
+            },
+            "local-h16": {
+                "curve": evaluation_points(local, local_seconds),
+                "final_test_accuracy": local[-1],
+            },
             "no-communication": {
-                "curve": points([0.3, 0.4], lower_seconds),
+                "curve": evaluation_points([0.3, 0.4], lower_seconds),
                 "final_test_accuracy": 0.4,
             },
         }

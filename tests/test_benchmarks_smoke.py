@@ -201,20 +201,23 @@ def _is_zombie(pid: int) -> bool:
 # --- time to accuracy: pure analysis -----------------------------------------------------
 
 
+def evaluation_points(accuracies: list[float], seconds_per_eval: float) -> list[dict]:
+    """A curve of evaluations 100 samples apart, `seconds_per_eval` of training each."""
+    return [
+        {
+            "samples": 100 * (i + 1),
+            "test_accuracy": a,
+            "train_seconds": seconds_per_eval * (i + 1),
+            "wall_seconds": 0.0,
+        }
+        for i, a in enumerate(accuracies)
+    ]
+
+
 def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
     pytest.importorskip("matplotlib", reason="the benchmarks' figures need matplotlib (bench)")
     tta = import_benchmark("time_to_accuracy")
-
-    def points(accuracies: list[float], seconds_per_epoch: float) -> list[dict]:
-        return [
-            {
-                "samples": 100 * (i + 1),
-                "test_accuracy": a,
-                "train_seconds": seconds_per_epoch * (i + 1),
-                "wall_seconds": 0.0,
-            }
-            for i, a in enumerate(accuracies)
-        ]
+    points = evaluation_points
 
     runs = {
         "mini-batch": {"curve": points([0.5, 0.7, 0.8, 0.85], 10.0), "final_test_accuracy": 0.85},

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "monitoring":
             info = up(args.dir, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
             monitoring = up_monitoring(info, args.scrape_interval, args.scrape_timeout)
-            print(f"Prometheus at {monitoring.prometheus_url}, configured by the Prometheus ")
-            print("Operator from every namespace's ServiceMonitors, PodMonitors and rules")
+            print(f"Prometheus at {monitoring.prometheus_url}")
+            print("configured by the Prometheus Operator from every namespace's monitors and rules")
         elif args.command == "down":
             stopped = down(args.dir)
             print(f"stopped: {', '.join(stopped) or 'nothing was running'}")

@@ -71,14 +71,20 @@ class ClusterInfo:
         return self.binaries / name
 
 
-def build_binaries() -> Path:
-    """The directory of built binaries (cluster/build.sh; cached per machine)."""
+def run_build_script(script: Path, what: str) -> Path:
+    """Run a build script that prints its cache directory last; its progress goes to stderr.
+    ClusterError naming `what` and the script when it fails."""
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True
+        ["bash", str(script)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True
     )
     if result.returncode != 0:
-        raise ClusterError(f"building the control plane failed ({BUILD_SCRIPT}); see above")
+        raise ClusterError(f"building {what} failed ({script}); see above")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+def build_binaries() -> Path:
+    """The directory of built binaries (cluster/build.sh; cached per machine)."""
+    return run_build_script(BUILD_SCRIPT, "the control plane")
 
 
 def free_port() -> int:

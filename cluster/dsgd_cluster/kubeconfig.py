@@ -25,7 +25,9 @@ def write_kubeconfig(
     token file (which clients re-read, so the file can be renewed under them)."""
     given = [c for c in (cert_file, token, token_file) if c is not None]
     if len(given) != 1:
-        raise ValueError("a kubeconfig needs exactly one of a client certificate or a token")
+        raise ValueError(
+            "a kubeconfig needs exactly one of a client certificate, a token or a token file"
+        )
     credentials: dict[str, str]
     if token is not None:
         credentials = {"token": token}

@@ -44,6 +44,7 @@ from dsgd_cluster.control_plane import (
     ClusterError,
     ClusterInfo,
     free_port,
+    run_build_script,
     wait_ready,
 )
 from dsgd_cluster.daemons import running_pid, start_daemon, stop_daemon
@@ -69,12 +70,7 @@ class MonitoringInfo:
 def build_monitoring() -> Path:
     """The directory with `operator`, `prometheus`, `crds/` and `rbac/` (cluster/monitoring.sh,
     built once per machine)."""
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True
-    )
-    if result.returncode != 0:
-        raise ClusterError(f"building the Prometheus Operator failed ({BUILD_SCRIPT}); see above")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return run_build_script(BUILD_SCRIPT, "the Prometheus Operator and Prometheus")
 
 
 def prometheus_version(program: Path) -> str:
@@ -173,7 +169,9 @@ def up_monitoring(
 ) -> MonitoringInfo:
     """Start (or keep) the three daemons on the cluster `info`; return once Prometheus runs
     the operator's first configuration. Idempotent like the cluster's `up`: running daemons
-    are kept; a partial set is restarted whole. `tie_to_caller` as for the cluster."""
+    are kept as they are (the scrape settings apply when they are (re)started:
+    `down_monitoring` first); a partial set is restarted whole. `tie_to_caller` as for the
+    cluster."""
     root = info.root
     directory = root / "monitoring"
     state = _state_file(root)

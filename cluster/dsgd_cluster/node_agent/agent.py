@@ -3,8 +3,8 @@
 One agent plays the kubelet of several Nodes. Each pod bound to one of them gets
 an address of its own from the pod network (dsgd_cluster.pod_network) as its pod IP,
 runs as a local process group (container.py decides argv and env), and its status
-goes back through the status subresource the way a kubelet reports it: phase, conditions, podIP,
-containerStatuses with exit codes and reasons. Deleting a pod sends SIGTERM,
+goes back through the status subresource the way a kubelet reports it: phase,
+conditions, podIP, containerStatuses with exit codes and reasons. Deleting a pod sends SIGTERM,
 waits for the grace period, SIGKILLs, then removes the pod object (the kubelet's
 final delete). With `run_pods=False` pods are only reported Running (for
 measuring the operator without training load).
@@ -84,7 +84,7 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.pod_network = pod_network
         # Two clusters on one machine share the pod network: agents start apart.
-        self._next_ip = 1 + (os.getpid() % 256) * 256
+        self._next_ip = (os.getpid() % 256) * 256
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -178,7 +178,8 @@ class NodeAgent:
 
     def _admit(self, pod: dict) -> RunningPod:
         meta, spec = pod["metadata"], pod["spec"]
-        ip = str(self.pod_network[self._next_ip % (self.pod_network.num_addresses - 2) + 1])
+        # Host addresses only: not the network's first (.0) nor its last (broadcast).
+        ip = str(self.pod_network[1 + self._next_ip % (self.pod_network.num_addresses - 2)])
         self._next_ip += 1
         pod_dir = self.ctx.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         running = RunningPod(
