@@ -349,3 +349,40 @@ def test_a_checkpoint_with_a_pending_averaging_resumes_exactly(tmp_path, case: s
                 assert torch.equal(resumed["model"][name], want), f"after step {stop}: {name}"
             assert resumed["counters"]["rounds"] == result["counters"]["rounds"]
             assert resumed["counters"]["bytes"] == result["counters"]["bytes"]
+
+
+def one_tensor(rank: int, world_size: int) -> dict:
+    """A model of one tensor (flattening it alone gives a view of it, not a copy)."""
+    config = make_config({"name": "local-sgd", "localSteps": 2, "overlapSteps": 1})
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(nn.Linear(IN, OUT, bias=False))
+    ours, oracle = models
+    algo = build_algorithm(config, ours, make_dist_context(torch.device("cpu")), STEPS_PER_EPOCH)
+    opts = [torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM) for m in models]
+    pending = None
+    for step in range(7):  # syncs after steps 1, 3, 5; applied after 2, 4, 6
+        x, y = make_batch(rank, step)
+        with algo.step_context(step):
+            F.cross_entropy(algo.training_model()(x), y).backward()
+        for model, opt in zip(models, opts, strict=True):
+            if model is oracle:
+                F.cross_entropy(oracle(x), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        algo.after_optimizer_step(step)
+        with torch.no_grad():
+            if pending is not None:
+                snapshot, mean = pending
+                oracle.weight += mean - snapshot
+                pending = None
+            if step % 2 == 1:
+                snapshot = oracle.weight.detach().clone()
+                pending = (snapshot, mean_over(snapshot))
+    return {"ours": ours.weight.detach().clone(), "oracle": oracle.weight.detach().clone()}
+
+
+def test_a_model_of_one_tensor_keeps_training_while_its_averaging_is_in_flight(tmp_path) -> None:
+    for result in run_on_ranks(one_tensor, 2, tmp_path, timeout=60):
+        torch.testing.assert_close(result["ours"], result["oracle"], rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dsgd_contract.config import TrainingConfig
 from dsgd_trainer.algorithms import build_algorithm, make_dist_context
 from dsgd_trainer.data.bundle import TensorDataset
-from dsgd_trainer.evaluation import EVALUATION_WINDOW, METRICS_WINDOW, RunningStats
+from dsgd_trainer.evaluation import EVALUATION_WINDOW, FOLD_EVERY, METRICS_WINDOW, RunningStats
 from dsgd_trainer.step import TrainStep
 from torch import nn
 
@@ -98,3 +98,35 @@ def test_the_trainer_step_is_the_plain_pytorch_loop_and_counts_what_it_trained(t
     ):
         assert got[0] == pytest.approx(want[0], rel=1e-6)  # Σ loss·n (float32 loss·n per step)
         assert got[1:] == want[1:]  # correct predictions and samples: exact
+
+
+def test_running_stats_windows_hold_the_sums_of_their_batches_whatever_the_batch_sizes() -> None:
+    """More batches than are kept before folding, a batch size that changes (a short last
+    batch, then back), two windows restarting at different steps: each window's totals
+    are the plain sums over its batches, read at any point."""
+
+    generator = torch.Generator().manual_seed(1)
+    stats = RunningStats(torch.device("cpu"), windows=2)
+    sizes = [8] * (FOLD_EVERY + 3) + [5] + [8] * (FOLD_EVERY * 2) + [3, 3]
+    since = [[0.0, 0, 0], [0.0, 0, 0]]  # the oracle: Python sums per window
+    for step, n in enumerate(sizes):
+        outputs = torch.randn(n, 4, generator=generator)
+        targets = torch.randint(0, 4, (n,), generator=generator)
+        loss = F.cross_entropy(outputs, targets)
+        stats.add(loss, outputs, targets)
+        correct = int((outputs.argmax(dim=1) == targets).sum())
+        for window in since:
+            window[0] += loss.item() * n
+            window[1] += correct
+            window[2] += n
+        for window, every in ((0, 7), (1, 23)):
+            if step % every == every - 1:
+                got = stats.totals(window).tolist()
+                assert got[0] == pytest.approx(since[window][0], rel=1e-6), (step, window)
+                assert got[1:] == since[window][1:], (step, window)
+                stats.restart(window)
+                since[window] = [0.0, 0, 0]
+    for window in (0, 1):
+        got = stats.totals(window).tolist()
+        assert got[0] == pytest.approx(since[window][0], rel=1e-6)
+        assert got[1:] == since[window][1:]

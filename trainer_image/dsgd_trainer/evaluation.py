@@ -26,33 +26,65 @@ EVAL_BATCH_SIZE = 1024
 METRICS_WINDOW, EVALUATION_WINDOW = 0, 1
 
 
+#: Training batches RunningStats holds before folding them into its totals.
+FOLD_EVERY = 16
+
+
 class RunningStats:
     """Σ loss·n and Σ correct of the training batches in `windows` windows at once.
 
-    The sums live on the device as one (windows × 2) float64 tensor, so one step
-    adds its pair to every window with one broadcast addition (no host sync, one
-    accumulation whatever the number of windows); the sample counts are host
-    integers. A window restarts on its own (`restart`), and each window's sum is
-    exactly what a fresh accumulator over its steps would hold.
+    A step only keeps its (detached) loss, logits and targets; every FOLD_EVERY
+    batches, and whenever totals are read, the kept batches are folded into two
+    running totals on the device, a float64 Σ loss·n and an int64 Σ correct, with
+    a handful of ops for all of them. Five small ops per step cost more than the
+    rest of the loop's own work put together on a small model (each op ~10-20 µs
+    on a CPU just after the optimizer step, a kernel launch on a GPU;
+    benchmarks/overhead.py). Nothing waits for the device; the sample count is a
+    host integer. The batches kept at once all have the same size (a different
+    size folds first), so the loss sum is one weighted sum. A window is the
+    difference between the totals now and a copy taken when it (re)started, so a
+    window restarts on its own (`restart`) and each window's sum is what a fresh
+    accumulator over its steps would hold (float64: exact enough over any run).
     """
 
     def __init__(self, device: torch.device, windows: int = 1) -> None:
-        self.sums = torch.zeros(windows, 2, dtype=torch.float64, device=device)
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._correct = torch.zeros((), dtype=torch.int64, device=device)
         self._count = 0  # samples since construction
-        self._count_at_start = [0] * windows
+        self._kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._kept_size = 0  # the batch size of every kept batch
+        self._at_start = [self._totals() for _ in range(windows)]
         self.started = [time.perf_counter()] * windows
 
     def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """One training batch: its mean `loss`, the `outputs` (logits) and `targets`."""
         n = len(targets)
-        correct = (outputs.argmax(dim=1) == targets).sum()
-        self.sums.add_(torch.stack((loss.detach() * n, correct)))
+        if n != self._kept_size or len(self._kept) >= FOLD_EVERY:
+            self._fold()
+            self._kept_size = n
+        self._kept.append((loss.detach(), outputs.detach(), targets))
         self._count += n
+
+    def _fold(self) -> None:
+        """Add the kept batches to the totals (on the device, no host sync)."""
+        if not self._kept:
+            return
+        losses, outputs, targets = zip(*self._kept, strict=True)
+        self._kept = []
+        loss_sum = torch.stack(losses).sum(dtype=torch.float64)
+        self._loss_sum.add_(loss_sum, alpha=self._kept_size)
+        predicted = torch.cat(outputs).argmax(dim=1)
+        self._correct.add_(predicted.eq_(torch.cat(targets)).sum())
+
+    def _totals(self) -> torch.Tensor:
+        """[Σ loss·n, Σ correct, n] since construction, as one new float64 tensor."""
+        self._fold()
+        count = self._loss_sum.new_tensor(self._count)
+        return torch.stack((self._loss_sum, self._correct.to(torch.float64), count))
 
     def totals(self, window: int = 0) -> torch.Tensor:
         """[Σ loss·n, Σ correct, n] of `window` as one float64 tensor (for an all-reduce)."""
-        count = self._count - self._count_at_start[window]
-        return torch.cat([self.sums[window], self.sums.new_tensor([count])])
+        return self._totals() - self._at_start[window]
 
     def since(self, window: int = 0) -> float:
         """When `window` (re)started, on time.perf_counter's clock."""
@@ -60,8 +92,7 @@ class RunningStats:
 
     def restart(self, window: int = 0) -> None:
         """Empty `window` (the others keep counting)."""
-        self.sums[window].zero_()
-        self._count_at_start[window] = self._count
+        self._at_start[window] = self._totals()
         self.started[window] = time.perf_counter()
 
 

@@ -7,8 +7,9 @@ forward, loss, backward, optimizer step, zero_grad), only:
 - the learning rate, written into the optimizer's groups when it changes
   (the schedule is pure arithmetic on the step);
 - the algorithm's hooks (`step_context`, `training_model`, `after_optimizer_step`);
-- one on-device accumulation of the training statistics (evaluation.RunningStats:
-  argmax, compare, sum and one addition into every window; no host sync).
+- keeping the batch's loss, logits and targets for the training statistics
+  (evaluation.RunningStats folds them into on-device sums every 16 steps with a
+  handful of ops for all of them; no host sync).
 
 Everything else the loop reports (metrics, records, the divergence check) is
 read from those sums at publish and evaluation time. Held out of the step on
@@ -79,6 +80,5 @@ class TrainStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         algorithm.after_optimizer_step(step)
-        with torch.no_grad():
-            self.stats.add(loss, outputs, targets)
+        self.stats.add(loss, outputs, targets)  # keeps them detached: no autograd context needed
         return len(targets)

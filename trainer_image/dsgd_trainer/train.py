@@ -218,7 +218,7 @@ def train(config: TrainingConfig, gang: GangPosition, stop: StopRequest) -> int:
         distance = algorithm.consensus_distance
         measured = torch.zeros(2, dtype=torch.float64, device=device)
         if distance is not None:
-            measured[0], measured[1] = distance, 1.0
+            measured[0], measured[1] = distance.value(), 1.0
         totals = torch.cat([stats.totals(EVALUATION_WINDOW), measured, vote.ballot(torch.float64)])
         dist.all_reduce(totals)
         loss_sum, correct_sum, count, distance_sum, distance_ranks, ballots = totals.tolist()
@@ -376,7 +376,9 @@ def progress(
         communication_seconds=counters.communication_seconds,
         compute_seconds=max(0.0, run.train_seconds - counters.communication_seconds),
         consensus_distance=(
-            None if algorithm.consensus_distance is None else algorithm.consensus_distance.item()
+            None
+            if algorithm.consensus_distance is None
+            else algorithm.consensus_distance.value().item()
         ),
     )
 

@@ -16,7 +16,7 @@ optimizer's and DDP's references to the parameters stay valid.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,18 @@ def averaged_tensors(model: nn.Module) -> list[torch.Tensor]:
     return trainable_parameters(model) + floating_buffers(model)
 
 
+def flat_copy(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors (one dtype) concatenated into one new flat buffer.
+
+    Always a copy: torch's `_flatten_dense_tensors` returns a view of a lone tensor,
+    so an all-reduce on its result would write into that tensor itself (into a
+    parameter still training, for an overlapped averaging).
+    """
+    if len(tensors) == 1:
+        return tensors[0].detach().reshape(-1).clone()
+    return _flatten_dense_tensors([t.detach() for t in tensors])
+
+
 def payload_bytes(tensors: Sequence[torch.Tensor]) -> int:
     """Dense payload of `tensors`: Σ numel × element size."""
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -63,6 +75,7 @@ def average_(
     tensors: Sequence[torch.Tensor],
     group: dist.ProcessGroup | None = None,
     vote: StopVote | None = None,
+    before_overwrite: Callable[[list[torch.Tensor], list[torch.Tensor]], None] | None = None,
 ) -> Traffic:
     """Replace each tensor by its mean over the ranks of `group` (None: all ranks), in place.
 
@@ -70,23 +83,26 @@ def average_(
     this rank's traffic (traffic.py: a ring all-reduce of the payload). With
     `vote` (global averagings only), the stop ballot rides at the end of the
     first buffer and its sum is counted (dsgd_trainer.stop_vote); its 4 bytes
-    are not counted.
+    are not counted. `before_overwrite(tensors, means)` is called per dtype group
+    while the tensors still hold this rank's values (the consensus distance is
+    measured there without a copy of the model).
     """
     size = dist.get_world_size(group)
     for index, same_dtype in enumerate(by_dtype(tensors)):
-        parts = [t.detach() for t in same_dtype]
+        parts = list(same_dtype)
         ballot = vote is not None and index == 0
         if ballot:
             parts.append(vote.ballot(same_dtype[0].dtype))
-        flat = _flatten_dense_tensors(parts)
+        flat = flat_copy(parts)
         dist.all_reduce(flat, group=group)
         if ballot:
             vote.count(flat[-1:])
             flat = flat[:-1]
         flat.div_(size)
         means = _unflatten_dense_tensors(flat, same_dtype)
-        for tensor, mean in zip(same_dtype, means, strict=True):
-            tensor.copy_(mean)
+        if before_overwrite is not None:
+            before_overwrite(same_dtype, list(means))
+        torch._foreach_copy_(same_dtype, means)
     return traffic.all_reduce(payload_bytes(tensors), size)
 
 
@@ -96,7 +112,7 @@ def broadcast_(
 ) -> Traffic:
     """Overwrite each tensor with global rank `src`'s value, in place; returns the traffic."""
     for same_dtype in by_dtype(tensors):
-        flat = _flatten_dense_tensors([t.detach() for t in same_dtype])
+        flat = flat_copy(same_dtype)
         dist.broadcast(flat, src=src, group=group)
         for tensor, value in zip(
             same_dtype, _unflatten_dense_tensors(flat, same_dtype), strict=True

@@ -5,10 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 
-import torch
 from dsgd_contract.config import TrainingConfig
 from torch import nn
 
+from .consensus_distance import ConsensusDistance
 from .context import DistContext
 from .counters import SyncCounters
 
@@ -32,9 +32,10 @@ class Algorithm(ABC):
 
     name: str
     counters: SyncCounters
-    #: This rank's ‖x_k − x̄‖ / ‖x̄‖ at the last global model averaging (0-d tensor on the
-    #: device), x̄ the consensus it produced; None for mini-batch SGD and before the first.
-    consensus_distance: torch.Tensor | None = None
+    #: This rank's ‖x_k − x̄‖ / ‖x̄‖ at the last global model averaging (`.value()`: a 0-d
+    #: tensor on the device), x̄ the consensus it produced; None for mini-batch SGD and
+    #: before the first.
+    consensus_distance: ConsensusDistance | None = None
 
     def __init__(
         self, model: nn.Module, config: TrainingConfig, ctx: DistContext, steps_per_epoch: int

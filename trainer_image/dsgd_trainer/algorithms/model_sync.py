@@ -44,6 +44,7 @@ from .averaging import (
     floating_buffers,
     trainable_parameters,
 )
+from .consensus_distance import ConsensusDistance
 from .traffic import Traffic
 
 
@@ -51,12 +52,11 @@ class ModelSync(ABC):
     """One synchronization of the ranks' models; returns this rank's traffic.
 
     `consensus_distance`: after a sync by a synchroniser that measures it, this
-    rank's ‖x_k − x̄‖ / ‖x̄‖ over the trainable parameters, x_k its model before
-    the sync and x̄ the consensus the sync produced (a 0-d tensor on the
-    device, so that no step waits for it); None otherwise.
+    rank's ‖x_k − x̄‖ / ‖x̄‖ (consensus_distance.py), x̄ the consensus the sync
+    produced; None otherwise.
     """
 
-    consensus_distance: torch.Tensor | None = None
+    consensus_distance: ConsensusDistance | None = None
 
     def reset(self, model: nn.Module) -> None:  # noqa: B027 - optional hook, default: nothing
         """Called when the replicas are identical at the start of a local phase."""
@@ -94,11 +94,20 @@ class DenseSync(ModelSync):
         self.measure = measure
 
     def synchronize(self, model: nn.Module) -> Traffic:
-        own = compression.flatten(trainable_parameters(model)) if self.measure else None
-        sent = average_(averaged_tensors(model), group=self.group, vote=self.vote)
-        if own is not None:
-            mean = compression.flatten(trainable_parameters(model))
-            self.consensus_distance = relative_distance_(own, mean)
+        tensors = averaged_tensors(model)
+        if not self.measure:
+            return average_(tensors, group=self.group, vote=self.vote)
+        parameters = {id(p) for p in trainable_parameters(model)}
+        distance = ConsensusDistance()
+
+        def measure(own: list[torch.Tensor], means: list[torch.Tensor]) -> None:
+            pairs = [(t, m) for t, m in zip(own, means, strict=True) if id(t) in parameters]
+            # The parameters still hold x_k and are overwritten with x̄ next: the
+            # difference can take their place.
+            distance.add_([t for t, _ in pairs], [m for _, m in pairs])
+
+        sent = average_(tensors, group=self.group, vote=self.vote, before_overwrite=measure)
+        self.consensus_distance = distance
         return sent
 
 
@@ -150,7 +159,7 @@ class SignSync(ModelSync):
         own = compression.flatten(params)
         update, sent = compression.mean_of_ranks(compressed, layout, vote=self.vote)
         self.reference.sub_(update)
-        self.consensus_distance = relative_distance_(own, self.reference)
+        self.consensus_distance = ConsensusDistance().add_([own], [self.reference])
         compression.copy_flat_(params, self.reference)
         buffers = floating_buffers(model)
         if buffers:
@@ -189,19 +198,3 @@ class SignSync(ModelSync):
         self.error = None if error is None else error.clone()
         if self.error_feedback and self.reference is not None and self.error is None:
             raise ValueError("the checkpoint has no error-feedback memory but ef-sign needs one")
-
-
-def relative_distance_(own: torch.Tensor, consensus: torch.Tensor) -> torch.Tensor:
-    """‖own − consensus‖ / ‖consensus‖ as a 0-d float64 tensor (0 when the consensus is 0);
-    `own`, a flat copy made for this, is overwritten with own − consensus (no temporary).
-
-    The norms are taken in the tensors' own precision (float32: torch's reductions sum
-    pairwise, relative error ~1e-7 at a million elements, far below what a distance
-    metric shows); upcasting the model to float64 for them made an averaging with the
-    measurement take twice as much extra time over one without (benchmarks/overhead.py).
-    """
-    if own.element_size() < 4:  # half-precision parameters: norms in float32, not overflowing
-        own, consensus = own.float(), consensus.float()
-    gap = torch.linalg.vector_norm(own.sub_(consensus)).to(torch.float64)
-    size = torch.linalg.vector_norm(consensus).to(torch.float64)
-    return torch.where(size > 0, gap / size, torch.zeros_like(gap))

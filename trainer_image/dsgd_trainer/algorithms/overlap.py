@@ -57,19 +57,21 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch._utils import _unflatten_dense_tensors
 
 from dsgd_trainer.stop_vote import StopVote
 
-from . import compression, traffic
+from . import traffic
 from .averaging import (
     average_,
     averaged_tensors,
     by_dtype,
+    flat_copy,
     payload_bytes,
     trainable_parameters,
 )
-from .model_sync import ModelSync, relative_distance_
+from .consensus_distance import ConsensusDistance
+from .model_sync import ModelSync
 from .outer import OuterSGD
 from .traffic import Traffic
 
@@ -117,10 +119,10 @@ class OverlappedAveraging(ModelSync):
         tensors = averaged_tensors(model)
         snapshots, sums, works = [], [], []
         for index, group in enumerate(by_dtype(tensors)):
-            parts = [t.detach() for t in group]
+            parts = list(group)
             if index == 0 and self.vote is not None:
                 parts.append(self.vote.ballot(group[0].dtype))
-            flat = _flatten_dense_tensors(parts)
+            flat = flat_copy(parts)
             snapshots.append(flat[: sum(t.numel() for t in group)].clone())
             sums.append(flat)
             works.append(dist.all_reduce(flat, async_op=True))
@@ -156,10 +158,10 @@ class OverlappedAveraging(ModelSync):
             means.append(flat[: snapshot.numel()].div_(size))
         groups = by_dtype(averaged_tensors(pending.model))
         params = trainable_parameters(pending.model)
-        mean_views, own_views = _parameter_views(params, groups, means, pending.snapshots)
-        self.consensus_distance = relative_distance_(
-            compression.flatten(own_views), compression.flatten(mean_views)
-        )
+        # The distance overwrites y_k's views: copies, as the snapshots still make the corrections.
+        copies = [snapshot.clone() for snapshot in pending.snapshots]
+        mean_views, own_views = _parameter_views(params, groups, means, copies)
+        self.consensus_distance = ConsensusDistance().add_(own_views, mean_views)
         if self.outer is not None:
             self.outer.step_(mean_views)  # ȳ's parameters become the new x_sync, in place
         pending.corrections = [m.sub_(s) for m, s in zip(means, pending.snapshots, strict=True)]
