@@ -9,7 +9,8 @@ axes zipped to it, whose cells are of those variants). `--manifest FILE` runs a 
 as written instead.
 
 A variant is what a cell's trial runs, named from its algorithm block
-(`variant_key`): `mini-batch`, `local-h16`, `local-h4-overlap`, `post-local-h16`,
+(`variant_key`): `mini-batch`, `local-h16`, `local-h4-overlap` (overlapSteps τ = H),
+`local-h16-overlap8` (τ = 8 < H), `post-local-h16`,
 `hierarchical`, `downpour`, and LOWER_BOUND for local SGD whose H is the largest
 allowed (no averaging in any run: the no-communication lower bound). Benchmarks
 compute their verdicts from the cells of the variants they know.
@@ -60,7 +61,10 @@ def variant_key(spec: DistributedSGDJobSpec) -> str:
     if algorithm.name == "local-sgd" and algorithm.local_steps == MAX_STEPS:
         return LOWER_BOUND
     key = f"{algorithm.name.removesuffix('-sgd')}-h{algorithm.local_steps}"
-    return key + ("-overlap" if algorithm.overlap_steps else "")
+    tau = algorithm.overlap_steps
+    return key + (
+        "" if not tau else "-overlap" if tau == algorithm.local_steps else f"-overlap{tau}"
+    )
 
 
 def variant_label(spec: DistributedSGDJobSpec) -> str:

@@ -41,6 +41,10 @@ TIME_TO_ACCURACY = [
     "local-h16",
     "local-h4-overlap",
     "local-h16-overlap",
+    "local-h16-overlap8",
+    "local-h16-overlap4",
+    "local-h16-overlap6",
+    "local-h16-overlap5",
     "post-local-h16",
     "hierarchical",
     "no-communication",
@@ -95,6 +99,8 @@ def test_time_to_accuracy_manifest_holds_every_variant_downpour_included() -> No
         )
         assert lower.algorithm.local_steps > run_steps  # no averaging in the whole run
         assert by_key["local-h16-overlap"].algorithm.overlap_steps == 16
+        assert by_key["local-h16-overlap8"].algorithm.overlap_steps == 8
+        assert by_key["local-h16-overlap4"].algorithm.overlap_steps == 4
         downpour = by_key["downpour"]
         assert downpour.topology.parameter_servers == 2
         assert (downpour.algorithm.fetch_steps, downpour.algorithm.push_steps) == (4, 4)

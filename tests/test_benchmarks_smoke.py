@@ -270,6 +270,17 @@ def test_time_to_target_and_lower_bound_ratio_come_from_the_curves() -> None:
     assert overlap["blocking_ratio_to_lower_bound"] == pytest.approx(1.2)
     assert overlap["blocking_steps_per_averaging"] == pytest.approx(0.4 / 0.125)
     assert overlap["exposed_steps_per_averaging"] == pytest.approx(0.05 / 0.125)
+    # τ < H (local-h16-overlap8) is held to its H's goal, beside the same blocking run.
+    runs["local-h16-overlap8"] = {
+        **runs["local-h16-overlap"],
+        "label": "local SGD, H=16, overlapSteps=8",
+        "curve": points([0.6, 0.8, 0.84, 0.846], 2.3),
+    }
+    tta.analyze(runs, target=0.8)
+    shorter = tta.check_overlap_goals(runs, "50mbit")["runs"]["local-h16-overlap8"]
+    assert shorter["checks"]["ratio_to_lower_bound"]["limit"] == 1.10
+    assert not shorter["checks"]["ratio_to_lower_bound"]["met"]  # 4.6 / 4.0 = 1.15
+    assert shorter["blocking_ratio_to_lower_bound"] == pytest.approx(1.2)
     # Between two evaluations the lower bound is interpolated in samples.
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 150) == 3.0
     assert tta.seconds_at_samples(runs["no-communication"]["curve"], 500) is None
