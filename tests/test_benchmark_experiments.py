@@ -44,7 +44,6 @@ TIME_TO_ACCURACY = [
     "local-h16-overlap8",
     "local-h16-overlap4",
     "local-h16-overlap6",
-    "local-h16-overlap5",
     "post-local-h16",
     "hierarchical",
     "no-communication",
