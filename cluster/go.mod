@@ -1,5 +1,5 @@
 // The real Kubernetes control plane the tests run against, built from the
-// official modules (see cluster/README.md). Only k8s.io/kubernetes is pinned here;
+// official modules (cluster/build.sh; docs/design.md says how the tests use it). Only k8s.io/kubernetes is pinned here;
 // its staging modules are published at v0.<minor>.<patch> and pinned by replace.
 module dsgd.io/cluster
 

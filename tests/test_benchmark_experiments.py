@@ -28,12 +28,12 @@ from tests.test_benchmarks_smoke import (  # noqa: F401 - netns: a fixture
     REPO,
     assert_index_links,
     assert_png,
-    evaluation_points,
     import_benchmark,
     netns,
     run_script,
 )
 from tests.test_experiment_report import numbers, report_rows
+from tests.test_time_to_accuracy_analysis import evaluation_points
 
 TIME_TO_ACCURACY = [
     "mini-batch",
@@ -42,8 +42,8 @@ TIME_TO_ACCURACY = [
     "local-h4-overlap",
     "local-h16-overlap",
     "local-h16-overlap8",
-    "local-h16-overlap4",
     "local-h16-overlap6",
+    "local-h16-overlap4",
     "post-local-h16",
     "hierarchical",
     "no-communication",
@@ -99,6 +99,7 @@ def test_time_to_accuracy_manifest_holds_every_variant_downpour_included() -> No
         assert lower.algorithm.local_steps > run_steps  # no averaging in the whole run
         assert by_key["local-h16-overlap"].algorithm.overlap_steps == 16
         assert by_key["local-h16-overlap8"].algorithm.overlap_steps == 8
+        assert by_key["local-h16-overlap6"].algorithm.overlap_steps == 6
         assert by_key["local-h16-overlap4"].algorithm.overlap_steps == 4
         downpour = by_key["downpour"]
         assert downpour.topology.parameter_servers == 2
