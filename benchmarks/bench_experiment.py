@@ -62,9 +62,9 @@ def variant_key(spec: DistributedSGDJobSpec) -> str:
         return LOWER_BOUND
     key = f"{algorithm.name.removesuffix('-sgd')}-h{algorithm.local_steps}"
     tau = algorithm.overlap_steps
-    return key + (
-        "" if not tau else "-overlap" if tau == algorithm.local_steps else f"-overlap{tau}"
-    )
+    if not tau:
+        return key
+    return f"{key}-overlap" if tau == algorithm.local_steps else f"{key}-overlap{tau}"
 
 
 def variant_label(spec: DistributedSGDJobSpec) -> str:

@@ -13,6 +13,7 @@ today's blocking local SGD bit for bit.
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -354,26 +355,25 @@ def test_a_checkpoint_with_a_pending_averaging_resumes_exactly(tmp_path, case: s
 def one_tensor(rank: int, world_size: int) -> dict:
     """A model of one tensor (flattening it alone gives a view of it, not a copy)."""
     config = make_config({"name": "local-sgd", "localSteps": 2, "overlapSteps": 1})
-    models = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        models.append(nn.Linear(IN, OUT, bias=False))
-    ours, oracle = models
+    torch.manual_seed(0)
+    ours = nn.Linear(IN, OUT, bias=False)
+    oracle = copy.deepcopy(ours)
     algo = build_algorithm(config, ours, make_dist_context(torch.device("cpu")), STEPS_PER_EPOCH)
-    opts = [torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM) for m in models]
-    pending = None
+    ours_opt = torch.optim.SGD(ours.parameters(), lr=LR, momentum=MOMENTUM)
+    oracle_opt = torch.optim.SGD(oracle.parameters(), lr=LR, momentum=MOMENTUM)
+    pending = None  # the oracle's (y_k, ȳ) of the averaging started after the previous step
     for step in range(7):  # syncs after steps 1, 3, 5; applied after 2, 4, 6
         x, y = make_batch(rank, step)
         with algo.step_context(step):
             F.cross_entropy(algo.training_model()(x), y).backward()
-        for model, opt in zip(models, opts, strict=True):
-            if model is oracle:
-                F.cross_entropy(oracle(x), y).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        ours_opt.step()
+        ours_opt.zero_grad(set_to_none=True)
         algo.after_optimizer_step(step)
+        F.cross_entropy(oracle(x), y).backward()
+        oracle_opt.step()
+        oracle_opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            if pending is not None:
+            if pending is not None:  # τ = 1: x_k ← ȳ + (x_k − y_k)
                 snapshot, mean = pending
                 oracle.weight += mean - snapshot
                 pending = None

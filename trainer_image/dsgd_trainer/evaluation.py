@@ -41,7 +41,8 @@ class RunningStats:
     on a CPU just after the optimizer step, a kernel launch on a GPU;
     benchmarks/overhead.py). Nothing waits for the device; the sample count is a
     host integer. The batches kept at once all have the same size (a different
-    size folds first), so the loss sum is one weighted sum. A window is the
+    size folds first), so the loss sum is one weighted sum; what is held meanwhile is at
+    most FOLD_EVERY batches of logits. A window is the
     difference between the totals now and a copy taken when it (re)started, so a
     window restarts on its own (`restart`) and each window's sum is what a fresh
     accumulator over its steps would hold (float64: exact enough over any run).

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch._utils import _unflatten_dense_tensors
 
 from dsgd_trainer.stop_vote import StopVote
 
@@ -47,13 +47,11 @@ def averaged_tensors(model: nn.Module) -> list[torch.Tensor]:
 def flat_copy(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The tensors (one dtype) concatenated into one new flat buffer.
 
-    Always a copy: torch's `_flatten_dense_tensors` returns a view of a lone tensor,
-    so an all-reduce on its result would write into that tensor itself (into a
-    parameter still training, for an overlapped averaging).
+    Always a copy (torch.cat), unlike torch's `_flatten_dense_tensors`, which returns
+    a view of a lone tensor: an all-reduce on that would write into the tensor itself
+    (into a parameter still training, for an overlapped averaging).
     """
-    if len(tensors) == 1:
-        return tensors[0].detach().reshape(-1).clone()
-    return _flatten_dense_tensors([t.detach() for t in tensors])
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
 
 
 def payload_bytes(tensors: Sequence[torch.Tensor]) -> int:
@@ -114,10 +112,7 @@ def broadcast_(
     for same_dtype in by_dtype(tensors):
         flat = flat_copy(same_dtype)
         dist.broadcast(flat, src=src, group=group)
-        for tensor, value in zip(
-            same_dtype, _unflatten_dense_tensors(flat, same_dtype), strict=True
-        ):
-            tensor.copy_(value)
+        torch._foreach_copy_(same_dtype, _unflatten_dense_tensors(flat, same_dtype))
     return traffic.broadcast(payload_bytes(tensors), dist.get_world_size(group))
 
 

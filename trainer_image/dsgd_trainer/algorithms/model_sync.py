@@ -97,11 +97,11 @@ class DenseSync(ModelSync):
         tensors = averaged_tensors(model)
         if not self.measure:
             return average_(tensors, group=self.group, vote=self.vote)
-        parameters = {id(p) for p in trainable_parameters(model)}
         distance = ConsensusDistance()
 
         def measure(own: list[torch.Tensor], means: list[torch.Tensor]) -> None:
-            pairs = [(t, m) for t, m in zip(own, means, strict=True) if id(t) in parameters]
+            # The trainable parameters (averaging's own rule: requires_grad), not the buffers.
+            pairs = [(t, m) for t, m in zip(own, means, strict=True) if t.requires_grad]
             # The parameters still hold x_k and are overwritten with x̄ next: the
             # difference can take their place.
             distance.add_([t for t, _ in pairs], [m for _, m in pairs])
